@@ -1,0 +1,1 @@
+"""deepwe_mm package."""

@@ -1,0 +1,1 @@
+"""Modality readers (file -> array) and encoders (array -> tokens), one file per modality kind."""

@@ -1,0 +1,195 @@
+"""The ``deepwe`` command line. Commands are thin: the work happens in the functions they call.
+
+Exit codes: 0 ok, 1 failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.validate import ValidationReport, validate_cohort
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+app = typer.Typer(
+    name="deepwe",
+    help="DeepWe-MM: multi-modal clinical outcome prediction with weighted-embedding fusion.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console for the current streams; wide when the output is a file or a pipe, not a terminal."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=stream, highlight=False, width=None if stream.isatty() else 160)
+
+
+@app.command()
+def validate(
+    spec: Annotated[Path, typer.Argument(help="The cohort spec (YAML) to check.", show_default=False)],
+    max_shown: Annotated[int, typer.Option(help="Most problems to print (all are counted).")] = 200,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the full report (every problem) as JSON here."),
+    ] = None,
+    skip_file_headers: Annotated[
+        bool, typer.Option(help="Check that files exist but do not read their headers (faster).")
+    ] = False,
+) -> None:
+    """Check a cohort (spec, table and every referenced file) and list every problem found.
+
+    Exits 0 with a summary when the cohort is valid, 2 with a table of problems (row, column, value,
+    what was expected) when it is not.
+    """
+    report = validate_cohort(spec, check_files=not skip_file_headers)
+    if json_out is not None:
+        _write_report_json(report, json_out)
+    if not report.ok:
+        print_problems(report, max_shown)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    print_summary(report)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder to write the cohort into.")] = Path("runs/synth"),
+    n: Annotated[int, typer.Option(help="Number of patients.", min=10)] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same cohort.")] = 0,
+    missing_rate: Annotated[
+        float,
+        typer.Option(help="Chance that each modality is missing for a patient.", min=0.0, max=0.95),
+    ] = 0.2,
+) -> None:
+    """Write a synthetic multimodal cohort in real file formats (DICOM, WAV, WFDB, CSV, text).
+
+    Writes cohort.yaml, cohort.csv and ground_truth.json (which modalities and features carry
+    signal, and each patient's latent state) into OUT.
+    """
+    from pipelines.synth import generate_cohort
+
+    started = time.perf_counter()
+    with _console(stderr=True).status(f"writing {n} synthetic patients to {out} ..."):
+        result = generate_cohort(out, n=n, seed=seed, missing_rate=missing_rate)
+    _console().print(
+        f"wrote {result.n} patients (outcome prevalence {result.prevalence:.1%}) to {result.spec_path} "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("runs/demo"),
+    n: Annotated[int, typer.Option(help="Number of synthetic patients.", min=10)] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """The embedded default: write a synthetic cohort and validate it.
+
+    Later releases extend the demo to train, predict, report and open the dashboard.
+    """
+    from pipelines.synth import generate_cohort
+
+    _console().rule("1. synthetic cohort")
+    started = time.perf_counter()
+    result = generate_cohort(out / "cohort", n=n, seed=seed)
+    _console().print(
+        f"wrote {result.n} patients to {result.spec_path} in {time.perf_counter() - started:.1f} s"
+    )
+    _console().rule("2. validate")
+    report = validate_cohort(result.spec_path)
+    if not report.ok:
+        print_problems(report, 50)
+        raise typer.Exit(EXIT_FAILED)
+    print_summary(report)
+    _console().print(f"\nnext: deepwe validate {result.spec_path}")
+
+
+def print_problems(report: ValidationReport, max_shown: int) -> None:
+    """A table of problems on stderr: file, row or line, column, value, expected."""
+    table = Table(title=f"{len(report.problems)} problem(s) in {report.spec_path}", show_lines=False)
+    for header in ("file", "row", "column", "value", "expected"):
+        table.add_column(header, overflow="fold")
+    base = report.spec_path.parent
+    for problem in report.problems[:max_shown]:
+        where = "" if problem.row is None else str(problem.row)
+        if problem.line is not None:
+            where = f"line {problem.line}"
+        table.add_row(
+            _relative(problem.file, base),
+            where,
+            problem.column or "",
+            problem.value or "",
+            problem.expected,
+        )
+    _console(stderr=True).print(table)
+    if len(report.problems) > max_shown:
+        _console(stderr=True).print(
+            f"... and {len(report.problems) - max_shown} more (use --max-shown or --json)"
+        )
+
+
+def print_summary(report: ValidationReport) -> None:
+    summary = report.summary
+    if summary is None:
+        raise ValueError("print_summary needs the report of a valid cohort")
+    console = _console()
+    console.print(f"[bold green]valid[/] cohort {report.spec_path}: {summary.rows} rows")
+    if summary.outcome_counts:
+        balance = ", ".join(
+            f"{label}: {count} ({count / summary.rows:.1%})"
+            for label, count in summary.outcome_counts.items()
+        )
+        console.print(f"outcome: {balance}; unlabelled: {summary.unlabelled}")
+    console.print("split: " + ", ".join(f"{k}: {v}" for k, v in summary.split_counts.items()))
+    table = Table(title="availability per modality")
+    table.add_column("modality")
+    table.add_column("present", justify="right")
+    table.add_column("%", justify="right")
+    for name, count in summary.availability.items():
+        table.add_row(name, str(count), f"{count / summary.rows:.1%}")
+    console.print(table)
+    patterns = Table(title="most common modality patterns")
+    patterns.add_column("present modalities")
+    patterns.add_column("rows", justify="right")
+    for pattern, count in summary.patterns:
+        patterns.add_row(pattern, str(count))
+    console.print(patterns)
+
+
+def _write_report_json(report: ValidationReport, path: Path) -> None:
+    payload = {
+        "spec": str(report.spec_path),
+        "ok": report.ok,
+        "problems": [p.model_dump() for p in report.problems],
+        "summary": report.summary.as_dict() if report.summary else None,
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def _relative(file: str, base: Path) -> str:
+    try:
+        return str(Path(file).relative_to(base))
+    except ValueError:
+        return file
+
+
+def main() -> None:
+    """Entry point of the ``deepwe`` console script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        _console(stderr=True).print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

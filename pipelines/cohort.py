@@ -1,0 +1,149 @@
+"""A cohort on disk: its spec, its table and where its files live."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from data_schemas import CohortSpec, PatientRecord, Problem
+from data_schemas.cohort import canonical_label
+from pipelines.spec_io import SpecError, read_spec
+
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def is_missing(value: object) -> bool:
+    """A blank cell, ``NA``/``NaN``/``null``/``None`` (any case), or a float NaN."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip().lower() in MISSING_TOKENS
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """A validated spec with its table. Table cells are strings, numbers or None (missing)."""
+
+    spec: CohortSpec
+    spec_path: Path
+    table: pd.DataFrame
+
+    @property
+    def folder(self) -> Path:
+        return self.spec_path.parent
+
+    @property
+    def data_root(self) -> Path:
+        """The folder file paths resolve under (``data_root`` of the spec, else the spec's folder)."""
+        root = Path(self.spec.data_root) if self.spec.data_root else Path(".")
+        return (root if root.is_absolute() else self.folder / root).resolve()
+
+    @property
+    def table_path(self) -> Path:
+        return self.folder / self.spec.table
+
+    def resolve(self, cell: str) -> Path:
+        """The absolute path of a file cell; raises ValueError when it escapes the data root."""
+        raw = Path(cell.strip())
+        if raw.is_absolute():
+            raise ValueError("an absolute path; paths are relative to the cohort's data root")
+        path = (self.data_root / raw).resolve()
+        if not path.is_relative_to(self.data_root):
+            raise ValueError(f"a path inside {self.data_root}; this one resolves outside it")
+        return path
+
+    def split_of(self, row: int) -> str | None:
+        """The split of a 1-based row: from the split column, else a stable hash of the patient id."""
+        split = self.spec.split
+        if split is not None and split.column is not None:
+            value = self.table.at[row - 1, split.column]
+            return None if is_missing(value) else str(value).strip().lower()
+        return assign_split(str(self.table.at[row - 1, self.spec.id]), split)
+
+    def records(self) -> Iterator[PatientRecord]:
+        """One :class:`PatientRecord` per table row, in order (file paths resolved, None = missing)."""
+        spec = self.spec
+        for index, row in enumerate(self.table.to_dict("records"), start=1):
+            tabular, paths, texts = {}, {}, {}
+            for name, modality in spec.modalities.items():
+                if modality.kind == "tabular":
+                    tabular[name] = {c: None if is_missing(row[c]) else row[c] for c in modality.columns()}
+                elif modality.kind == "text" and modality.inline:
+                    texts[name] = None if is_missing(row[modality.column]) else str(row[modality.column])
+                else:
+                    cell = row[modality.column]
+                    paths[name] = None if is_missing(cell) else str(self.resolve(str(cell)))
+            outcome = None
+            if spec.outcome is not None and not is_missing(row[spec.outcome.column]):
+                outcome = canonical_label(row[spec.outcome.column])
+            yield PatientRecord(
+                row=index,
+                patient_id=str(row[spec.id]).strip(),
+                outcome=outcome,
+                split=self.split_of(index),
+                tabular=tabular,
+                paths=paths,
+                texts=texts,
+                subgroups={c: None if is_missing(row[c]) else str(row[c]) for c in spec.subgroups},
+            )
+
+
+def assign_split(patient_id: str, split: object | None) -> str:
+    """A patient-level split drawn from a hash of (seed, patient id): stable under row reordering."""
+    seed = getattr(split, "seed", 0)
+    fractions = getattr(split, "fractions", None) or {"train": 0.7, "val": 0.15, "test": 0.15}
+    digest = hashlib.sha256(f"{seed}:{patient_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    cumulative = 0.0
+    for name in ("train", "val", "test"):
+        cumulative += fractions.get(name, 0.0)
+        if u < cumulative:
+            return name
+    return "test"
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV (every cell as text) or Parquet table; missing cells become None.
+
+    Raises:
+        ValueError: the file is absent, of another format, or unreadable; the message says which.
+    """
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        raise ValueError(f"a table ending in {' or '.join(TABLE_SUFFIXES)}")
+    if not path.is_file():
+        raise ValueError("an existing table file")
+    try:
+        if path.suffix.lower() == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        else:
+            frame = pd.read_parquet(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, OSError, ValueError) as error:
+        raise ValueError(f"a readable {path.suffix} table ({error.__class__.__name__})") from error
+    frame = frame.astype(object)
+    frame = frame.map(lambda v: None if is_missing(v) else (v.strip() if isinstance(v, str) else v))
+    return frame.reset_index(drop=True)
+
+
+def load_cohort(spec_path: str | Path) -> Cohort:
+    """Load a spec and its table without row-level checks (``validate_cohort`` does those).
+
+    Raises:
+        SpecError: the spec is invalid or the table cannot be read.
+    """
+    spec_path = Path(spec_path).resolve()
+    spec, problems = read_spec(spec_path)
+    if spec is None or problems:
+        raise SpecError(problems)
+    table_path = spec_path.parent / spec.table
+    try:
+        table = read_table(table_path)
+    except ValueError as error:
+        raise SpecError([Problem(file=str(table_path), column="table", expected=str(error))]) from error
+    return Cohort(spec=spec, spec_path=spec_path, table=table)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.cli import EXIT_BAD_INPUT, app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("command", ["validate", "synth", "demo"])
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+def test_validate_exit_codes_and_json(synth_cohort, editable_cohort, tmp_path):
+    ok = runner.invoke(app, ["validate", str(synth_cohort / "cohort.yaml")])
+    assert ok.exit_code == 0, ok.output
+    assert "valid" in ok.output and "31 rows" in ok.output
+
+    (editable_cohort / "cohort.csv").write_text(
+        (editable_cohort / "cohort.csv").read_text().replace(",train,", ",tran,", 1)
+    )
+    report_path = tmp_path / "report.json"
+    bad = runner.invoke(app, ["validate", str(editable_cohort / "cohort.yaml"), "--json", str(report_path)])
+    assert bad.exit_code == EXIT_BAD_INPUT
+    assert "tran" in bad.output and "did you mean 'train'" in bad.output
+    report = json.loads(report_path.read_text())
+    assert report["ok"] is False and report["problems"][0]["column"] == "split"
+
+
+def test_synth_then_validate(tmp_path):
+    out = tmp_path / "cohort"
+    result = runner.invoke(app, ["synth", "--out", str(out), "--n", "12", "--seed", "2"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 12 patients" in result.output
+    assert runner.invoke(app, ["validate", str(out / "cohort.yaml")]).exit_code == 0
+
+
+def test_demo_writes_and_validates(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--n", "15"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cohort" / "cohort.yaml").is_file()
+    assert "valid cohort" in result.output
