@@ -1,0 +1,378 @@
+"""Sensor streams (bedside vitals, ECG, wearables) placed on a regular time grid with a mask.
+
+Four file formats, chosen by extension:
+
+- ``.csv`` / ``.parquet``: a time column (in ``time_unit``) and one column per channel; a blank
+  cell is an unobserved value.
+- ``.hea``: a WFDB record (signal in ``.dat`` or ``.mat`` beside the header); NaN samples are
+  unobserved.
+- ``.txt``: the PhysioNet 2012 long format, ``Time,Parameter,Value`` with ``HH:MM`` times since
+  admission and ``-1`` for an unknown value.
+
+Grid cell ``i`` covers ``[start + i / rate_hz, start + (i + 1) / rate_hz)``. Samples falling in the
+same cell are averaged; a cell with no sample stays unobserved (0.0 and ``observed=False``) and is
+never forward-filled, so the encoder sees exactly what was measured.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from encoders.readers.errors import ReaderError
+from encoders.readers.tabular import numeric_column
+
+TIME_UNITS_S: dict[str, float] = {"s": 1.0, "min": 60.0, "h": 3600.0}
+P12_HEADER = "Time,Parameter,Value"
+P12_UNKNOWN = -1.0
+_P12_TIME = re.compile(r"(\d+):([0-5]\d)")
+# Float products such as 0.7 * 10 land a hair below the integer; this keeps them in their cell.
+_EDGE_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class SensorArray:
+    """A multichannel series on a regular grid.
+
+    Attributes:
+        values: ``(T, C)`` float32, the mean of the samples in each cell; 0.0 where not observed.
+        observed: ``(T, C)`` bool, True where at least one sample fell in the cell.
+        channels: the ``C`` channel names, in the order asked for.
+        rate_hz: grid rate; cell ``i`` starts at ``start_s + i / rate_hz`` seconds.
+        start_s: time of grid cell 0, in seconds.
+    """
+
+    values: np.ndarray
+    observed: np.ndarray
+    channels: tuple[str, ...]
+    rate_hz: float
+    start_s: float
+
+
+@dataclass(frozen=True)
+class _Samples:
+    """What a file holds before gridding: ``N`` samples of the requested channels."""
+
+    times_s: np.ndarray  # (N,) float64 seconds
+    values: np.ndarray  # (N, C) float64, NaN where not observed
+
+
+def read_sensor(
+    path: str | Path,
+    *,
+    channels: Sequence[str],
+    rate_hz: float,
+    time_column: str = "time",
+    time_unit: str = "s",
+    duration_s: float | None = None,
+    max_samples: int = 200_000,
+) -> SensorArray:
+    """Read a sensor file onto a regular grid of ``rate_hz``.
+
+    Args:
+        path: a ``.csv``, ``.parquet``, ``.hea`` (WFDB) or ``.txt`` (PhysioNet 2012) file.
+        channels: the ``C`` channel names wanted; one the file lacks comes back all unobserved.
+        rate_hz: grid rate in Hz (``1 / 3600`` for one cell per hour).
+        time_column: name of the time column in CSV and Parquet files (WFDB and PhysioNet 2012
+            files carry their own timing).
+        time_unit: unit of that column: ``"s"``, ``"min"`` or ``"h"``.
+        duration_s: grid length in seconds (crop or pad); up to the last sample when ``None``.
+        max_samples: most grid cells ``T`` allowed.
+
+    Returns:
+        A :class:`SensorArray` with ``values`` and ``observed`` of shape ``(T, C)``.
+
+    Raises:
+        ReaderError: the file is unreadable, holds none of ``channels``, or the grid is too long.
+    """
+    path = Path(path)
+    channels = tuple(channels)
+    if not channels:
+        raise ValueError("read_sensor needs at least one channel name")
+    if not (rate_hz > 0 and math.isfinite(rate_hz)):
+        raise ValueError(f"rate_hz must be a positive number, got {rate_hz!r}")
+    if time_unit not in TIME_UNITS_S:
+        raise ValueError(f"time_unit must be one of {sorted(TIME_UNITS_S)}, got {time_unit!r}")
+    if not path.is_file():
+        raise ReaderError(path, "expected a sensor file, but there is no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".hea":
+        return _read_wfdb(path, channels, rate_hz, duration_s, max_samples)
+    if suffix == ".csv":
+        samples = _table_samples(path, _read_csv(path), channels, time_column, time_unit, "line", 2)
+    elif suffix == ".parquet":
+        samples = _table_samples(path, _read_parquet(path), channels, time_column, time_unit, "row", 1)
+    elif suffix == ".txt":
+        samples = _p12_samples(path, channels)
+    else:
+        raise ReaderError(path, f"expected a sensor file ending .csv, .parquet, .hea or .txt, got {suffix!r}")
+    start = 0.0 if samples.times_s.min() >= 0 else float(samples.times_s.min())
+    n_cells = _n_cells(path, samples.times_s.max() - start, rate_hz, duration_s, max_samples)
+    cells = np.floor((samples.times_s - start) * rate_hz + _EDGE_EPS).astype(np.int64)
+    values, observed = _grid(cells, samples.values, n_cells)
+    return SensorArray(values, observed, channels, float(rate_hz), start)
+
+
+def _n_cells(path: Path, span_s: float, rate_hz: float, duration_s: float | None, max_samples: int) -> int:
+    """Grid length: ``ceil(duration_s * rate)``, else enough cells to hold a sample at ``span_s``.
+
+    Raises:
+        ReaderError: more than ``max_samples`` cells; the message says which rate or duration fits.
+    """
+    if duration_s is not None:
+        if not duration_s > 0:
+            raise ValueError(f"duration_s must be positive, got {duration_s!r}")
+        n = max(1, math.ceil(duration_s * rate_hz - _EDGE_EPS))
+        seconds, fitting_rate = duration_s, max_samples / duration_s
+    else:
+        n = math.floor(span_s * rate_hz + _EDGE_EPS) + 1
+        seconds, fitting_rate = span_s, (max_samples - 1) / span_s if span_s > 0 else math.inf
+    if n > max_samples:
+        raise ReaderError(
+            path,
+            f"the grid would have {n} cells at {rate_hz:g} Hz over {seconds:g} s, more than "
+            f"max_samples={max_samples}; use a rate of at most {_round_down(fitting_rate)} Hz "
+            f"or a duration_s of at most {_round_down(max_samples / rate_hz)} s",
+        )
+    return n
+
+
+def _round_down(x: float, digits: int = 6) -> str:
+    """``x`` to ``digits`` significant digits, never rounded up (a suggested limit must fit)."""
+    if not (math.isfinite(x) and x > 0):
+        return f"{x:g}"
+    scale = 10.0 ** (math.floor(math.log10(x)) - digits + 1)
+    return f"{math.floor(x / scale) * scale:.{digits}g}"
+
+
+def _grid(cells: np.ndarray, samples: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Average samples into cells.
+
+    Args:
+        cells: ``(N,)`` int64 grid cell of each sample (outside ``[0, n_cells)`` is dropped).
+        samples: ``(N, C)`` float64, NaN where not observed.
+
+    Returns:
+        ``values`` ``(n_cells, C)`` float32, 0.0 where unobserved, and ``observed`` (same shape).
+    """
+    n_channels = samples.shape[1]
+    values = np.zeros((n_cells, n_channels), dtype=np.float32)
+    observed = np.zeros((n_cells, n_channels), dtype=bool)
+    inside = (cells >= 0) & (cells < n_cells)
+    for c in range(n_channels):
+        keep = inside & ~np.isnan(samples[:, c])
+        counts = np.bincount(cells[keep], minlength=n_cells)
+        sums = np.bincount(cells[keep], weights=samples[keep, c], minlength=n_cells)
+        observed[:, c] = counts > 0
+        values[observed[:, c], c] = sums[observed[:, c]] / counts[observed[:, c]]
+    return values, observed
+
+
+def _no_channels(path: Path, channels: Sequence[str], has: Sequence[str], what: str) -> ReaderError:
+    listed = sorted(set(has))
+    more = f" and {len(listed) - 30} more" if len(listed) > 30 else ""
+    return ReaderError(
+        path,
+        f"none of the channels {list(channels)} is in this file; its {what} are {listed[:30]}{more}",
+    )
+
+
+# --- CSV and Parquet ---------------------------------------------------------------------------
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        # Text first: parsing numbers here ourselves is how an error can name its line.
+        return pd.read_csv(path, dtype=str, encoding="utf-8-sig", skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise ReaderError(path, "expected a CSV table with a header line, but the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ReaderError(
+            path, f"expected a UTF-8 CSV table, but it could not be parsed ({type(error).__name__})"
+        ) from None
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several unrelated types for a corrupt file
+        raise ReaderError(
+            path, f"expected a Parquet table, but it could not be read ({type(error).__name__})"
+        ) from None
+
+
+def _table_samples(
+    path: Path,
+    frame: pd.DataFrame,
+    channels: Sequence[str],
+    time_column: str,
+    time_unit: str,
+    row_word: str,
+    first_row: int,
+) -> _Samples:
+    """Samples from a wide table; rows are named ``{row_word} {first_row + position}``."""
+    if time_column not in frame.columns:
+        raise ReaderError(
+            path,
+            f"expected a time column {time_column!r}, but the columns are {list(frame.columns)}",
+        )
+    present = [name for name in channels if name in frame.columns and name != time_column]
+    if not present:
+        has = [str(name) for name in frame.columns if name != time_column]
+        raise _no_channels(path, channels, has, "columns")
+    if len(frame) == 0:
+        raise ReaderError(path, "expected at least one row of samples, but the table has none")
+    times, _, _ = numeric_column(frame[time_column])
+    if np.isnan(times).any():  # a blank time is as unusable as a bad one
+        raise ReaderError(
+            path,
+            f"{row_word} {int(np.argmax(np.isnan(times))) + first_row}, column {time_column!r}: "
+            f"expected a time in {time_unit} (a finite number)",
+        )
+    values = np.full((len(frame), len(channels)), np.nan)
+    for c, name in enumerate(channels):
+        if name not in present:
+            continue
+        values[:, c], _, first_bad = numeric_column(frame[name])
+        if first_bad is not None:
+            raise ReaderError(
+                path,
+                f"{row_word} {first_bad + first_row}, column {name!r}: expected a number or blank",
+            )
+    return _Samples(times * TIME_UNITS_S[time_unit], values)
+
+
+# --- PhysioNet 2012 long format ------------------------------------------------------------------
+
+
+def _p12_samples(path: Path, channels: Sequence[str]) -> _Samples:
+    """Samples from ``Time,Parameter,Value`` lines; ``-1`` is an unknown value."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ReaderError(path, "expected a UTF-8 PhysioNet 2012 text file") from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise ReaderError(path, f"expected a first line {P12_HEADER!r}, but the file is empty")
+    if lines[0].replace(" ", "") != P12_HEADER:
+        raise ReaderError(path, f"expected a first line {P12_HEADER!r} (PhysioNet 2012 format)")
+    column = {name: c for c, name in enumerate(channels)}
+    times: list[float] = []
+    hits: tuple[list[int], list[int], list[float]] = ([], [], [])  # sample row, channel, value
+    parameters: set[str] = set()
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) != 3 or not fields[1]:
+            raise ReaderError(
+                path,
+                f"line {number}: expected 'HH:MM,Parameter,Value' (3 fields, a parameter name)",
+            )
+        clock = _P12_TIME.fullmatch(fields[0])
+        if clock is None:
+            raise ReaderError(path, f"line {number}, column 'Time': expected HH:MM since admission")
+        try:
+            value = float(fields[2])
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ReaderError(path, f"line {number}, column 'Value': expected a finite number")
+        parameters.add(fields[1])
+        times.append((int(clock[1]) * 60 + int(clock[2])) * 60.0)
+        if fields[1] in column and value != P12_UNKNOWN:
+            hits[0].append(len(times) - 1)
+            hits[1].append(column[fields[1]])
+            hits[2].append(value)
+    if not times:
+        raise ReaderError(path, "expected at least one 'HH:MM,Parameter,Value' line after the header")
+    if not parameters & set(channels):
+        raise _no_channels(path, channels, parameters, "parameters")
+    values = np.full((len(times), len(channels)), np.nan)
+    values[hits[0], hits[1]] = hits[2]
+    return _Samples(np.asarray(times), values)
+
+
+# --- WFDB ----------------------------------------------------------------------------------------
+
+
+def _read_wfdb(
+    path: Path,
+    channels: tuple[str, ...],
+    rate_hz: float,
+    duration_s: float | None,
+    max_samples: int,
+) -> SensorArray:
+    """A WFDB record: samples ``k`` at ``k / fs`` seconds, averaged or placed into grid cells."""
+    import wfdb
+
+    _check_wfdb_signal_files(path)
+    record = str(path.with_suffix(""))
+    try:
+        header = wfdb.rdheader(record)
+    except Exception as error:  # wfdb raises bare ValueErrors and more for a malformed header
+        raise ReaderError(
+            path, f"expected a WFDB header, but wfdb could not parse it ({type(error).__name__})"
+        ) from None
+    names = list(header.sig_name or [])
+    present = [name for name in channels if name in names]
+    if not present:
+        raise _no_channels(path, channels, names, "signals")
+    fs, length = float(header.fs), int(header.sig_len or 0)
+    if not (fs > 0 and length > 0):
+        raise ReaderError(path, "expected a WFDB record with a sampling frequency and samples")
+    n_cells = _n_cells(path, (length - 1) / fs, rate_hz, duration_s, max_samples)
+    # Only the samples that land inside the grid are read: long records cropped by duration_s.
+    sampto = min(length, math.ceil(n_cells * fs / rate_hz))
+    try:
+        signal = wfdb.rdrecord(
+            record, sampto=sampto, channels=[names.index(name) for name in present]
+        ).p_signal
+    except Exception as error:  # truncated or corrupt signal files surface as many types
+        raise ReaderError(
+            path, f"the WFDB signal could not be read ({type(error).__name__}: truncated file?)"
+        ) from None
+    cells = np.floor(np.arange(signal.shape[0]) * (rate_hz / fs) + _EDGE_EPS).astype(np.int64)
+    gridded, seen = _grid(cells, np.asarray(signal, dtype=np.float64), n_cells)
+    values = np.zeros((n_cells, len(channels)), dtype=np.float32)
+    observed = np.zeros((n_cells, len(channels)), dtype=bool)
+    where = [channels.index(name) for name in present]
+    values[:, where], observed[:, where] = gridded, seen
+    return SensorArray(values, observed, channels, float(rate_hz), 0.0)
+
+
+def _check_wfdb_signal_files(path: Path) -> None:
+    """Refuse a header whose signal files are absent or outside its folder, before wfdb reads."""
+    try:
+        text = path.read_text(encoding="latin-1")
+    except OSError as error:
+        raise ReaderError(path, f"the WFDB header could not be read ({type(error).__name__})") from None
+    lines = [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not lines or len(lines[0]) < 2 or not lines[0][1].isdigit():
+        raise ReaderError(path, "expected a WFDB header whose first line is 'RECORD NSIGNALS [FS ...]'")
+    if "/" in lines[0][0]:
+        raise ReaderError(path, "multi-segment WFDB records are not supported; give a single record")
+    n_signals = int(lines[0][1])
+    if len(lines) < 1 + n_signals:
+        raise ReaderError(
+            path, f"the WFDB header announces {n_signals} signals but describes {len(lines) - 1}"
+        )
+    folder = path.parent.resolve()
+    for name in dict.fromkeys(fields[0] for fields in lines[1 : 1 + n_signals]):
+        if name == "~" or name in (".", "..") or "/" in name or "\\" in name or ":" in name:
+            raise ReaderError(
+                path,
+                f"the header names signal file {name!r}; expected a plain file name in the "
+                "header's own folder",
+            )
+        signal = path.parent / name
+        if not signal.is_file():
+            raise ReaderError(path, f"the signal file {name!r} named by the header is missing")
+        if signal.resolve().parent != folder:
+            raise ReaderError(path, f"the signal file {name!r} links outside the header's folder; refused")
