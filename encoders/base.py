@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import nn
 
 from encoders.tokens import EncoderBatch, Tokens
@@ -16,10 +17,24 @@ class ModalityEncoder(nn.Module):
     ``collate`` runs in the data pipeline (no gradients): it batches reader outputs, with ``None``
     for a patient who lacks the modality, into an :class:`EncoderBatch`. ``forward`` runs in the model
     and returns :class:`Tokens` of width ``out_dim``.
+
+    The contract every registered encoder keeps (``tests/encoders/test_conformance.py`` checks it):
+
+    - it is registered as ``"<kind>"`` and as ``"<kind>-tiny"`` (odd sizes, for tests), and
+      ``encoder.kind == "<kind>"``;
+    - ``encoder.config`` is a frozen dataclass and ``create_encoder(name, **fields)`` takes its
+      fields; fields without a default are data-dependent (variable names, channel count);
+    - ``example_samples(n, rng)`` returns ``n`` reader-shaped samples for its config, never None,
+      each with at least one observed token, the same for the same ``rng`` state;
+    - a missing patient's tokens are all masked False; a present patient has an observed token.
     """
 
     kind: ClassVar[str]
     out_dim: int
+    config: Any
+
+    def example_samples(self, n: int, rng: np.random.Generator) -> list[Any]:
+        raise NotImplementedError
 
     def collate(self, samples: Sequence[Any | None]) -> EncoderBatch:
         raise NotImplementedError
