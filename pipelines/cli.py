@@ -86,6 +86,55 @@ def synth(
     )
 
 
+@app.command("import")
+def import_(
+    name: Annotated[
+        str, typer.Argument(help="physionet2012, cinc2017, medmnist or iu-xray.", show_default=False)
+    ],
+    src: Annotated[
+        Path, typer.Argument(help="The dataset's folder (or .npz / .csv file).", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option(help="Folder to write cohort.yaml and its table into.")],
+    task: Annotated[str | None, typer.Option(help="cinc2017: 'af' (AF vs rest) or 'four' (N/A/O/~).")] = None,
+    limit_per_split: Annotated[
+        int | None, typer.Option(help="medmnist: write at most this many images per split.")
+    ] = None,
+    check: Annotated[bool, typer.Option(help="Validate the written cohort (file headers not read).")] = True,
+) -> None:
+    """Convert a public dataset into a cohort (spec + table) that `deepwe validate` accepts.
+
+    physionet2012 reads a folder laid out as set-*/NNNNNN.txt + Outcomes-*.txt (any set, or several);
+    cinc2017 a folder of WFDB .hea/.mat records with REFERENCE.csv; medmnist an .npz file (images are
+    written as PNG files); iu-xray indiana_reports.csv (notes are written as .txt files).
+    """
+    from pipelines.importers import import_dataset
+
+    options = {
+        key: value
+        for key, value in {"task": task, "limit_per_split": limit_per_split}.items()
+        if value is not None
+    }
+    try:
+        with _console(stderr=True).status(f"importing {name} from {src} ..."):
+            result = import_dataset(name, src, out, **options)
+    except ValueError as error:
+        _console(stderr=True).print(f"[red]cannot import:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    console = _console()
+    console.print(f"wrote {result.rows} rows to {result.spec_path}")
+    console.print("outcome: " + ", ".join(f"{k or '(blank)'}: {v}" for k, v in result.outcome_counts.items()))
+    for reason, count in result.skipped.items():
+        console.print(f"skipped {count}: {reason}")
+    for note in result.notes:
+        console.print(f"note: {note}")
+    if check:
+        report = validate_cohort(result.spec_path, check_files=False)
+        if not report.ok:
+            print_problems(report, 50)
+            raise typer.Exit(EXIT_FAILED)
+        console.print("[green]the cohort validates[/]")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("runs/demo"),

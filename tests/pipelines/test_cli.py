@@ -10,7 +10,7 @@ from pipelines.cli import EXIT_BAD_INPUT, app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", ["validate", "synth", "demo"])
+@pytest.mark.parametrize("command", ["validate", "synth", "demo", "import"])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
@@ -46,3 +46,21 @@ def test_demo_writes_and_validates(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cohort" / "cohort.yaml").is_file()
     assert "valid cohort" in result.output
+
+
+def test_import_medmnist_then_validate(shared_data, tmp_path):
+    out = tmp_path / "pneumonia"
+    result = runner.invoke(
+        app,
+        ["import", "medmnist", str(shared_data / "medmnist" / "pneumoniamnist.npz"), "--out", str(out),
+         "--limit-per-split", "5"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "wrote 15 rows" in result.output and "the cohort validates" in result.output
+    assert runner.invoke(app, ["validate", str(out / "cohort.yaml")]).exit_code == 0
+
+
+def test_import_unknown_dataset_is_bad_input(tmp_path):
+    result = runner.invoke(app, ["import", "physionet2021", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "did you mean 'physionet2012'" in result.output

@@ -1,0 +1,162 @@
+"""The whole constructor contract of the DeepWe fusion core, as one frozen dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+GATE_KINDS = ("sigmoid", "sparsemax")
+
+# Benchmark ablations by name: each one turns exactly one part of DeepWe off.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no_feature_gates": {"use_feature_gates": False},
+    "mean_fusion": {"use_modality_attention": False},
+    "no_graph": {"use_graph": False},
+    "no_contrastive": {"use_contrastive": False},
+    "no_sparsity": {"use_sparsity": False},
+}
+
+
+@dataclass(frozen=True)
+class DeepWeConfig:
+    """Settings of :class:`deepwe_mm.DeepWe` and :class:`deepwe_mm.DeepWeLoss`.
+
+    Attributes:
+        modality_dims: modality name -> token width D_m. Its order is the modality axis M of every
+            output (``DeepWeOutput.modality_weights`` columns).
+        n_classes: C, the number of outcome classes; 2 for a binary outcome (softmax over two
+            logits, one code path for binary and multiclass).
+        hidden_dim: H, the width of modality tokens and fused embeddings; divisible by ``n_heads``.
+        n_heads: heads of the modality attention.
+        dropout: dropout inside the fusion block, the graph update and before the head.
+        gate: feature gate kind: ``"sigmoid"`` (an independent weight in (0, 1) per token) or
+            ``"sparsemax"`` (sparsemax over the observed tokens of a modality, divided by its
+            maximum, so weights lie in [0, 1] with the top token at 1 and some exactly 0).
+        modality_dropout: in training, the probability of hiding each present modality of a
+            patient (at least one always stays).
+        graph_top_k: K, neighbours per patient in the reference cohort.
+        memory_size: rows of the training memory bank (detached fused embeddings of recent
+            batches) that the graph attends to in training, together with the rest of the batch;
+            in eval mode without a reference it is the fixed neighbour pool. 0 = batch only.
+        use_feature_gates: False gives every observed token weight 1 (plain mean pooling).
+        use_modality_attention: False fuses by the mean of the present modality tokens.
+        use_graph: False drops the patient graph (no neighbours).
+        use_contrastive: False drops the supervised contrastive loss term.
+        use_sparsity: False drops the feature-weight sparsity loss term.
+        lambda_contrastive: λ1, the weight of the contrastive term.
+        lambda_sparsity: λ2, the weight of the sparsity term.
+        contrastive_temperature: τ of the supervised contrastive loss.
+        class_weights: optional cross-entropy weight per class (length ``n_classes``).
+    """
+
+    modality_dims: Mapping[str, int]
+    n_classes: int = 2
+    hidden_dim: int = 64
+    n_heads: int = 4
+    dropout: float = 0.1
+    gate: str = "sigmoid"
+    modality_dropout: float = 0.15
+    graph_top_k: int = 8
+    memory_size: int = 256
+    use_feature_gates: bool = True
+    use_modality_attention: bool = True
+    use_graph: bool = True
+    use_contrastive: bool = True
+    use_sparsity: bool = True
+    lambda_contrastive: float = 0.1
+    lambda_sparsity: float = 0.01
+    contrastive_temperature: float = 0.1
+    class_weights: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # JSON and YAML hand over dicts and lists; copy them so the caller cannot mutate the config.
+        object.__setattr__(self, "modality_dims", {str(k): int(v) for k, v in self.modality_dims.items()})
+        if self.class_weights is not None:
+            object.__setattr__(self, "class_weights", tuple(float(w) for w in self.class_weights))
+        self._check()
+
+    def _check(self) -> None:
+        problems = []
+        if not self.modality_dims:
+            problems.append("modality_dims needs at least one modality")
+        problems += [
+            f"modality_dims[{name!r}] must be >= 1, got {dim}"
+            for name, dim in self.modality_dims.items()
+            if dim < 1 or not name
+        ]
+        if self.n_classes < 2:
+            problems.append(f"n_classes must be >= 2 (2 for binary), got {self.n_classes}")
+        if self.hidden_dim < 1 or self.n_heads < 1 or self.hidden_dim % self.n_heads:
+            problems.append(
+                f"hidden_dim must be a positive multiple of n_heads, got {self.hidden_dim} and {self.n_heads}"
+            )
+        if self.gate not in GATE_KINDS:
+            problems.append(f"gate must be one of {GATE_KINDS}, got {self.gate!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            problems.append(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+        if self.graph_top_k < 1:
+            problems.append(f"graph_top_k must be >= 1, got {self.graph_top_k}")
+        if self.memory_size < 0:
+            problems.append(f"memory_size must be >= 0, got {self.memory_size}")
+        if self.lambda_contrastive < 0 or self.lambda_sparsity < 0:
+            problems.append(
+                f"loss lambdas must be >= 0, got lambda_contrastive={self.lambda_contrastive} and "
+                f"lambda_sparsity={self.lambda_sparsity}"
+            )
+        if self.contrastive_temperature <= 0:
+            problems.append(f"contrastive_temperature must be > 0, got {self.contrastive_temperature}")
+        if self.class_weights is not None and (
+            len(self.class_weights) != self.n_classes or any(w <= 0 for w in self.class_weights)
+        ):
+            problems.append(
+                f"class_weights must hold {self.n_classes} positive numbers, got {self.class_weights}"
+            )
+        if problems:
+            raise ValueError("invalid DeepWeConfig: " + "; ".join(problems))
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modality names in the order of the modality axis M."""
+        return tuple(self.modality_dims)
+
+    def ablate(self, name: str) -> DeepWeConfig:
+        """This config with one of :data:`ABLATIONS` applied.
+
+        Raises:
+            ValueError: ``name`` is not an ablation.
+        """
+        if name not in ABLATIONS:
+            raise ValueError(f"unknown ablation {name!r}; available: {', '.join(ABLATIONS)}")
+        return replace(self, **ABLATIONS[name])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (plain dicts, lists, numbers, strings) that :meth:`from_dict` reads."""
+        data = dataclasses.asdict(self)
+        data["modality_dims"] = dict(self.modality_dims)
+        data["class_weights"] = None if self.class_weights is None else list(self.class_weights)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeepWeConfig:
+        """Rebuild a config from :meth:`to_dict` output (e.g. a bundle's ``config.json``).
+
+        Raises:
+            ValueError: an unknown key (with the closest known one), or an invalid value.
+        """
+        known = [f.name for f in fields(cls)]
+        unknown = [key for key in data if key not in known]
+        if unknown:
+            hints = [
+                f"{key!r}"
+                + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(key, known, 1))
+                for key in unknown
+            ]
+            raise ValueError(f"unknown DeepWeConfig keys: {', '.join(hints)}")
+        if "modality_dims" not in data:
+            raise ValueError("DeepWeConfig needs 'modality_dims' (modality name -> token width)")
+        return cls(**data)

@@ -1,0 +1,254 @@
+"""DeepWe: feature gates -> modality attention -> patient graph -> class logits, with every weight."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from deepwe_mm.config import DeepWeConfig
+from deepwe_mm.gates import FeatureGate
+from deepwe_mm.modality_attention import MeanFusion, ModalityAttention, drop_modalities
+from deepwe_mm.outputs import DeepWeOutput
+from deepwe_mm.patient_graph import MemoryBank, PatientGraph, ReferenceCohort
+
+
+@dataclass
+class _Fused:
+    fused: Tensor  # (B, H)
+    feature_weights: dict[str, Tensor]  # m -> (B, T_m)
+    token_masks: dict[str, Tensor]  # m -> (B, T_m) bool
+    modality_weights: Tensor  # (B, M)
+    present: Tensor  # (B, M) bool
+
+
+class DeepWe(nn.Module):
+    """The DeepWe fusion core over named modalities of tokens.
+
+    Per modality m, the caller passes token values (B, T_m, D_m), a token mask (B, T_m) (True =
+    observed token) and a present flag (B,). A modality that is absent, or present without one
+    observed token, takes no part: its tokens get weight 0 and its slot weight 0, and whatever its
+    values hold (NaN included) never reaches a computation — inputs are cleaned with ``torch.where``
+    once, at the start. A patient without any usable modality is an error.
+
+    The patient graph attends to a candidate pool of stored fused embeddings:
+
+    - training: the memory bank (detached fused embeddings of recent batches, ``memory_size``
+      rows) plus the rest of the batch (a patient is never its own neighbour);
+    - eval with a reference cohort (:meth:`set_reference`): that cohort, fixed;
+    - eval without one: the memory bank as training left it (empty after loading), else no
+      neighbours (the message is 0).
+
+    In eval mode the pool never contains the batch, so a patient's output does not depend on its
+    batch mates.
+
+    Args:
+        config: the whole constructor contract.
+    """
+
+    def __init__(self, config: DeepWeConfig) -> None:
+        super().__init__()
+        self.config = config
+        hidden, dims = config.hidden_dim, config.modality_dims
+        gate = config.gate if config.use_feature_gates else None
+        # Lists in config order, not dicts by name: a modality may be called "values" or "a.b".
+        self.gates = nn.ModuleList(FeatureGate(dims[m], hidden, gate) for m in config.modalities)
+        self.projections = nn.ModuleList(
+            nn.Sequential(nn.Linear(dims[m], hidden), nn.LayerNorm(hidden)) for m in config.modalities
+        )
+        self.modality_embedding = nn.Parameter(torch.randn(len(dims), hidden) * 0.02)
+        self.fusion: nn.Module = (
+            ModalityAttention(hidden, config.n_heads, config.dropout)
+            if config.use_modality_attention
+            else MeanFusion(hidden)
+        )
+        self.graph = PatientGraph(hidden, config.graph_top_k, config.dropout) if config.use_graph else None
+        self.memory = (
+            MemoryBank(config.memory_size, hidden) if config.use_graph and config.memory_size else None
+        )
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(hidden, config.n_classes))
+        self.register_buffer("reference_embeddings", None, persistent=False)
+        self.register_buffer("reference_outcomes", None, persistent=False)
+        self.reference_ids: tuple[str, ...] | None = None
+
+    def forward(
+        self,
+        values: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor],
+        present: Mapping[str, Tensor],
+    ) -> DeepWeOutput:
+        """Predict and weigh.
+
+        Args:
+            values: modality -> (B, T_m, D_m) float token values, one entry per configured modality.
+            masks: modality -> (B, T_m) bool, True for observed real tokens.
+            present: modality -> (B,) bool, True where the patient has the modality.
+
+        Returns:
+            :class:`DeepWeOutput` with logits (B, C) and every weight.
+
+        Raises:
+            ValueError: a modality is missing or unknown, a shape or dtype is wrong, or a patient has
+                no modality present with an observed token.
+        """
+        parts = self._fuse(values, masks, present)
+        embedding, neighbours, neighbour_weights = parts.fused, None, None
+        if self.graph is not None:
+            candidates, self_offset = self._candidates(parts.fused)
+            embedding, neighbours, neighbour_weights = self.graph(parts.fused, candidates, self_offset)
+            if self.training and self.memory is not None:
+                self.memory.push(parts.fused)
+        return DeepWeOutput(
+            logits=self.head(embedding),
+            fused=parts.fused,
+            feature_weights=parts.feature_weights,
+            token_masks=parts.token_masks,
+            modality_weights=parts.modality_weights,
+            modality_present=parts.present,
+            modalities=self.config.modalities,
+            neighbours=neighbours,
+            neighbour_weights=neighbour_weights,
+        )
+
+    def embed(
+        self,
+        values: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor],
+        present: Mapping[str, Tensor],
+    ) -> Tensor:
+        """(B, H) fused embeddings, before the patient graph: the rows of a reference cohort.
+
+        Call it in eval mode (no modality dropout) and under ``torch.no_grad()`` to build the
+        reference at the end of training. Arguments as in :meth:`forward`.
+        """
+        return self._fuse(values, masks, present).fused
+
+    def set_reference(
+        self,
+        embeddings: Tensor,
+        ids: Sequence[str] | None = None,
+        outcomes: Tensor | None = None,
+    ) -> None:
+        """Fix the reference cohort that the graph attends to in eval mode.
+
+        Stored as non-persistent buffers (they follow ``.to(device)`` but are not in the state
+        dict; the bundle saves :attr:`reference` on its own).
+
+        Args:
+            embeddings: (R, H) fused embeddings from :meth:`embed`.
+            ids: R unique pseudonymous patient ids, or None.
+            outcomes: (R,) outcomes, kept for display only, or None.
+
+        Raises:
+            ValueError: a shape does not match, an embedding is not finite, or ids repeat.
+        """
+        hidden = self.config.hidden_dim
+        if embeddings.dim() != 2 or embeddings.shape[1] != hidden or embeddings.shape[0] < 1:
+            raise ValueError(
+                f"reference embeddings must be (R, {hidden}) with R >= 1, got {tuple(embeddings.shape)}"
+            )
+        if not torch.isfinite(embeddings).all():
+            raise ValueError("reference embeddings must be finite")
+        rows = embeddings.shape[0]
+        if ids is not None and (len(ids) != rows or len(set(ids)) != rows):
+            raise ValueError(f"reference ids must be {rows} unique strings, got {len(ids)} ids")
+        if outcomes is not None and tuple(outcomes.shape) != (rows,):
+            raise ValueError(f"reference outcomes must be ({rows},), got {tuple(outcomes.shape)}")
+        anchor = self.modality_embedding
+        self.reference_embeddings = embeddings.detach().to(device=anchor.device, dtype=anchor.dtype)
+        self.reference_outcomes = None if outcomes is None else outcomes.detach().to(anchor.device)
+        self.reference_ids = None if ids is None else tuple(str(i) for i in ids)
+
+    @property
+    def reference(self) -> ReferenceCohort | None:
+        """The reference cohort set by :meth:`set_reference`, or None."""
+        if self.reference_embeddings is None:
+            return None
+        return ReferenceCohort(self.reference_embeddings, self.reference_ids, self.reference_outcomes)
+
+    def clear_reference(self) -> None:
+        """Drop the reference cohort (eval falls back to the memory bank, then to no neighbours)."""
+        self.reference_embeddings = None
+        self.reference_outcomes = None
+        self.reference_ids = None
+
+    def _candidates(self, fused: Tensor) -> tuple[Tensor | None, int | None]:
+        """The graph's neighbour pool (R, H) and, in training, where the batch starts in it."""
+        stored = self.memory.contents().to(fused.dtype) if self.memory is not None else None
+        if self.training:
+            if stored is None or stored.shape[0] == 0:
+                return fused, 0
+            return torch.cat([stored, fused]), stored.shape[0]
+        if self.reference_embeddings is not None:
+            return self.reference_embeddings.to(fused.dtype), None
+        if stored is not None and stored.shape[0] > 0:
+            return stored, None
+        return None, None
+
+    def _fuse(
+        self,
+        values: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor],
+        present: Mapping[str, Tensor],
+    ) -> _Fused:
+        names = self.config.modalities
+        self._check_inputs(values, masks, present)
+        usable = {m: masks[m] & present[m].unsqueeze(-1) for m in names}
+        taking_part = torch.stack([usable[m].any(-1) for m in names], dim=1)  # (B, M)
+        empty = (~taking_part.any(-1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(
+                f"batch rows {empty[:10]} have no modality present with an observed token; every "
+                f"patient needs at least one of {list(names)}"
+            )
+        if self.training:
+            taking_part = drop_modalities(taking_part, self.config.modality_dropout)
+        weights, token_masks, tokens = {}, {}, []
+        for i, m in enumerate(names):
+            valid = usable[m] & taking_part[:, i : i + 1]
+            zero = torch.zeros((), dtype=values[m].dtype, device=values[m].device)
+            clean = torch.where(valid.unsqueeze(-1), values[m], zero)
+            weights[m], pooled = self.gates[i](clean, valid)
+            token = self.projections[i](pooled) + self.modality_embedding[i]
+            tokens.append(torch.where(taking_part[:, i : i + 1], token, zero))
+            token_masks[m] = valid
+        fused, modality_weights = self.fusion(torch.stack(tokens, dim=1), taking_part)
+        return _Fused(fused, weights, token_masks, modality_weights, taking_part)
+
+    def _check_inputs(
+        self,
+        values: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor],
+        present: Mapping[str, Tensor],
+    ) -> None:
+        names = set(self.config.modalities)
+        for label, given in (("values", values), ("masks", masks), ("present", present)):
+            missing, unknown = names - set(given), set(given) - names
+            if missing or unknown:
+                expected = list(self.config.modalities)
+                raise ValueError(
+                    f"{label} must hold exactly the configured modalities {expected}; missing "
+                    f"{sorted(missing)}, unknown {sorted(unknown)} (pass an absent modality with "
+                    f"present=False and any placeholder values)"
+                )
+        batch = None
+        for m, dim in self.config.modality_dims.items():
+            value, mask, flag = values[m], masks[m], present[m]
+            if value.dim() != 3 or value.shape[-1] != dim or not value.is_floating_point():
+                raise ValueError(
+                    f"values[{m!r}] must be float (B, T, {dim}), got {value.dtype} {tuple(value.shape)}"
+                )
+            if mask.dtype != torch.bool or mask.shape != value.shape[:2]:
+                raise ValueError(
+                    f"masks[{m!r}] must be bool {tuple(value.shape[:2])}, "
+                    f"got {mask.dtype} {tuple(mask.shape)}"
+                )
+            if flag.dtype != torch.bool or flag.shape != value.shape[:1]:
+                raise ValueError(
+                    f"present[{m!r}] must be bool ({value.shape[0]},), got {flag.dtype} {tuple(flag.shape)}"
+                )
+            if batch is not None and value.shape[0] != batch:
+                raise ValueError(f"modality {m!r} has batch size {value.shape[0]}, others {batch}")
+            batch = value.shape[0]

@@ -1,0 +1,85 @@
+"""The loss: its parts, their weighting, and each part against a direct computation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deepwe_mm import DeepWe, DeepWeLoss, feature_sparsity, supervised_contrastive_loss
+from tests.deepwe_mm import BATCH, TINY, make_batch
+
+
+def test_parts_are_finite_and_total_is_their_weighted_sum() -> None:
+    config = replace(TINY, class_weights=(1.0, 3.0, 0.5))
+    output = DeepWe(config).train()(*make_batch(config))
+    targets = torch.arange(BATCH) % 3
+    parts = DeepWeLoss(config)(output, targets)
+    for part in (parts.total, parts.cross_entropy, parts.contrastive, parts.sparsity):
+        assert part.dim() == 0 and torch.isfinite(part)
+    assert parts.contrastive > 0 and parts.sparsity > 0
+    expected = parts.cross_entropy + 0.3 * parts.contrastive + 0.7 * parts.sparsity
+    assert torch.allclose(parts.total, expected)
+
+
+def test_cross_entropy_uses_the_class_weights() -> None:
+    config = replace(TINY, class_weights=(1.0, 3.0, 0.5))
+    output = DeepWe(config).eval()(*make_batch(config))
+    targets = torch.arange(BATCH) % 3
+    weights = torch.tensor(config.class_weights)[targets]
+    nll = -F.log_softmax(output.logits, -1).gather(1, targets[:, None]).squeeze(1)
+    expected = (weights * nll).sum() / weights.sum()
+    assert torch.allclose(DeepWeLoss(config)(output, targets).cross_entropy, expected)
+
+
+def _supcon_by_loops(z: torch.Tensor, labels: list[int], tau: float) -> float:
+    z = F.normalize(z, dim=-1)
+    losses = []
+    for i in range(len(labels)):
+        others = [a for a in range(len(labels)) if a != i]
+        positives = [p for p in others if labels[p] == labels[i]]
+        if not positives:
+            continue
+        denominator = sum(math.exp(float(z[i] @ z[a]) / tau) for a in others)
+        losses.append(
+            -sum(math.log(math.exp(float(z[i] @ z[p]) / tau) / denominator) for p in positives)
+            / len(positives)
+        )
+    return sum(losses) / len(losses)
+
+
+def test_supervised_contrastive_matches_the_definition() -> None:
+    z = torch.randn(7, 5)
+    labels = [0, 1, 0, 2, 1, 0, 3]  # class 2 and 3 anchors have no positive and are skipped
+    got = supervised_contrastive_loss(z, torch.tensor(labels), temperature=0.5)
+    assert math.isclose(float(got), _supcon_by_loops(z, labels, 0.5), rel_tol=1e-5)
+
+
+def test_supervised_contrastive_prefers_clustered_classes_and_is_zero_without_pairs() -> None:
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    centres = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]])
+    clustered = centres[labels] + 0.1 * torch.randn(6, 3)
+    mixed = centres[labels[torch.tensor([0, 3, 1, 4, 2, 5])]] + 0.1 * torch.randn(6, 3)
+    assert supervised_contrastive_loss(clustered, labels, 0.1) < supervised_contrastive_loss(
+        mixed, labels, 0.1
+    )
+    assert supervised_contrastive_loss(torch.randn(3, 4), torch.tensor([0, 1, 2]), 0.1) == 0
+
+
+def test_sparsity_is_the_mean_weight_over_counted_tokens_only() -> None:
+    weights = {"a": torch.tensor([[0.2, 0.9], [0.4, 0.8]]), "b": torch.tensor([[1.0, 0.6, 0.3]] * 2)}
+    masks = {"a": torch.tensor([[True, False], [True, True]]), "b": torch.tensor([[True, False, False]] * 2)}
+    expected = (0.2 + 0.4 + 0.8 + 1.0 + 1.0) / 5
+    assert math.isclose(float(feature_sparsity(weights, masks)), expected, rel_tol=1e-6)
+
+
+def test_bad_targets_are_refused() -> None:
+    output = DeepWe(TINY).eval()(*make_batch())
+    loss = DeepWeLoss(TINY)
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 3\)"):
+        loss(output, torch.full((BATCH,), 3))
+    with pytest.raises(ValueError, match="targets must be long"):
+        loss(output, torch.zeros(BATCH))
