@@ -185,7 +185,9 @@ def load_tokenizer(model_dir: str) -> Any:
 def load_frozen_model(model_dir: str) -> nn.Module:
     """The model folder's transformer, loaded once per process, in eval mode without gradients."""
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a bar per worker process drowns the training progress
     model = AutoModel.from_pretrained(
         model_dir,
         local_files_only=True,

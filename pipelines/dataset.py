@@ -1,0 +1,203 @@
+"""From cohort rows to model batches: reading files per modality and collating them per encoder.
+
+Reading happens in ``CohortDataset.__getitem__`` (DataLoader workers); a file that cannot be read
+fails its modality, not the batch: the sample records the reason and the modality is treated as
+missing. Collation asks each modality's encoder to batch its samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data_schemas import CohortSpec, PatientRecord
+from data_schemas.cohort import (
+    AudioModality,
+    ImageModality,
+    SensorModality,
+    TextModality,
+)
+from encoders.readers import (
+    ReaderError,
+    TabularArrays,
+    inline_text,
+    read_audio,
+    read_image,
+    read_sensor,
+    read_text,
+)
+from encoders.tokens import EncoderBatch
+
+UNLABELLED = -1
+
+
+@dataclass
+class PatientSample:
+    """One patient's inputs after reading: ``inputs[m]`` is None when modality m is missing or failed."""
+
+    index: int
+    row: int
+    patient_id: str
+    label: int
+    inputs: dict[str, Any]
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """A collated batch.
+
+    Attributes:
+        inputs: modality -> :class:`EncoderBatch` (its ``present`` (B,) says who has the modality).
+        labels: (B,) long class indices, -1 for unlabelled patients.
+        indices: (B,) long positions in the dataset.
+        rows: 1-based table rows.
+        patient_ids: the patients' ids.
+        errors: per patient, modality -> reason for each file that could not be read.
+    """
+
+    inputs: dict[str, EncoderBatch]
+    labels: torch.Tensor
+    indices: torch.Tensor
+    rows: list[int]
+    patient_ids: list[str]
+    errors: list[dict[str, str]]
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            inputs={name: batch.to(device) for name, batch in self.inputs.items()},
+            labels=self.labels.to(device),
+            indices=self.indices.to(device),
+            rows=self.rows,
+            patient_ids=self.patient_ids,
+            errors=self.errors,
+        )
+
+    def present(self) -> dict[str, torch.Tensor]:
+        """Modality -> (B,) bool present flags."""
+        return {name: batch.present for name, batch in self.inputs.items()}
+
+
+def label_index(spec: CohortSpec, classes: Sequence[str]) -> Callable[[str | None], int]:
+    """Map a canonical outcome label to a class index (binary: 1 = the positive class)."""
+    if spec.outcome is None:
+        return lambda label: UNLABELLED
+    if spec.outcome.task == "binary":
+        positive = spec.outcome.positive_label()
+        return lambda label: UNLABELLED if label is None else int(label == positive)
+    lookup = {label: i for i, label in enumerate(classes)}
+    return lambda label: UNLABELLED if label is None else lookup[label]
+
+
+def file_reader(
+    modality: TextModality | ImageModality | AudioModality | SensorModality,
+) -> Callable[[str], Any]:
+    """The reader that turns one file of ``modality`` into its encoder's sample."""
+    if modality.kind == "text":
+        return lambda path: read_text(path).text
+    if modality.kind == "image":
+        return read_image
+    if modality.kind == "audio":
+        return lambda path: read_audio(path, sample_rate=modality.sample_rate, duration_s=modality.duration_s)
+    return lambda path: read_sensor(
+        path,
+        channels=modality.channels,
+        rate_hz=modality.rate_hz,
+        time_column=modality.time_column,
+        time_unit=modality.time_unit,
+        duration_s=modality.duration_s,
+    )
+
+
+class CohortDataset(Dataset):
+    """Patients of a cohort, read on demand.
+
+    Args:
+        spec: the cohort spec.
+        records: the patients, in order.
+        labels: (N,) class index per record, -1 when unlabelled.
+        tabular: per tabular modality, the preprocessed arrays of these records (row i = record i).
+        on_bad_file: ``"missing"`` treats an unreadable file as a missing modality (with the reason
+            kept in ``PatientSample.errors``); ``"error"`` raises the :class:`ReaderError`.
+    """
+
+    def __init__(
+        self,
+        spec: CohortSpec,
+        records: Sequence[PatientRecord],
+        labels: np.ndarray,
+        tabular: Mapping[str, TabularArrays],
+        *,
+        on_bad_file: str = "missing",
+    ) -> None:
+        if on_bad_file not in ("missing", "error"):
+            raise ValueError(f"on_bad_file must be 'missing' or 'error', got {on_bad_file!r}")
+        self.spec = spec
+        self.records = list(records)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.tabular = dict(tabular)
+        self.on_bad_file = on_bad_file
+        self.readers = {name: file_reader(m) for name, m in spec.file_modalities().items()}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> PatientSample:
+        record = self.records[index]
+        inputs: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for name, modality in self.spec.modalities.items():
+            if modality.kind == "tabular":
+                inputs[name] = self._tabular_row(name, index)
+            elif modality.kind == "text" and modality.inline:
+                text = record.texts.get(name)
+                inputs[name] = None if text is None else inline_text(text).text
+            else:
+                inputs[name] = self._read_file(name, record.paths.get(name), errors)
+        return PatientSample(index, record.row, record.patient_id, int(self.labels[index]), inputs, errors)
+
+    def _tabular_row(self, name: str, index: int) -> dict[str, np.ndarray] | None:
+        arrays = self.tabular[name]
+        missing = arrays.numeric_missing[index]
+        codes = arrays.categorical[index]
+        if missing.all() and (codes == 0).all():
+            return None
+        return {"numeric": arrays.numeric[index], "numeric_missing": missing, "categorical": codes}
+
+    def _read_file(self, name: str, path: str | None, errors: dict[str, str]) -> Any:
+        if path is None:
+            return None
+        try:
+            return self.readers[name](path)
+        except ReaderError as error:
+            if self.on_bad_file == "error":
+                raise
+            errors[name] = error.reason  # the reason only: file names can carry patient ids
+            return None
+
+
+class PatientCollator:
+    """Collate :class:`PatientSample` lists into a :class:`Batch`, one encoder ``collate`` per modality."""
+
+    def __init__(self, encoders: Mapping[str, Any]) -> None:
+        self.encoders = dict(encoders)
+
+    def __call__(self, samples: Sequence[PatientSample]) -> Batch:
+        with torch.no_grad():
+            inputs = {
+                name: encoder.collate([s.inputs[name] for s in samples])
+                for name, encoder in self.encoders.items()
+            }
+        return Batch(
+            inputs=inputs,
+            labels=torch.tensor([s.label for s in samples], dtype=torch.long),
+            indices=torch.tensor([s.index for s in samples], dtype=torch.long),
+            rows=[s.row for s in samples],
+            patient_ids=[s.patient_id for s in samples],
+            errors=[s.errors for s in samples],
+        )

@@ -1,0 +1,180 @@
+"""Turning a validated cohort into model-ready parts: labels, splits and fitted preprocessing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data_schemas import PatientRecord
+from encoders.readers import ReaderError, TabularArrays, TabularPreprocessor, read_sensor
+from pipelines.cohort import Cohort
+from pipelines.dataset import UNLABELLED, CohortDataset, label_index
+from pipelines.spec_io import SpecError
+from pipelines.validate import validate_cohort
+
+SENSOR_PROBE_FILES = 25
+
+
+class CohortError(ValueError):
+    """A cohort that passes validation but cannot be trained on (one class, too few patients)."""
+
+
+@dataclass
+class PreparedCohort:
+    """A cohort ready for datasets.
+
+    Attributes:
+        records: every labelled patient, in table order.
+        labels: (N,) class index per record.
+        splits: (N,) ``"train"``, ``"val"`` or ``"test"`` per record.
+        classes: class labels in output order (binary: negative, positive).
+        preprocessing: the JSON-able state fitted on the training split (``preprocessing.json``).
+        tabular: per tabular modality, the transformed arrays of ``records``.
+    """
+
+    cohort: Cohort
+    records: list[PatientRecord]
+    labels: np.ndarray
+    splits: np.ndarray
+    classes: list[str]
+    preprocessing: dict[str, Any]
+    tabular: dict[str, TabularArrays]
+    unlabelled: int
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.splits == split)
+
+    def dataset(self, split: str | None = None, *, on_bad_file: str = "missing") -> CohortDataset:
+        """The patients of one split (all labelled patients when ``split`` is None)."""
+        chosen = np.arange(len(self.records)) if split is None else self.indices(split)
+        return CohortDataset(
+            self.cohort.spec,
+            [self.records[i] for i in chosen],
+            self.labels[chosen],
+            {name: _take(arrays, chosen) for name, arrays in self.tabular.items()},
+            on_bad_file=on_bad_file,
+        )
+
+
+def _take(arrays: TabularArrays, rows: np.ndarray) -> TabularArrays:
+    return TabularArrays(
+        arrays.numeric[rows], arrays.numeric_missing[rows], arrays.categorical[rows], arrays.names
+    )
+
+
+def output_classes(cohort: Cohort, records: Sequence[PatientRecord]) -> list[str]:
+    outcome = cohort.spec.outcome
+    if outcome.task == "binary":
+        positive = outcome.positive_label()
+        return [next(c for c in outcome.class_labels() if c != positive), positive]
+    declared = outcome.class_labels()
+    return declared if declared is not None else sorted({r.outcome for r in records if r.outcome is not None})
+
+
+def check_trainable(cohort: Cohort) -> None:
+    """Raise :class:`SpecError` with every problem when the cohort does not validate."""
+    report = validate_cohort(cohort.spec_path)
+    if not report.ok:
+        raise SpecError(report.problems)
+
+
+def prepare_cohort(cohort: Cohort, *, text_cache: str | None = None) -> PreparedCohort:
+    """Labels, splits and preprocessing fitted on the training split only.
+
+    Raises:
+        CohortError: no outcome in the spec, one outcome class in the training split, or an empty
+            training or validation split.
+    """
+    spec = cohort.spec
+    if spec.outcome is None:
+        raise CohortError(f"{cohort.spec_path}: the spec has no outcome; training needs one")
+    every = list(cohort.records())
+    records = [r for r in every if r.outcome is not None]
+    classes = output_classes(cohort, records)
+    to_index = label_index(spec, classes)
+    labels = np.array([to_index(r.outcome) for r in records], dtype=np.int64)
+    splits = np.array([r.split for r in records])
+    train = splits == "train"
+    _check_splits(cohort, labels, splits, classes)
+    table = cohort.table.iloc[[r.row - 1 for r in records]].reset_index(drop=True)
+    preprocessing: dict[str, Any] = {
+        "classes": classes,
+        "tabular": {},
+        "sensor_cells": {},
+        "text_cache": text_cache,
+    }
+    tabular = {}
+    for name, modality in spec.modalities.items():
+        if modality.kind == "tabular":
+            preprocessor = TabularPreprocessor(modality.numeric, modality.categorical).fit(table[train])
+            preprocessing["tabular"][name] = preprocessor.to_dict()
+            tabular[name] = preprocessor.transform(table)
+        elif modality.kind == "sensor":
+            preprocessing["sensor_cells"][name] = _sensor_cells(
+                name, modality, [records[i] for i in np.flatnonzero(train)]
+            )
+    return PreparedCohort(
+        cohort, records, labels, splits, classes, preprocessing, tabular, len(every) - len(records)
+    )
+
+
+def tabular_arrays(preprocessing: Mapping[str, Any], table: pd.DataFrame) -> dict[str, TabularArrays]:
+    """Transform ``table`` with the tabular preprocessors of a bundle."""
+    return {
+        name: TabularPreprocessor.from_dict(state).transform(table)
+        for name, state in preprocessing["tabular"].items()
+    }
+
+
+def _check_splits(cohort: Cohort, labels: np.ndarray, splits: np.ndarray, classes: list[str]) -> None:
+    where = str(cohort.spec_path)
+    for split in ("train", "val"):
+        if not (splits == split).any():
+            raise CohortError(
+                f"{where}: the {split} split is empty; at least a few patients are needed in it"
+            )
+    train_classes = np.unique(labels[splits == "train"])
+    if len(train_classes) < 2:
+        raise CohortError(
+            f"{where}: the training split has only outcome {classes[int(train_classes[0])]!r}; "
+            "a model needs at least two classes"
+        )
+    if (splits == "train").sum() < 8:
+        raise CohortError(
+            f"{where}: {(splits == 'train').sum()} training patients are too few (need at least 8)"
+        )
+
+
+def _sensor_cells(name: str, modality: Any, records: Sequence[PatientRecord]) -> int:
+    """Grid length of a sensor modality: from ``duration_s``, else the longest of a few training files."""
+    if modality.duration_s is not None:
+        return int(np.ceil(modality.duration_s * modality.rate_hz))
+    longest = 1
+    paths = [r.paths[name] for r in records if r.paths.get(name)][:SENSOR_PROBE_FILES]
+    for path in paths:
+        try:
+            array = read_sensor(
+                path,
+                channels=modality.channels,
+                rate_hz=modality.rate_hz,
+                time_column=modality.time_column,
+                time_unit=modality.time_unit,
+            )
+        except ReaderError:
+            continue
+        longest = max(longest, array.values.shape[0])
+    return longest
+
+
+__all__ = [
+    "UNLABELLED",
+    "CohortError",
+    "PreparedCohort",
+    "check_trainable",
+    "prepare_cohort",
+    "tabular_arrays",
+]

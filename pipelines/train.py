@@ -1,0 +1,379 @@
+"""``deepwe train``: fit a DeepWe model on a cohort and write a model bundle.
+
+AdamW with a linear warm-up and cosine decay, gradient clipping, early stopping on validation AUROC,
+a checkpoint every epoch (``--resume`` continues from it), temperature scaling and a decision
+threshold on the validation split, a reference cohort of training patients for the patient graph,
+and test metrics. The same code runs on CPU and on a GPU (bf16 autocast there), and under
+``torchrun`` with several processes (DDP; rank 0 writes).
+
+Early stopping looks at validation AUROC with the patient graph attending to the memory bank of
+recent training embeddings (building the full reference cohort every epoch would cost a pass over
+the training set); the final calibration and test metrics use the fixed reference cohort, exactly
+as prediction will.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm.auto import tqdm
+
+from deepwe_mm import DeepWe, DeepWeConfig, DeepWeLoss
+from encoders._registry import create_encoder
+from pipelines.bundle import training_fingerprint, write_bundle
+from pipelines.checkpoint import LoopState, load_checkpoint, save_checkpoint
+from pipelines.cohort import load_cohort
+from pipelines.dataset import Batch, PatientCollator
+from pipelines.metrics import binary_metrics, choose_threshold, fit_temperature, multiclass_auroc
+from pipelines.model import MultimodalModel, encoder_settings, fusion_settings
+from pipelines.model_card import render_model_card
+from pipelines.prepare import PreparedCohort, check_trainable, prepare_cohort
+from pipelines.train_config import TrainConfig
+
+log = logging.getLogger("deepwe.train")
+CHECKPOINTS = ".checkpoints"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    bundle: Path
+    metrics: dict[str, Any]
+    seconds: float
+    epochs_run: int
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is available here")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def _loader(
+    dataset: Dataset,
+    collate: PatientCollator,
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    shuffle: bool,
+    epoch: int = 0,
+) -> DataLoader:
+    sampler = None
+    if dist.is_initialized() and shuffle:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=config.seed, drop_last=False)
+        sampler.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        generator=generator,
+        drop_last=False,
+    )
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up, then cosine decay to 5% of the peak."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+@torch.no_grad()
+def collect_logits(
+    model: MultimodalModel, loader: DataLoader, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) float32 logits and (N,) labels over a loader, in eval mode."""
+    model.eval()
+    logits, labels = [], []
+    for batch in loader:
+        batch = batch.to(device)
+        with _autocast(device):
+            output = model(batch)
+        logits.append(output.logits.float().cpu())
+        labels.append(batch.labels.cpu())
+    return torch.cat(logits), torch.cat(labels)
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict[str, float]:
+    """Binary: AUROC/AUPRC/Brier/ECE of the positive class; multiclass: macro AUROC."""
+    probabilities = torch.softmax(logits / temperature, dim=1).numpy()
+    y = labels.numpy()
+    if probabilities.shape[1] == 2:
+        return binary_metrics(y, probabilities[:, 1])
+    return {"auroc": multiclass_auroc(y, probabilities), "n": len(y)}
+
+
+def _fingerprint(data: str, config: TrainConfig, settings: dict[str, Any]) -> str:
+    text = json.dumps(
+        {"data": data, "config": config.to_dict(), "settings": settings}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def train(
+    spec_path: str | Path,
+    out: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train on the cohort at ``spec_path`` and write the bundle to ``out``.
+
+    Raises:
+        SpecError: the cohort does not validate (the same report as ``deepwe validate``).
+        CohortError: the cohort cannot be trained on (one class, too few patients).
+    """
+    started = time.perf_counter()
+    config = config or TrainConfig()
+    out = Path(out)
+    torch_device = pick_device(device)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    cohort = load_cohort(spec_path)
+    check_trainable(cohort)
+    text_cache = config.text_cache or str(out.parent / ".text-cache")
+    prepared = prepare_cohort(cohort, text_cache=text_cache)
+    seed_everything(config.seed)
+    settings = encoder_settings(cohort.spec, prepared.preprocessing, config)
+    model, loss_fn = _build(prepared, settings, config)
+    model.to(torch_device)
+    loss_fn.to(torch_device)
+    collate = PatientCollator(model.encoders)
+    train_set, val_set = prepared.dataset("train"), prepared.dataset("val")
+    steps_per_epoch = math.ceil(
+        len(train_set) / config.batch_size / (dist.get_world_size() if dist.is_initialized() else 1)
+    )
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(steps_per_epoch * config.epochs, config.warmup_fraction)
+    )
+    data_fingerprint = training_fingerprint(cohort.spec, cohort.table_path)
+    fingerprint = _fingerprint(data_fingerprint, config, settings)
+    checkpoints = out.parent / f"{out.name}{CHECKPOINTS}"
+    loop = LoopState(history=[])
+    if resume:
+        restored = load_checkpoint(
+            checkpoints,
+            model=model,
+            core=model.core,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            fingerprint=fingerprint,
+        )
+        if restored is not None:
+            loop = restored
+            log.info("resuming at epoch %d", loop.epoch + 1)
+    elif rank == 0:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    trained = model
+    if dist.is_initialized():
+        trained = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    val_loader = _loader(val_set, collate, config, torch_device, shuffle=False)
+    while loop.epoch < config.epochs and loop.epochs_without_improvement < config.patience:
+        loader = _loader(train_set, collate, config, torch_device, shuffle=True, epoch=loop.epoch)
+        train_loss = _train_epoch(
+            trained, loss_fn, loader, optimizer, scheduler, config, torch_device, loop, progress and rank == 0
+        )
+        val = score(*collect_logits(model, val_loader, torch_device))
+        improved = val["auroc"] > loop.best_score or math.isnan(loop.best_score)
+        if improved:
+            loop.best_score, loop.best_epoch, loop.epochs_without_improvement = val["auroc"], loop.epoch, 0
+            if rank == 0:
+                _save_best(checkpoints, model)
+        else:
+            loop.epochs_without_improvement += 1
+        loop.history.append({"epoch": loop.epoch + 1, "train_loss": train_loss, "val_auroc": val["auroc"]})
+        if rank == 0 and progress:
+            tqdm.write(
+                f"epoch {loop.epoch + 1}: train loss {train_loss:.4f}, val AUROC {val['auroc']:.4f}"
+                + (" *" if improved else "")
+            )
+        loop.epoch += 1
+        if rank == 0:
+            save_checkpoint(
+                checkpoints,
+                model=model,
+                core=model.core,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                loop=loop,
+                fingerprint=fingerprint,
+            )
+    _load_best(checkpoints, model)
+    # The reference cohort first: calibration and test must see the model as it will predict.
+    reference, reference_ids = _reference_cohort(model, prepared, collate, config, torch_device)
+    metrics, calibration = _calibrate_and_test(model, prepared, collate, config, torch_device, loop)
+    if rank == 0:
+        write_bundle(
+            out,
+            spec=cohort.spec,
+            data_fingerprint=data_fingerprint,
+            config={"encoders": settings, "fusion": model.core.config.to_dict(), "train": config.to_dict()},
+            weights=model.state_dict(),
+            preprocessing=prepared.preprocessing,
+            reference=reference,
+            reference_ids=reference_ids,
+            calibration=calibration,
+            metrics=metrics,
+            model_card=render_model_card(cohort.spec, prepared, metrics, calibration, config),
+        )
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return TrainResult(out, metrics, time.perf_counter() - started, loop.epoch)
+
+
+def _build(
+    prepared: PreparedCohort, settings: dict[str, Any], config: TrainConfig
+) -> tuple[MultimodalModel, DeepWeLoss]:
+    encoders = {name: create_encoder(s["encoder"], **s["config"]) for name, s in settings.items()}
+    train_labels = prepared.labels[prepared.splits == "train"]
+    counts = np.bincount(train_labels, minlength=len(prepared.classes)).astype(float)
+    class_weights = (counts.sum() / (len(counts) * np.maximum(counts, 1))).round(6).tolist()
+    fusion = fusion_settings(encoders, len(prepared.classes), class_weights, config)
+    model = MultimodalModel(encoders, DeepWe(DeepWeConfig.from_dict(fusion)))
+    return model, DeepWeLoss(model.core.config)
+
+
+def _train_epoch(
+    model, loss_fn, loader, optimizer, scheduler, config, device, loop: LoopState, show: bool
+) -> float:
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(
+        loader, desc=f"epoch {loop.epoch + 1}", unit="batch", disable=None if show else True, leave=False
+    )
+    for batch in bar:
+        batch: Batch = batch.to(device)
+        with _autocast(device):
+            output = model(batch)
+            parts = loss_fn(_float_output(output), batch.labels)
+        optimizer.zero_grad(set_to_none=True)
+        parts.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        loop.step += 1
+        total += parts.total.item() * len(batch.labels)
+        count += len(batch.labels)
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / max(count, 1)
+
+
+def _float_output(output):
+    output.logits = output.logits.float()
+    output.fused = output.fused.float()
+    return output
+
+
+def _save_best(folder: Path, model: MultimodalModel) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(folder / "best.tmp")
+    )
+    os.replace(folder / "best.tmp", folder / "best.safetensors")
+
+
+def _load_best(folder: Path, model: MultimodalModel) -> None:
+    from safetensors.torch import load_file
+
+    if dist.is_initialized():
+        dist.barrier()
+    state = load_file(str(folder / "best.safetensors"))
+    model.load_state_dict({k: v.to(next(model.parameters()).device) for k, v in state.items()})
+
+
+def _calibrate_and_test(model, prepared, collate, config, device, loop: LoopState) -> tuple[dict, dict]:
+    val_logits, val_labels = collect_logits(
+        model, _loader(prepared.dataset("val"), collate, config, device, shuffle=False), device
+    )
+    temperature = fit_temperature(val_logits, val_labels)
+    calibration: dict[str, Any] = {
+        "temperature": temperature,
+        "method": "temperature scaling on the validation split (Guo et al. 2017)",
+        "classes": prepared.classes,
+    }
+    metrics: dict[str, Any] = {
+        "best_epoch": loop.best_epoch + 1,
+        "epochs_run": loop.epoch,
+        "history": loop.history,
+        "val_uncalibrated": score(val_logits, val_labels),
+        "val": score(val_logits, val_labels, temperature),
+        "split_sizes": {s: int((prepared.splits == s).sum()) for s in ("train", "val", "test")},
+    }
+    if len(prepared.classes) == 2:
+        risk = torch.softmax(val_logits / temperature, dim=1)[:, 1].numpy()
+        threshold = choose_threshold(val_labels.numpy(), risk, target_sensitivity=config.target_sensitivity)
+        calibration["threshold"] = {
+            "value": threshold.value,
+            "rule": threshold.rule,
+            "val_sensitivity": threshold.sensitivity,
+            "val_specificity": threshold.specificity,
+        }
+    if (prepared.splits == "test").any():
+        test_logits, test_labels = collect_logits(
+            model, _loader(prepared.dataset("test"), collate, config, device, shuffle=False), device
+        )
+        metrics["test"] = score(test_logits, test_labels, temperature)
+    return metrics, calibration
+
+
+@torch.no_grad()
+def _reference_cohort(model, prepared, collate, config, device) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Fused embeddings of the training patients, with pseudonymous ids (``R00001``...) and outcomes."""
+    model.eval()
+    loader = _loader(prepared.dataset("train"), collate, config, device, shuffle=False)
+    embeddings, labels = [], []
+    for batch in loader:
+        batch = batch.to(device)
+        embeddings.append(model.embed(batch).float().cpu())
+        labels.append(batch.labels.cpu())
+    reference = {"embeddings": torch.cat(embeddings), "labels": torch.cat(labels)}
+    ids = [f"R{i + 1:05d}" for i in range(reference["embeddings"].shape[0])]
+    model.core.set_reference(reference["embeddings"].to(device), ids, reference["labels"].to(device))
+    return reference, ids

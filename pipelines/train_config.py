@@ -1,0 +1,79 @@
+"""Training settings: a frozen dataclass with sane defaults, overridable from a plain YAML file."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENCODER_KINDS = ("tabular", "text", "image", "audio", "sensor")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``deepwe train`` needs besides the cohort.
+
+    Attributes:
+        epochs: most epochs; early stopping on validation AUROC usually ends sooner.
+        patience: epochs without a better validation AUROC before stopping.
+        batch_size: patients per step.
+        lr, weight_decay: AdamW settings.
+        warmup_fraction: share of the steps with a linear learning-rate warm-up before the cosine decay.
+        grad_clip: gradient norm clip.
+        seed: seeds the split-independent randomness (initialisation, shuffling, dropout).
+        num_workers: DataLoader worker processes reading files (0 = in the main process).
+        token_dim: width of every encoder's tokens.
+        encoders: per modality kind, overrides of that encoder's config fields.
+        fusion: overrides of :class:`deepwe_mm.DeepWeConfig` fields (hidden_dim, ablations, lambdas).
+        target_sensitivity: choose the threshold for this sensitivity instead of Youden's J.
+        text_cache: folder for cached note embeddings (None = ``<out>/../.text-cache``).
+    """
+
+    epochs: int = 30
+    patience: int = 5
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    num_workers: int = 0
+    token_dim: int = 64
+    encoders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fusion: dict[str, Any] = field(default_factory=dict)
+    target_sensitivity: float | None = None
+    text_cache: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [kind for kind in self.encoders if kind not in ENCODER_KINDS]
+        if unknown:
+            raise ValueError(
+                f"train config encoders: unknown kinds {unknown}; known: {', '.join(ENCODER_KINDS)}"
+            )
+        if self.epochs < 1 or self.batch_size < 2 or self.patience < 1:
+            raise ValueError("train config needs epochs >= 1, batch_size >= 2 and patience >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"{source}: unknown key {key!r}{hint} Known: {', '.join(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """Read a YAML file of overrides (plain data; nothing in it is ever evaluated)."""
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+        return cls.from_dict(data, source=str(path))
