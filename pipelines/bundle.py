@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -97,7 +98,21 @@ def training_fingerprint(spec: CohortSpec, table_path: Path) -> str:
 
 
 def _json_text(payload: Any) -> str:
-    return json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    """JSON with NaN and infinities (an AUROC on a one-class split) as null.
+
+    Keys keep their order: the order of the modalities is the order of the model's modality axis.
+    """
+    return json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def write_bundle(

@@ -18,6 +18,7 @@ from rich.table import Table
 from pipelines.validate import ValidationReport, validate_cohort
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 app = typer.Typer(
     name="deepwe",
@@ -136,30 +137,102 @@ def import_(
 
 
 @app.command()
+def train(
+    spec: Annotated[Path, typer.Argument(help="The cohort spec (YAML) to train on.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Folder to write the model bundle into.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML file of training settings overriding the defaults (see configs/)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (GPU when there is one), cpu or cuda.")] = "auto",
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the last checkpoint of an interrupted run.")
+    ] = False,
+) -> None:
+    """Train a DeepWe model on a cohort and write a model bundle (safetensors + JSON, never a pickle).
+
+    The cohort is validated first; a spec that fails `deepwe validate` stops here with the same report
+    (exit 2). Uses the spec's split column, or a patient-level split drawn from the spec's seed.
+    Under torchrun, every process trains its share and rank 0 writes the bundle.
+    """
+    from pipelines.prepare import CohortError
+    from pipelines.spec_io import SpecError
+    from pipelines.train import train as run_training
+    from pipelines.train_config import TrainConfig
+
+    _init_distributed()
+    try:
+        settings = TrainConfig.from_yaml(config) if config else TrainConfig()
+        result = run_training(spec, out, settings, device=device, resume=resume)
+    except SpecError as error:
+        print_problems(ValidationReport(spec_path=spec.resolve(), problems=error.problems), 200)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except (CohortError, ValueError, FileNotFoundError) as error:
+        _console(stderr=True).print(f"[red]cannot train:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    _print_training(result)
+
+
+def _init_distributed() -> None:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _print_training(result) -> None:
+    console = _console()
+    metrics = result.metrics
+    console.print(
+        f"trained {result.epochs_run} epochs (best {metrics['best_epoch']}) in {result.seconds:.0f} s; "
+        f"bundle: {result.bundle}"
+    )
+    for split in ("val", "test"):
+        if split in metrics:
+            shown = ", ".join(
+                f"{k} {v:.3f}" for k, v in metrics[split].items() if k in ("auroc", "auprc", "brier", "ece")
+            )
+            console.print(f"{split}: {shown} (n={metrics[split]['n']})")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("runs/demo"),
     n: Annotated[int, typer.Option(help="Number of synthetic patients.", min=10)] = 500,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """The embedded default: write a synthetic cohort and validate it.
+    """The embedded default: synthetic cohort -> validate -> train a model bundle.
 
-    Later releases extend the demo to train, predict, report and open the dashboard.
+    Uses the small settings of configs/demo.yaml; a few minutes on 2 CPU cores.
     """
     from pipelines.synth import generate_cohort
+    from pipelines.train import train as run_training
+    from pipelines.train_config import TrainConfig
 
-    _console().rule("1. synthetic cohort")
+    console = _console()
+    console.rule("1. synthetic cohort")
     started = time.perf_counter()
     result = generate_cohort(out / "cohort", n=n, seed=seed)
-    _console().print(
-        f"wrote {result.n} patients to {result.spec_path} in {time.perf_counter() - started:.1f} s"
-    )
-    _console().rule("2. validate")
+    console.print(f"wrote {result.n} patients to {result.spec_path} in {time.perf_counter() - started:.1f} s")
+    console.rule("2. validate")
     report = validate_cohort(result.spec_path)
     if not report.ok:
         print_problems(report, 50)
         raise typer.Exit(EXIT_FAILED)
     print_summary(report)
-    _console().print(f"\nnext: deepwe validate {result.spec_path}")
+    console.rule("3. train")
+    config = TrainConfig.from_yaml(DEMO_CONFIG) if DEMO_CONFIG.is_file() else TrainConfig(epochs=6)
+    trained = run_training(result.spec_path, out / "model", config, device=device)
+    _print_training(trained)
+    console.print(
+        f"\ndemo finished in {time.perf_counter() - started:.0f} s; model bundle in {trained.bundle}"
+    )
 
 
 def print_problems(report: ValidationReport, max_shown: int) -> None:

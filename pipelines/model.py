@@ -107,3 +107,12 @@ def fusion_settings(
     dims = {name: encoder.out_dim for name, encoder in encoders.items()}
     base = {"modality_dims": dims, "n_classes": n_classes, "class_weights": class_weights}
     return DeepWeConfig.from_dict(base | config.fusion).to_dict()
+
+
+def text_model_identity(model: MultimodalModel) -> dict[str, dict[str, str]]:
+    """Per text modality, the language model folder and the sha256 of its weights (preprocessing.json)."""
+    return {
+        name: {"model_dir": encoder.model_dir, "weights_sha256": encoder.weights_sha256()}
+        for name, encoder in model.encoders.items()
+        if encoder.kind == "text"
+    }

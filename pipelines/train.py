@@ -42,7 +42,7 @@ from pipelines.checkpoint import LoopState, load_checkpoint, save_checkpoint
 from pipelines.cohort import load_cohort
 from pipelines.dataset import Batch, PatientCollator
 from pipelines.metrics import binary_metrics, choose_threshold, fit_temperature, multiclass_auroc
-from pipelines.model import MultimodalModel, encoder_settings, fusion_settings
+from pipelines.model import MultimodalModel, encoder_settings, fusion_settings, text_model_identity
 from pipelines.model_card import render_model_card
 from pipelines.prepare import PreparedCohort, check_trainable, prepare_cohort
 from pipelines.train_config import TrainConfig
@@ -179,6 +179,7 @@ def train(
     seed_everything(config.seed)
     settings = encoder_settings(cohort.spec, prepared.preprocessing, config)
     model, loss_fn = _build(prepared, settings, config)
+    prepared.preprocessing["text_models"] = text_model_identity(model)
     model.to(torch_device)
     loss_fn.to(torch_device)
     collate = PatientCollator(model.encoders)
@@ -220,9 +221,14 @@ def train(
             trained, loss_fn, loader, optimizer, scheduler, config, torch_device, loop, progress and rank == 0
         )
         val = score(*collect_logits(model, val_loader, torch_device))
-        improved = val["auroc"] > loop.best_score or math.isnan(loop.best_score)
+        if dist.is_initialized():  # every rank must take the same early-stopping decision: rank 0's
+            shared = torch.tensor([val["auroc"]], dtype=torch.float64)
+            dist.broadcast(shared, src=0)
+            val["auroc"] = float(shared)
+        current = val["auroc"] if math.isfinite(val["auroc"]) else float("-inf")  # NaN: one class in val
+        improved = current > loop.best_score or loop.best_epoch < 0
         if improved:
-            loop.best_score, loop.best_epoch, loop.epochs_without_improvement = val["auroc"], loop.epoch, 0
+            loop.best_score, loop.best_epoch, loop.epochs_without_improvement = current, loop.epoch, 0
             if rank == 0:
                 _save_best(checkpoints, model)
         else:

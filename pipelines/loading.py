@@ -1,0 +1,93 @@
+"""``load_bundle``: a verified model bundle, rebuilt and ready to predict (also for notebooks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data_schemas import CohortSpec
+from pipelines.bundle import BundleContents, BundleError, read_bundle
+from pipelines.model import MultimodalModel, build_model, text_model_identity
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the model in eval mode with its reference cohort set, and its settings.
+
+    Attributes:
+        model: encoders + fusion core, on ``device``, in eval mode.
+        classes: class labels in output order (binary: negative, positive).
+        temperature: the calibration temperature for the logits.
+        threshold: the decision threshold on the calibrated positive risk (binary), else None.
+    """
+
+    contents: BundleContents
+    model: MultimodalModel
+    device: torch.device
+
+    @property
+    def path(self) -> Path:
+        return self.contents.path
+
+    @property
+    def spec(self) -> CohortSpec:
+        return self.contents.manifest.cohort_spec
+
+    @property
+    def sha256(self) -> str:
+        return self.contents.sha256
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.contents.preprocessing["classes"])
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return self.contents.preprocessing
+
+    @property
+    def temperature(self) -> float:
+        return float(self.contents.calibration["temperature"])
+
+    @property
+    def threshold(self) -> float | None:
+        threshold = self.contents.calibration.get("threshold")
+        return None if threshold is None else float(threshold["value"])
+
+
+def load_bundle(path: str | Path, *, device: str | torch.device = "cpu") -> Bundle:
+    """Verify every hash of the bundle at ``path``, rebuild its model and set its reference cohort.
+
+    Raises:
+        BundleError: the bundle is altered, incomplete, of an unknown format, or its text model
+            differs from the one it was trained with.
+    """
+    contents = read_bundle(path)
+    config = contents.config
+    try:
+        model = build_model(config["encoders"], config["fusion"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(
+            f"{path}: config.json does not describe a model this release can build ({error})"
+        ) from None
+    expected = contents.preprocessing.get("text_models", {})
+    for name, identity in text_model_identity(model).items():
+        if expected.get(name, {}).get("weights_sha256") != identity["weights_sha256"]:
+            raise BundleError(
+                f"{path}: modality {name!r} was trained with a text model whose weights differ from "
+                f"{identity['model_dir']} (sha256 mismatch)"
+            )
+    try:
+        model.load_state_dict(contents.weights, strict=True)
+    except RuntimeError as error:
+        raise BundleError(f"{path}: weights.safetensors does not fit config.json ({error})") from None
+    device = torch.device(device)
+    model.to(device).eval()
+    reference = contents.reference
+    model.core.set_reference(
+        reference["embeddings"].to(device), contents.reference_ids, reference.get("labels", None)
+    )
+    return Bundle(contents=contents, model=model, device=device)
