@@ -70,6 +70,12 @@ def synth(
         float,
         typer.Option(help="Chance that each modality is missing for a patient.", min=0.0, max=0.95),
     ] = 0.2,
+    signal_scale: Annotated[
+        float,
+        typer.Option(
+            help="Multiply every modality's signal (2 = an easy outcome, for smoke tests).", min=0.01
+        ),
+    ] = 1.0,
 ) -> None:
     """Write a synthetic multimodal cohort in real file formats (DICOM, WAV, WFDB, CSV, text).
 
@@ -80,7 +86,7 @@ def synth(
 
     started = time.perf_counter()
     with _console(stderr=True).status(f"writing {n} synthetic patients to {out} ..."):
-        result = generate_cohort(out, n=n, seed=seed, missing_rate=missing_rate)
+        result = generate_cohort(out, n=n, seed=seed, missing_rate=missing_rate, signal_scale=signal_scale)
     _console().print(
         f"wrote {result.n} patients (outcome prevalence {result.prevalence:.1%}) to {result.spec_path} "
         f"in {time.perf_counter() - started:.1f} s"
@@ -201,13 +207,170 @@ def _print_training(result) -> None:
 
 
 @app.command()
+def predict(
+    model: Annotated[Path | None, typer.Argument(help="The model bundle folder.", show_default=False)] = None,
+    spec: Annotated[
+        Path | None, typer.Argument(help="The cohort spec (YAML) to predict.", show_default=False)
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output file: .parquet or .csv.")] = Path("predictions.parquet"),
+    on_bad_file: Annotated[
+        str,
+        typer.Option(help="missing: predict without an unreadable modality; error: make the row an error."),
+    ] = "missing",
+    max_errors: Annotated[
+        int | None, typer.Option(help="Abort cleanly once more rows than this are errors.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted run from its last finished chunk.")
+    ] = False,
+    shard: Annotated[
+        str | None, typer.Option(help="i/n: predict only shard i of n (rows with position % n == i).")
+    ] = None,
+    merge: Annotated[
+        list[Path] | None,
+        typer.Option(help="Join these shard outputs into --out in input order (no model needed)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Patients per forward pass.", min=1)] = 64,
+    chunk_size: Annotated[int, typer.Option(help="Rows per checkpointed chunk.", min=1)] = 256,
+    audit_log: Annotated[
+        Path | None, typer.Option(help="Append one hash-chained JSONL record per prediction to this log.")
+    ] = None,
+) -> None:
+    """Batch prediction: one output row per input row, in input order, errors captured per row.
+
+    Each row has status ok/error, the calibrated risk and the label at the model's threshold, modality
+    presence and weights, the top feature weights, the most similar reference patients, an
+    out-of-distribution flag and score, and the sha256 of the model and of the row's input. A bad file
+    fails its modality, not the job. The output is written to a temporary file and renamed when
+    complete; after a crash, --resume continues from the last finished chunk.
+    """
+    from pipelines.predict import PredictAborted, merge_shards, parse_shard
+
+    console = _console()
+    if merge:
+        try:
+            rows = merge_shards(merge, out)
+        except (ValueError, OSError) as error:
+            _console(stderr=True).print(f"[red]cannot merge:[/] {error}")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        console.print(f"merged {len(merge)} shard outputs ({rows} rows) into {out}")
+        return
+    if model is None or spec is None:
+        _console(stderr=True).print("[red]predict needs MODEL and SPEC (or --merge with shard outputs)[/]")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    from pipelines.bundle import BundleError
+    from pipelines.loading import load_bundle
+    from pipelines.predict import PredictOptions, predict_cohort
+    from pipelines.spec_io import SpecError
+    from pipelines.train import pick_device
+
+    try:
+        options = PredictOptions(
+            on_bad_file=on_bad_file,
+            max_errors=max_errors,
+            shard=parse_shard(shard) if shard else None,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+        )
+        bundle = load_bundle(model, device=pick_device(device))
+        log = _audit_hook(audit_log, bundle)
+        summary = predict_cohort(bundle, spec, out, options, resume=resume, on_records=log)
+    except SpecError as error:
+        print_problems(ValidationReport(spec_path=spec.resolve(), problems=error.problems), 200)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except (BundleError, ValueError, FileNotFoundError) as error:
+        _console(stderr=True).print(f"[red]cannot predict:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except PredictAborted as error:
+        _console(stderr=True).print(f"[red]aborted:[/] {error}")
+        raise typer.Exit(EXIT_FAILED) from None
+    console.print(
+        f"{summary.rows} rows -> {summary.output}: {summary.ok} ok, {summary.errors} error"
+        f" ({summary.rows_per_second:.1f} patients/s"
+        + (f"; {summary.resumed_chunks} chunks resumed" if summary.resumed_chunks else "")
+        + ")"
+    )
+    for reason, count in sorted(summary.error_reasons.items(), key=lambda kv: -kv[1]):
+        console.print(f"  {count:6d}  {reason}")
+
+
+def _audit_hook(path: Path | None, bundle):
+    """A callback appending each finished chunk's predictions to the audit log, or None."""
+    if path is None:
+        return None
+    import getpass
+
+    from pipelines.audit import AuditLog
+    from pipelines.bundle import code_version
+    from pipelines.predict import token_modalities
+
+    log, user, version = AuditLog(path), getpass.getuser(), code_version()
+    hidden = token_modalities(bundle)
+    return lambda records: log.append(records, user=user, code_version=version, redact_tokens=hidden)
+
+
+audit_app = typer.Typer(help="Check and replay the prediction audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    log: Annotated[Path, typer.Argument(help="The audit log (JSONL).", show_default=False)],
+) -> None:
+    """Check the hash chain of an audit log: an edited, removed or reordered record is reported by line.
+
+    Exits 0 when intact, 1 when not. Prints the head (last sequence and hash): store it elsewhere to
+    also detect records removed from the end.
+    """
+    from pipelines.audit import verify_log
+
+    if not log.is_file():
+        _console(stderr=True).print(f"[red]no such audit log:[/] {log}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    result = verify_log(log)
+    console = _console()
+    if result.ok:
+        console.print(
+            f"[green]intact[/]: {result.records} records; head {result.head_sequence} {result.head_hash}"
+        )
+        return
+    for problem in result.problems:
+        _console(stderr=True).print(problem)
+    _console(stderr=True).print(f"[red]the audit log is not intact[/] ({len(result.problems)} problem(s))")
+    raise typer.Exit(EXIT_FAILED)
+
+
+@audit_app.command("replay")
+def audit_replay(
+    log: Annotated[Path, typer.Argument(help="The audit log (JSONL).", show_default=False)],
+    sequence: Annotated[int, typer.Option(help="The record to replay.")],
+    model: Annotated[Path, typer.Option(help="The model bundle the record names (its sha256 must match).")],
+    spec: Annotated[Path, typer.Option(help="The cohort spec holding the patient's row.")],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+) -> None:
+    """Reproduce one logged prediction exactly: same model, same input (checked by sha256), same output."""
+    from pipelines.audit_replay import replay_record
+
+    try:
+        same, message = replay_record(log, sequence, model, spec, device=device)
+    except (ValueError, FileNotFoundError) as error:
+        _console(stderr=True).print(f"[red]cannot replay:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if not same:
+        _console(stderr=True).print(f"[red]not reproduced:[/] {message}")
+        raise typer.Exit(EXIT_FAILED)
+    _console().print(f"[green]reproduced[/]: {message}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("runs/demo"),
     n: Annotated[int, typer.Option(help="Number of synthetic patients.", min=10)] = 500,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """The embedded default: synthetic cohort -> validate -> train a model bundle.
+    """The embedded default: synthetic cohort -> validate -> train a model bundle -> predict.
 
     Uses the small settings of configs/demo.yaml; a few minutes on 2 CPU cores.
     """
@@ -230,6 +393,16 @@ def demo(
     config = TrainConfig.from_yaml(DEMO_CONFIG) if DEMO_CONFIG.is_file() else TrainConfig(epochs=6)
     trained = run_training(result.spec_path, out / "model", config, device=device)
     _print_training(trained)
+    console.rule("4. predict")
+    from pipelines.loading import load_bundle
+    from pipelines.predict import predict_cohort
+
+    predictions = out / "predictions.parquet"
+    summary = predict_cohort(load_bundle(trained.bundle), result.spec_path, predictions)
+    console.print(
+        f"{summary.rows} rows -> {predictions}: {summary.ok} ok, {summary.errors} error "
+        f"({summary.rows_per_second:.1f} patients/s)"
+    )
     console.print(
         f"\ndemo finished in {time.perf_counter() - started:.0f} s; model bundle in {trained.bundle}"
     )

@@ -24,6 +24,7 @@ from data_schemas.cohort import (
 )
 from encoders.readers import (
     ReaderError,
+    SensorArray,
     TabularArrays,
     inline_text,
     read_audio,
@@ -94,24 +95,44 @@ def label_index(spec: CohortSpec, classes: Sequence[str]) -> Callable[[str | Non
     return lambda label: UNLABELLED if label is None else lookup[label]
 
 
+def standardise(array: SensorArray, stats: Mapping[str, Any]) -> SensorArray:
+    """Observed values minus the training mean, over the training std, per channel (0 elsewhere)."""
+    mean = np.asarray(stats["mean"], dtype=np.float32)
+    std = np.asarray(stats["std"], dtype=np.float32)
+    values = np.where(array.observed, (array.values - mean) / std, 0.0).astype(np.float32)
+    return SensorArray(values, array.observed, array.channels, array.rate_hz, array.start_s)
+
+
 def file_reader(
     modality: TextModality | ImageModality | AudioModality | SensorModality,
+    stats: Mapping[str, Any] | None = None,
 ) -> Callable[[str], Any]:
-    """The reader that turns one file of ``modality`` into its encoder's sample."""
+    """The reader that turns one file of ``modality`` into its encoder's sample.
+
+    Args:
+        stats: for a sensor modality, the per-channel ``mean`` and ``std`` fitted on training files.
+    """
     if modality.kind == "text":
         return lambda path: read_text(path).text
     if modality.kind == "image":
         return read_image
     if modality.kind == "audio":
         return lambda path: read_audio(path, sample_rate=modality.sample_rate, duration_s=modality.duration_s)
-    return lambda path: read_sensor(
-        path,
-        channels=modality.channels,
-        rate_hz=modality.rate_hz,
-        time_column=modality.time_column,
-        time_unit=modality.time_unit,
-        duration_s=modality.duration_s,
-    )
+    if stats is None:
+        raise ValueError("a sensor reader needs the training split's channel statistics")
+
+    def read(path: str) -> SensorArray:
+        array = read_sensor(
+            path,
+            channels=modality.channels,
+            rate_hz=modality.rate_hz,
+            time_column=modality.time_column,
+            time_unit=modality.time_unit,
+            duration_s=modality.duration_s,
+        )
+        return standardise(array, stats)
+
+    return read
 
 
 class CohortDataset(Dataset):
@@ -122,6 +143,7 @@ class CohortDataset(Dataset):
         records: the patients, in order.
         labels: (N,) class index per record, -1 when unlabelled.
         tabular: per tabular modality, the preprocessed arrays of these records (row i = record i).
+        sensor_stats: per sensor modality, the channel statistics fitted on the training split.
         on_bad_file: ``"missing"`` treats an unreadable file as a missing modality (with the reason
             kept in ``PatientSample.errors``); ``"error"`` raises the :class:`ReaderError`.
     """
@@ -133,6 +155,7 @@ class CohortDataset(Dataset):
         labels: np.ndarray,
         tabular: Mapping[str, TabularArrays],
         *,
+        sensor_stats: Mapping[str, Mapping[str, Any]] | None = None,
         on_bad_file: str = "missing",
     ) -> None:
         if on_bad_file not in ("missing", "error"):
@@ -142,7 +165,8 @@ class CohortDataset(Dataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.tabular = dict(tabular)
         self.on_bad_file = on_bad_file
-        self.readers = {name: file_reader(m) for name, m in spec.file_modalities().items()}
+        stats = sensor_stats or {}
+        self.readers = {name: file_reader(m, stats.get(name)) for name, m in spec.file_modalities().items()}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -178,7 +202,12 @@ class CohortDataset(Dataset):
             if self.on_bad_file == "error":
                 raise
             errors[name] = error.reason  # the reason only: file names can carry patient ids
-            return None
+        except (OSError, ValueError, RuntimeError, MemoryError) as error:
+            # A reader bug or an exotic file must fail this modality, not the whole run.
+            if self.on_bad_file == "error":
+                raise ReaderError(path, f"could not be read ({error.__class__.__name__})") from error
+            errors[name] = f"could not be read ({error.__class__.__name__})"
+        return None
 
 
 class PatientCollator:

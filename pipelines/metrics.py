@@ -110,4 +110,7 @@ def choose_threshold(
         reaching = np.flatnonzero(tpr >= target_sensitivity)
         best = int(reaching[0])
         rule = f"highest threshold with sensitivity >= {target_sensitivity:g} on the validation split"
-    return Threshold(float(thresholds[best]), rule, float(tpr[best]), float(1 - fpr[best]))
+    # Halfway to the next lower score: the same decisions on the validation split, and no patient's
+    # label flips on a rounding difference of a risk that equals the threshold exactly.
+    value = thresholds[best] if best + 1 >= len(thresholds) else (thresholds[best] + thresholds[best + 1]) / 2
+    return Threshold(float(value), rule, float(tpr[best]), float(1 - fpr[best]))

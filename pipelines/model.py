@@ -85,7 +85,7 @@ def encoder_settings(
             if modality.duration_s is not None:
                 fields["duration_s"] = modality.duration_s
         elif modality.kind == "sensor":
-            cells = preprocessing["sensor_cells"][name]
+            cells = preprocessing["sensor"][name]["cells"]
             fields |= {"channels": len(modality.channels), "strides": list(sensor_strides(cells))}
         elif modality.kind == "text":
             fields |= {"cache_dir": preprocessing.get("text_cache")}

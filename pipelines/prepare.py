@@ -16,7 +16,7 @@ from pipelines.dataset import UNLABELLED, CohortDataset, label_index
 from pipelines.spec_io import SpecError
 from pipelines.validate import validate_cohort
 
-SENSOR_PROBE_FILES = 25
+SENSOR_PROBE_FILES = 200
 
 
 class CohortError(ValueError):
@@ -56,6 +56,7 @@ class PreparedCohort:
             [self.records[i] for i in chosen],
             self.labels[chosen],
             {name: _take(arrays, chosen) for name, arrays in self.tabular.items()},
+            sensor_stats=self.preprocessing["sensor"],
             on_bad_file=on_bad_file,
         )
 
@@ -104,7 +105,7 @@ def prepare_cohort(cohort: Cohort, *, text_cache: str | None = None) -> Prepared
     preprocessing: dict[str, Any] = {
         "classes": classes,
         "tabular": {},
-        "sensor_cells": {},
+        "sensor": {},
         "text_cache": text_cache,
     }
     tabular = {}
@@ -114,9 +115,8 @@ def prepare_cohort(cohort: Cohort, *, text_cache: str | None = None) -> Prepared
             preprocessing["tabular"][name] = preprocessor.to_dict()
             tabular[name] = preprocessor.transform(table)
         elif modality.kind == "sensor":
-            preprocessing["sensor_cells"][name] = _sensor_cells(
-                name, modality, [records[i] for i in np.flatnonzero(train)]
-            )
+            training = [records[i] for i in np.flatnonzero(train)]
+            preprocessing["sensor"][name] = _sensor_stats(name, modality, training)
     return PreparedCohort(
         cohort, records, labels, splits, classes, preprocessing, tabular, len(every) - len(records)
     )
@@ -149,10 +149,12 @@ def _check_splits(cohort: Cohort, labels: np.ndarray, splits: np.ndarray, classe
         )
 
 
-def _sensor_cells(name: str, modality: Any, records: Sequence[PatientRecord]) -> int:
-    """Grid length of a sensor modality: from ``duration_s``, else the longest of a few training files."""
-    if modality.duration_s is not None:
-        return int(np.ceil(modality.duration_s * modality.rate_hz))
+def _sensor_stats(name: str, modality: Any, records: Sequence[PatientRecord]) -> dict[str, Any]:
+    """Per-channel mean and std over the observed samples of up to ``SENSOR_PROBE_FILES`` training
+    files (channels never observed get 0 and 1), and the grid length in cells: from ``duration_s``,
+    else the longest probed file."""
+    channels = len(modality.channels)
+    total, squares, count = np.zeros(channels), np.zeros(channels), np.zeros(channels)
     longest = 1
     paths = [r.paths[name] for r in records if r.paths.get(name)][:SENSOR_PROBE_FILES]
     for path in paths:
@@ -163,11 +165,23 @@ def _sensor_cells(name: str, modality: Any, records: Sequence[PatientRecord]) ->
                 rate_hz=modality.rate_hz,
                 time_column=modality.time_column,
                 time_unit=modality.time_unit,
+                duration_s=modality.duration_s,
             )
         except ReaderError:
             continue
+        values = np.where(array.observed, array.values, 0.0).astype(np.float64)
+        total += values.sum(axis=0)
+        squares += (values**2).sum(axis=0)
+        count += array.observed.sum(axis=0)
         longest = max(longest, array.values.shape[0])
-    return longest
+    mean = np.divide(total, count, out=np.zeros(channels), where=count > 0)
+    variance = np.divide(squares, count, out=np.ones(channels), where=count > 0) - mean**2
+    std = np.sqrt(np.clip(variance, 0, None))
+    std = np.where((count > 1) & (std > 1e-8), std, 1.0)
+    cells = (
+        int(np.ceil(modality.duration_s * modality.rate_hz)) if modality.duration_s is not None else longest
+    )
+    return {"mean": mean.round(6).tolist(), "std": std.round(6).tolist(), "cells": cells, "files": len(paths)}
 
 
 __all__ = [

@@ -129,7 +129,7 @@ def _age_band(age: str) -> str:
 
 
 def generate_cohort(
-    out: str | Path, *, n: int = 1000, seed: int = 0, missing_rate: float = 0.2
+    out: str | Path, *, n: int = 1000, seed: int = 0, missing_rate: float = 0.2, signal_scale: float = 1.0
 ) -> SynthResult:
     """Write ``cohort.yaml``, ``cohort.csv``, ``ground_truth.json`` and every patient file into ``out``.
 
@@ -140,9 +140,13 @@ def generate_cohort(
         missing_rate: probability that each file modality, and the lab values, are missing for a
             patient. Demographics (age, sex, admission type) are always recorded, so no patient has
             every modality missing.
+        signal_scale: multiplies every modality's log-odds weight (2 makes the outcome much easier
+            to predict, for smoke tests of training).
     """
     if n < 10:
         raise ValueError(f"n must be at least 10 patients, got {n}")
+    if signal_scale <= 0:
+        raise ValueError(f"signal_scale must be positive, got {signal_scale}")
     if not 0.0 <= missing_rate < 1.0:
         raise ValueError(f"missing_rate must be in [0, 1), got {missing_rate}")
     out = Path(out)
@@ -151,7 +155,7 @@ def generate_cohort(
     rng = np.random.default_rng(seed)
     names = list(SIGNAL_WEIGHTS)
     latent = rng.normal(0, 1, size=(n, len(names)))
-    weights = np.array([SIGNAL_WEIGHTS[m] for m in names])
+    weights = signal_scale * np.array([SIGNAL_WEIGHTS[m] for m in names])
     logit = latent @ weights + INTERCEPT
     risk = 1 / (1 + np.exp(-logit))
     outcome = (rng.uniform(size=n) < risk).astype(int)
@@ -243,6 +247,7 @@ def _ground_truth(n, seed, missing_rate, component, weights, logit, outcome, pat
         "seed": seed,
         "n": n,
         "missing_rate": missing_rate,
+        "signal_scale": float(weights[0] / SIGNAL_WEIGHTS["labs"]),
         "prevalence": round(float(outcome.mean()), 4),
         "outcome": f"died ~ Bernoulli(sigmoid(sum_m signal_weight_m * latent_m {INTERCEPT:+}))",
         "oracle_auroc_all": oracle_auroc(logit),

@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 
 from pipelines.synth import generate_cohort
+from pipelines.train import train
+from pipelines.train_config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = TrainConfig.from_yaml(REPO / "configs" / "tiny.yaml")
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +29,19 @@ def editable_cohort(synth_cohort: Path, tmp_path: Path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(synth_cohort, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def cohort_60(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 60-patient synthetic cohort with a quarter of the modalities missing (read-only)."""
+    folder = tmp_path_factory.mktemp("train") / "cohort"
+    generate_cohort(folder, n=60, seed=21, missing_rate=0.25)
+    return folder / "cohort.yaml"
+
+
+@pytest.fixture(scope="session")
+def bundle_path(cohort_60: Path) -> Path:
+    """A model bundle trained on ``cohort_60`` with configs/tiny.yaml (read-only)."""
+    out = cohort_60.parent.parent / "model"
+    train(cohort_60, out, TINY, device="cpu", progress=False)
+    return out

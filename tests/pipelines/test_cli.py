@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -10,7 +12,7 @@ from pipelines.cli import EXIT_BAD_INPUT, app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", ["validate", "synth", "demo", "import"])
+@pytest.mark.parametrize("command", ["validate", "synth", "demo", "import", "train", "predict"])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
@@ -41,11 +43,34 @@ def test_synth_then_validate(tmp_path):
     assert runner.invoke(app, ["validate", str(out / "cohort.yaml")]).exit_code == 0
 
 
-def test_demo_writes_and_validates(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--n", "15"])
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path, monkeypatch):
+    import pipelines.cli as cli
+
+    monkeypatch.setattr(cli, "DEMO_CONFIG", cli.DEMO_CONFIG.with_name("tiny.yaml"))
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--n", "40", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cohort" / "cohort.yaml").is_file()
-    assert "valid cohort" in result.output
+    assert (tmp_path / "model" / "manifest.json").is_file()
+    assert len(pd.read_parquet(tmp_path / "predictions.parquet")) == 40
+    assert "valid cohort" in result.output and "40 rows" in result.output
+
+
+def test_train_and_predict_commands(cohort_60, bundle_path, tmp_path):
+    bad = runner.invoke(app, ["train", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "m")])
+    assert bad.exit_code == EXIT_BAD_INPUT
+    out = tmp_path / "p.csv"
+    result = runner.invoke(
+        app, ["predict", str(bundle_path), str(cohort_60), "--out", str(out), "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "60 rows" in result.output and "60 ok" in result.output
+    assert len(pd.read_csv(out)) == 60
+    tampered = tmp_path / "bundle"
+    shutil.copytree(bundle_path, tampered)
+    (tampered / "metrics.json").write_text("{}")
+    refused = runner.invoke(app, ["predict", str(tampered), str(cohort_60), "--out", str(out)])
+    assert refused.exit_code == EXIT_BAD_INPUT and "sha256 does not match" in refused.output
 
 
 def test_import_medmnist_then_validate(shared_data, tmp_path):

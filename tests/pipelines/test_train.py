@@ -26,9 +26,8 @@ from pipelines.spec_io import SpecError
 from pipelines.synth import generate_cohort
 from pipelines.train import collect_logits, train
 from pipelines.train_config import TrainConfig
+from tests.pipelines.conftest import REPO, TINY
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = TrainConfig.from_yaml(REPO / "configs" / "tiny.yaml")
 DESIGN_FILES = {
     "manifest.json",
     "config.json",
@@ -39,20 +38,6 @@ DESIGN_FILES = {
     "metrics.json",
     "model_card.md",
 }
-
-
-@pytest.fixture(scope="module")
-def cohort_60(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("train") / "cohort"
-    generate_cohort(folder, n=60, seed=21, missing_rate=0.25)
-    return folder / "cohort.yaml"
-
-
-@pytest.fixture(scope="module")
-def bundle_path(cohort_60) -> Path:
-    out = cohort_60.parent.parent / "model"
-    train(cohort_60, out, TINY, device="cpu", progress=False)
-    return out
 
 
 def _eval_outputs(bundle, spec_path: Path, batch_size: int, limit: int | None = None) -> torch.Tensor:
@@ -205,7 +190,7 @@ def test_one_outcome_class_is_a_clear_error(cohort_60, tmp_path):
 
 @pytest.mark.slow
 def test_strong_signal_reaches_validation_auroc_above_0_8(tmp_path):
-    generate_cohort(tmp_path / "cohort", n=400, seed=4, missing_rate=0.0)
+    generate_cohort(tmp_path / "cohort", n=400, seed=4, missing_rate=0.0, signal_scale=2.5)
     config = TrainConfig.from_yaml(REPO / "configs" / "demo.yaml")
     result = train(
         tmp_path / "cohort" / "cohort.yaml", tmp_path / "model", config, device="cpu", progress=False

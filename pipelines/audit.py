@@ -1,0 +1,401 @@
+"""The append-only, hash-chained prediction audit log: one JSON line per prediction.
+
+Each line is one :class:`~data_schemas.AuditRecord` — time (UTC), user, model sha256, input sha256,
+code version and the output :class:`~data_schemas.PredictionRecord` — plus the hash chain:
+
+- ``sequence`` starts at 1 and grows by one per record, so in an intact log record ``n`` is on line ``n``;
+- ``previous_hash`` is the ``record_hash`` of the record before it (64 zeros for the first record);
+- ``record_hash`` is the sha256 of the record's canonical JSON without ``record_hash``.
+
+Canonical JSON, so that an auditor can re-implement the check without this code: take the line's JSON
+object (the same as ``AuditRecord.model_dump(mode="json")``), remove the ``record_hash`` key, and encode
+``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)`` as UTF-8;
+``record_hash`` is the lowercase hex sha256 of those bytes. Every line is written in this same canonical
+form (with ``record_hash`` included), so Python's ``json`` module reproduces the bytes exactly.
+
+An edited record no longer matches its ``record_hash``; a removed or reordered record breaks the
+``previous_hash`` link and the sequence of the record after it. Removing records from the *end* of the
+log leaves a valid shorter chain: keep the head (``VerifyResult.head_hash`` and ``records``) somewhere
+the log's writers cannot change, such as the run report, and compare it at the next audit.
+
+Appends are crash-safe and safe across processes: the file is opened for appending, an exclusive
+``fcntl.flock`` is held while the last record is read and the new lines are written, every line is
+written whole and the file is flushed with ``os.fsync`` before the lock is released. A crash mid-write
+leaves a torn last line (no newline at the end); :func:`verify_log` reports it and
+:meth:`AuditLog.append` refuses to continue such a log until an operator has checked and truncated it.
+
+Patient data: the log is the governance record of who was predicted what, so each record holds the
+patient id (inside the output) — and nothing else from the patient: no note text and no values. Token
+names of text modalities split into word pieces *are* note text; pass those modalities to
+``append(..., redact_tokens=...)``. The log is a clinical record: store, back up, grant access to and
+retain it like one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydantic import ValidationError
+
+from data_schemas import AuditRecord, PredictionRecord
+
+GENESIS_HASH = "0" * 64
+REDACTED_TOKEN = "[redacted]"
+_BLOCK = 1 << 16
+
+
+class AuditLogError(ValueError):
+    """An audit log that cannot be appended to or read; the message names the file and says why."""
+
+
+@dataclass
+class VerifyResult:
+    """What :func:`verify_log` found.
+
+    Attributes:
+        ok: the whole log is intact (no problems).
+        records: number of lines that hold a valid record.
+        problems: one message per problem, each starting with its 1-based line number.
+        head_sequence: ``sequence`` of the last valid record (``None`` for an empty log).
+        head_hash: ``record_hash`` of the last valid record; keep it elsewhere to detect later removal
+            of records from the end of the log.
+    """
+
+    ok: bool
+    records: int
+    problems: list[str] = field(default_factory=list)
+    head_sequence: int | None = None
+    head_hash: str | None = None
+
+
+def canonical_json(payload: Mapping[str, Any]) -> bytes:
+    """The canonical UTF-8 JSON bytes of a JSON-ready mapping (see the module docstring)."""
+    return json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def record_hash(record: AuditRecord) -> str:
+    """sha256 (hex) of the canonical JSON of ``record`` without its ``record_hash``."""
+    return hashlib.sha256(canonical_json(record.model_dump(mode="json", exclude={"record_hash"}))).hexdigest()
+
+
+def redacted(output: PredictionRecord, modalities: Collection[str]) -> PredictionRecord:
+    """``output`` with the top-feature token names of ``modalities`` replaced by ``"[redacted]"``.
+
+    For text modalities whose tokens are word pieces (their names are note text). Replay applies the
+    same redaction before comparing a reproduced output with the logged one.
+    """
+    if not modalities or not any(f.modality in modalities for f in output.top_features):
+        return output
+    features = [
+        f.model_copy(update={"token": REDACTED_TOKEN}) if f.modality in modalities else f
+        for f in output.top_features
+    ]
+    return output.model_copy(update={"top_features": features})
+
+
+class AuditLog:
+    """An append-only JSON Lines audit log at ``path`` (created on the first append).
+
+    Usage: ``AuditLog(path).append(predictions, user=getpass.getuser(), code_version=code_version())``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def append(
+        self,
+        outputs: Iterable[PredictionRecord],
+        *,
+        user: str,
+        code_version: str,
+        redact_tokens: Collection[str] = (),
+    ) -> list[AuditRecord]:
+        """Append one record per output, continuing the chain from the last record in the file.
+
+        ``outputs`` is consumed before the lock is taken, so a lazy prediction stream never holds the
+        log locked. All records of one call are written with a single ``fsync``.
+
+        Args:
+            outputs: the predictions to record, in order.
+            user: who asked for the predictions (the caller's ``getpass.getuser()`` by default).
+            code_version: the version of the code that made them (``pipelines.bundle.code_version()``).
+            redact_tokens: modalities whose top-feature token names are note text (word pieces).
+
+        Returns:
+            The records as written.
+
+        Raises:
+            AuditLogError: the log's last line is torn or its last record is invalid or edited; or an
+                output holds a NaN or infinite number (the log is strict JSON).
+        """
+        checked = [_checked_output(output, redact_tokens) for output in outputs]
+        if not checked:
+            return []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            start = os.fstat(fd).st_size
+            sequence, previous = self._tail(fd)
+            now = datetime.now(UTC)
+            records, lines = [], []
+            for output in checked:
+                sequence += 1
+                record = _seal(
+                    sequence=sequence,
+                    time=now,
+                    user=user,
+                    model_sha256=output.model_sha256,
+                    input_sha256=output.input_sha256,
+                    code_version=code_version,
+                    output=output,
+                    previous_hash=previous,
+                )
+                lines.append(canonical_json(record.model_dump(mode="json")) + b"\n")
+                records.append(record)
+                previous = record.record_hash
+            try:
+                _write_all(fd, b"".join(lines))
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, start)  # a full disk must not leave a torn line behind
+                raise
+        finally:
+            os.close(fd)  # closing releases the lock
+        if start == 0:
+            _fsync_dir(self.path.parent)
+        return records
+
+    def _tail(self, fd: int) -> tuple[int, str]:
+        """(sequence, record_hash) of the last record, or (0, genesis) for an empty file."""
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return 0, GENESIS_HASH
+        if os.pread(fd, 1, size - 1) != b"\n":
+            end = _last_newline(fd, size) + 1
+            raise AuditLogError(
+                f"{self.path}: the last line is torn (no newline at the end: a write was interrupted); "
+                f"refusing to append. Check the line, then truncate the file to its last complete line "
+                f"({end} bytes, e.g. `truncate -s {end} {self.path}`) and run `deepwe audit verify`"
+            )
+        start = _last_newline(fd, size - 1) + 1
+        raw = os.pread(fd, size - start, start)
+        try:
+            record = _parse(raw)
+        except _BadLine as bad:
+            raise AuditLogError(
+                f"{self.path}: the last line is not a valid audit record ({bad}); refusing to append. "
+                "Run `deepwe audit verify` to see what is wrong"
+            ) from None
+        if record_hash(record) != record.record_hash:
+            raise AuditLogError(
+                f"{self.path}: the last record (sequence {record.sequence}) does not match its "
+                "record_hash: it was edited; refusing to append. Run `deepwe audit verify`"
+            )
+        return record.sequence, record.record_hash
+
+
+def verify_log(path: str | Path, *, max_problems: int = 1000) -> VerifyResult:
+    """Check every line of an audit log, streaming (the log is never loaded whole).
+
+    Lines appended while the check runs are not checked: the log is read up to its size at the start.
+
+    Args:
+        path: the JSON Lines audit log.
+        max_problems: stop listing problems after this many (the count of the rest is reported).
+
+    Raises:
+        AuditLogError: the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AuditLogError(f"{path}: no such audit log")
+    problems: list[str] = []
+    records = 0
+    head: AuditRecord | None = None
+    previous: tuple[int, AuditRecord] | None = None  # the line before, when it holds a valid record
+    with path.open("rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)  # the size is taken between two whole appends
+        size = os.fstat(handle.fileno()).st_size
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        for lineno, raw in _lines(handle, size):
+            if not raw.endswith(b"\n"):
+                problems.append(
+                    f"line {lineno}: torn last line (no newline at the end: a write was interrupted); "
+                    f"check it, then truncate the file to its last complete line ({size - len(raw)} bytes)"
+                )
+            try:
+                record = _parse(raw)
+            except _BadLine as bad:
+                if raw.endswith(b"\n"):
+                    problems.append(f"line {lineno}: {bad}")
+                previous = None
+                continue
+            records += 1
+            problems.extend(f"line {lineno}: {p}" for p in _check(record, lineno, previous))
+            head, previous = record, (lineno, record)
+    shown = problems[:max_problems]
+    if len(problems) > max_problems:
+        shown.append(f"... and {len(problems) - max_problems} more problems")
+    return VerifyResult(
+        ok=not problems,
+        records=records,
+        problems=shown,
+        head_sequence=None if head is None else head.sequence,
+        head_hash=None if head is None else head.record_hash,
+    )
+
+
+def read_record(path: str | Path, sequence: int) -> AuditRecord:
+    """The record with this ``sequence``, checked against its own ``record_hash`` (for replay).
+
+    Streams the log up to the record. Only the record itself is checked: run :func:`verify_log` to
+    check the chain.
+
+    Raises:
+        AuditLogError: the file does not exist, no record has this sequence, or the record is invalid
+            or was edited.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AuditLogError(f"{path}: no such audit log")
+    with path.open("rb") as handle:
+        for lineno, raw in _lines(handle, os.fstat(handle.fileno()).st_size):
+            try:
+                found = json.loads(raw).get("sequence") == sequence
+            except (ValueError, AttributeError):
+                continue
+            if not found:
+                continue
+            try:
+                record = _parse(raw)
+            except _BadLine as bad:
+                raise AuditLogError(f"{path}: line {lineno} (sequence {sequence}): {bad}") from None
+            if record_hash(record) != record.record_hash:
+                raise AuditLogError(
+                    f"{path}: line {lineno} (sequence {sequence}) does not match its record_hash: the "
+                    "record was edited; refusing to replay it"
+                )
+            return record
+    raise AuditLogError(f"{path}: no record with sequence {sequence}")
+
+
+class _BadLine(Exception):
+    """A line that holds no valid record; the message says why without quoting the line."""
+
+
+def _seal(**fields: Any) -> AuditRecord:
+    """A validated record with its ``record_hash`` computed."""
+    draft = AuditRecord(**fields, record_hash=GENESIS_HASH)
+    try:
+        digest = record_hash(draft)
+    except ValueError:  # json refuses NaN and infinities with allow_nan=False
+        raise AuditLogError(
+            f"the output for row {draft.output.row} holds a NaN or infinite number; the audit log is "
+            "strict JSON and records finite numbers only"
+        ) from None
+    return draft.model_copy(update={"record_hash": digest})
+
+
+def _checked_output(output: PredictionRecord, modalities: Collection[str]) -> PredictionRecord:
+    if not isinstance(output, PredictionRecord):
+        raise TypeError(f"the audit log records PredictionRecord objects, got {type(output).__name__}")
+    return redacted(output, modalities)
+
+
+def _parse(raw: bytes) -> AuditRecord:
+    if not raw.strip():
+        raise _BadLine("empty line")
+    try:
+        payload = json.loads(raw)
+    except UnicodeDecodeError:
+        raise _BadLine("not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise _BadLine(f"invalid JSON ({error.msg} at column {error.colno})") from None
+    try:
+        return AuditRecord.model_validate(payload)
+    except ValidationError as error:
+        raise _BadLine(f"schema error ({_summary(error)})") from None
+
+
+def _check(record: AuditRecord, lineno: int, previous: tuple[int, AuditRecord] | None) -> Iterator[str]:
+    """The problems of one valid record, given the valid record on the line before it (if any)."""
+    if record_hash(record) != record.record_hash:
+        yield "record_hash mismatch: the record's contents do not match its hash (the record was edited)"
+    if lineno == 1:
+        if record.sequence != 1:
+            yield f"sequence gap: the first record has sequence {record.sequence}, expected 1 (records removed)"
+        if record.previous_hash != GENESIS_HASH:
+            yield "previous_hash mismatch: the first record must chain from 64 zeros (records removed)"
+        return
+    if previous is None:  # the line before holds no valid record and is reported already
+        return
+    previous_line, before = previous
+    if record.sequence != before.sequence + 1:
+        yield (
+            f"sequence gap: sequence {record.sequence} follows {before.sequence} on line {previous_line} "
+            "(a record was removed or reordered)"
+        )
+    if record.previous_hash != before.record_hash:
+        yield (
+            f"previous_hash mismatch: does not match the record_hash of line {previous_line} (a record was "
+            f"removed or reordered, or line {previous_line} was edited and re-hashed)"
+        )
+
+
+def _summary(error: ValidationError) -> str:
+    """Field locations and messages of a validation error, without the offending values."""
+    parts = [
+        f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}"
+        for e in error.errors(include_input=False, include_url=False)
+    ]
+    return "; ".join(parts[:5]) + (f"; and {len(parts) - 5} more" if len(parts) > 5 else "")
+
+
+def _lines(handle: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw line with its newline) for the first ``size`` bytes of ``handle``."""
+    consumed = 0
+    for lineno, raw in enumerate(handle, start=1):
+        if consumed + len(raw) > size:
+            raw = raw[: size - consumed]
+        if raw:
+            yield lineno, raw
+        consumed += len(raw)
+        if consumed >= size:
+            return
+
+
+def _last_newline(fd: int, end: int) -> int:
+    """Offset of the last ``\\n`` before ``end``, or -1 when there is none."""
+    while end > 0:
+        start = max(0, end - _BLOCK)
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found
+        end = start
+    return -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a newly created log's directory entry durable too."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,586 @@
+"""``deepwe predict``: batch prediction that never loses a row.
+
+One output row per input row, in input order, with status ``ok`` or ``error`` and a reason that names
+the modality and the problem but no patient data. Work is done in chunks: each finished chunk is
+written to ``<output>.partial/``, so a killed run resumes (``--resume``) from the last finished
+chunk; the final file is written to a temporary name beside the output and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from data_schemas import NeighbourWeight, PatientRecord, PredictionRecord, Problem, TokenWeight
+from pipelines.cohort import Cohort, is_missing, load_cohort
+from pipelines.dataset import Batch, CohortDataset, PatientCollator, PatientSample
+from pipelines.loading import Bundle
+from pipelines.ood import EmbeddingDistance, range_violations
+from pipelines.prepare import tabular_arrays
+from pipelines.spec_io import SpecError
+
+OUTPUT_SUFFIXES = (".parquet", ".csv")
+JSON_COLUMNS = (
+    "probabilities",
+    "modality_present",
+    "modality_weights",
+    "modality_errors",
+    "top_features",
+    "neighbours",
+)
+
+
+class PredictAborted(RuntimeError):
+    """More error rows than ``--max-errors``; finished chunks are kept for ``--resume``."""
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to run a prediction job.
+
+    Attributes:
+        on_bad_file: ``missing`` predicts without a modality whose file cannot be read (and says so
+            in the row); ``error`` makes such a row an error row.
+        max_errors: abort, cleanly, once more rows than this are errors (None: never).
+        shard: ``(i, n)``: predict only rows whose 0-based position p has ``p % n == i``.
+        batch_size: patients per forward pass.
+        chunk_size: rows per checkpointed chunk.
+        top_features: feature weights kept per row.
+        neighbours: similar reference patients kept per row.
+    """
+
+    on_bad_file: str = "missing"
+    max_errors: int | None = None
+    shard: tuple[int, int] | None = None
+    batch_size: int = 64
+    chunk_size: int = 256
+    num_workers: int = 0
+    top_features: int = 5
+    neighbours: int = 3
+
+    def __post_init__(self) -> None:
+        if self.on_bad_file not in ("missing", "error"):
+            raise ValueError(f"on_bad_file must be 'missing' or 'error', got {self.on_bad_file!r}")
+        if self.shard is not None and not (0 <= self.shard[0] < self.shard[1]):
+            raise ValueError(f"shard must be i/n with 0 <= i < n, got {self.shard[0]}/{self.shard[1]}")
+
+
+@dataclass
+class PredictSummary:
+    output: Path
+    rows: int = 0
+    ok: int = 0
+    errors: int = 0
+    error_reasons: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    resumed_chunks: int = 0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else math.nan
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def check_compatible(bundle: Bundle, cohort: Cohort) -> list[Problem]:
+    """Problems that make this cohort unusable with this model (modalities, columns, duplicate ids)."""
+    problems: list[Problem] = []
+    spec_file = str(cohort.spec_path)
+    trained = bundle.spec.modalities
+    for name, modality in trained.items():
+        given = cohort.spec.modalities.get(name)
+        if given is None:
+            problems.append(
+                Problem(
+                    file=spec_file,
+                    column=f"modalities.{name}",
+                    expected=f"modality {name!r} the model was trained with",
+                )
+            )
+            continue
+        theirs, ours = given.model_dump(exclude={"column"}), modality.model_dump(exclude={"column"})
+        if theirs != ours:
+            problems.append(
+                Problem(
+                    file=spec_file,
+                    column=f"modalities.{name}",
+                    value=json.dumps(theirs),
+                    expected=f"the model's settings {json.dumps(ours)}",
+                )
+            )
+    columns = set(cohort.table.columns)
+    for column, role in cohort.spec.column_roles():
+        if column not in columns and role != "outcome.column" and role != "split.column":
+            problems.append(
+                Problem(file=str(cohort.table_path), column=column, expected=f"a column named by {role}")
+            )
+    first: dict[str, int] = {}
+    if cohort.spec.id in columns:
+        for row, value in enumerate(cohort.table[cohort.spec.id], start=1):
+            key = None if is_missing(value) else str(value).strip()
+            if key is None:
+                problems.append(
+                    Problem(
+                        file=str(cohort.table_path), row=row, column=cohort.spec.id, expected="a patient id"
+                    )
+                )
+            elif key in first:
+                problems.append(
+                    Problem(
+                        file=str(cohort.table_path),
+                        row=row,
+                        column=cohort.spec.id,
+                        value=key,
+                        expected=f"a unique patient id; row {first[key]} has it too",
+                    )
+                )
+            first.setdefault(key, row)
+    return problems
+
+
+class PredictionDataset(Dataset):
+    """Patients to predict: reads files (bad ones become missing with a reason) and hashes each row's input."""
+
+    def __init__(
+        self, bundle: Bundle, cohort: Cohort, records: Sequence[PatientRecord], table: pd.DataFrame
+    ) -> None:
+        self.bundle, self.cohort, self.records = bundle, cohort, list(records)
+        cleaned, self.cell_errors = _clean_numeric(bundle, table)
+        self.rows = table.to_dict("records")
+        self.inner = CohortDataset(
+            cohort.spec,
+            self.records,
+            np.full(len(self.records), -1),
+            tabular_arrays(bundle.preprocessing, cleaned),
+            sensor_stats=bundle.preprocessing["sensor"],
+        )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[PatientSample, str, list[str]]:
+        sample = self.inner[index]
+        for name, reason in self.cell_errors.get(index, {}).items():
+            sample.errors.setdefault(name, reason)
+        outside = [
+            f"{name}.{variable}"
+            for name, state in self.bundle.preprocessing["tabular"].items()
+            for variable in range_violations(state, self.rows[index])
+        ]
+        return sample, input_sha256(self.cohort, self.records[index], self.rows[index]), outside
+
+
+def _clean_numeric(bundle: Bundle, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, dict[str, str]]]:
+    """Non-numbers in numeric columns become missing, with the reason kept per row (no value shown)."""
+    cleaned = table.copy()
+    errors: dict[int, dict[str, str]] = {}
+    for name, modality in bundle.spec.modalities.items():
+        if modality.kind != "tabular":
+            continue
+        for column in modality.numeric:
+            numbers = pd.to_numeric(cleaned[column], errors="coerce")
+            bad = numbers.isna() & ~cleaned[column].map(is_missing) | ~np.isfinite(numbers.fillna(0))
+            for index in np.flatnonzero(bad.to_numpy()):
+                errors.setdefault(int(index), {})[name] = (
+                    f"column {column!r} is not a number; treated as missing"
+                )
+            cleaned[column] = numbers.where(~bad)
+    return cleaned, errors
+
+
+def input_sha256(cohort: Cohort, record: PatientRecord, row: dict[str, Any]) -> str:
+    """sha256 of the row's cells (canonical JSON) and of the bytes of every file it references."""
+    digest = hashlib.sha256(
+        json.dumps({k: None if is_missing(v) else str(v) for k, v in row.items()}, sort_keys=True).encode()
+    )
+    for name in sorted(record.paths):
+        path = record.paths[name]
+        digest.update(name.encode())
+        if path is not None and os.path.isfile(path):
+            with open(path, "rb") as handle:
+                for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+class _Collate:
+    def __init__(self, encoders) -> None:
+        self.patients = PatientCollator(encoders)
+
+    def __call__(self, items):
+        samples = [item[0] for item in items]
+        return samples, [item[1] for item in items], [item[2] for item in items]
+
+
+def iter_predictions(
+    bundle: Bundle, cohort: Cohort, positions: Sequence[int], options: PredictOptions
+) -> Iterator[PredictionRecord]:
+    """Predictions for the rows at 0-based ``positions`` of the cohort table, in that order.
+
+    This is the function the CLI, the dashboard and the tests all call.
+    """
+    records = list(cohort.records())
+    chosen = [records[p] for p in positions]
+    table = cohort.table.iloc[list(positions)].reset_index(drop=True)
+    dataset = PredictionDataset(bundle, cohort, chosen, table)
+    collate = _Collate(bundle.model.encoders)
+    loader = DataLoader(
+        dataset, batch_size=options.batch_size, collate_fn=collate, num_workers=options.num_workers
+    )
+    distance = _distance(bundle)
+    for samples, hashes, outside in loader:
+        yield from _predict_batch(bundle, collate.patients, samples, hashes, outside, options, distance)
+
+
+_DISTANCES: dict[str, EmbeddingDistance] = {}
+
+
+def _distance(bundle: Bundle) -> EmbeddingDistance:
+    if bundle.sha256 not in _DISTANCES:
+        _DISTANCES[bundle.sha256] = EmbeddingDistance(bundle.contents.reference["embeddings"])
+    return _DISTANCES[bundle.sha256]
+
+
+def _error_record(sample: PatientSample, digest: str, bundle: Bundle, reason: str) -> PredictionRecord:
+    return PredictionRecord(
+        row=sample.row,
+        patient_id=sample.patient_id,
+        status="error",
+        error=reason,
+        modality_errors=sample.errors,
+        model_sha256=bundle.sha256,
+        input_sha256=digest,
+    )
+
+
+@torch.no_grad()
+def _predict_batch(bundle, collate, samples, hashes, outside, options, distance) -> list[PredictionRecord]:
+    results: dict[int, PredictionRecord] = {}
+    usable = []
+    for i, sample in enumerate(samples):
+        present = [name for name, value in sample.inputs.items() if value is not None]
+        if sample.errors and options.on_bad_file == "error":
+            failed = sorted(sample.errors)
+            results[i] = _error_record(
+                sample,
+                hashes[i],
+                bundle,
+                f"unreadable input in {', '.join(failed)}: " + "; ".join(sample.errors[m] for m in failed),
+            )
+        elif not present:
+            reason = "no usable modality" + (
+                f" ({'; '.join(f'{m}: {r}' for m, r in sorted(sample.errors.items()))})"
+                if sample.errors
+                else ""
+            )
+            results[i] = _error_record(sample, hashes[i], bundle, reason)
+        else:
+            usable.append(i)
+    if usable:
+        batch: Batch = collate([samples[i] for i in usable]).to(bundle.device)
+        output = bundle.model(batch)
+        ood_rank, ood_flag = distance.score(output.fused)
+        probabilities = torch.softmax(output.logits.float() / bundle.temperature, dim=1).cpu()
+        for j, i in enumerate(usable):
+            results[i] = _record(
+                bundle,
+                batch,
+                output,
+                j,
+                samples[i],
+                hashes[i],
+                outside[i],
+                probabilities[j],
+                float(ood_rank[j]),
+                bool(ood_flag[j]),
+                options,
+            )
+    return [results[i] for i in range(len(samples))]
+
+
+def _record(
+    bundle, batch, output, j, sample, digest, outside, probabilities, ood_rank, ood_flag, options
+) -> PredictionRecord:
+    classes = bundle.classes
+    modalities = output.modalities
+    present = {m: bool(output.modality_present[j, k]) for k, m in enumerate(modalities)}
+    weights = {m: round(float(output.modality_weights[j, k]), 6) for k, m in enumerate(modalities)}
+    tokens: list[TokenWeight] = []
+    for m in modalities:
+        names = batch.inputs[m].names[j]
+        for t, w in enumerate(output.feature_weights[m][j].tolist()):
+            if w > 0 and t < len(names):
+                tokens.append(TokenWeight(modality=m, token=names[t], weight=min(1.0, max(0.0, w))))
+    tokens.sort(key=lambda tw: -tw.weight)
+    neighbours = []
+    if output.neighbours is not None:
+        reference = bundle.contents.reference
+        ids = bundle.contents.reference_ids
+        order = torch.argsort(output.neighbour_weights[j], descending=True)[: options.neighbours]
+        for k in order.tolist():
+            index = int(output.neighbours[j, k])
+            label = reference.get("labels")
+            neighbours.append(
+                NeighbourWeight(
+                    reference_id=ids[index],
+                    weight=float(output.neighbour_weights[j, k]),
+                    outcome=None if label is None else classes[int(label[index])],
+                )
+            )
+    if len(classes) == 2:
+        risk = float(probabilities[1])
+        threshold = bundle.threshold if bundle.threshold is not None else 0.5
+        label = classes[1] if risk >= threshold else classes[0]
+    else:
+        risk = None
+        label = classes[int(torch.argmax(probabilities))]
+    notes = dict(sample.errors)
+    if outside:
+        notes["ood"] = "outside the training range: " + ", ".join(outside)
+    return PredictionRecord(
+        row=sample.row,
+        patient_id=sample.patient_id,
+        status="ok",
+        risk=risk,
+        probabilities={c: round(float(p), 6) for c, p in zip(classes, probabilities.tolist(), strict=True)},
+        label=label,
+        modality_present=present,
+        modality_weights=weights,
+        modality_errors=notes,
+        top_features=tokens[: options.top_features],
+        neighbours=neighbours,
+        ood=ood_flag or bool(outside),
+        ood_score=round(ood_rank, 6),
+        model_sha256=bundle.sha256,
+        input_sha256=digest,
+    )
+
+
+def token_modalities(bundle: Bundle) -> list[str]:
+    """Text modalities with word-piece tokens: their token names are note text, kept out of logs."""
+    encoders = bundle.contents.config["encoders"]
+    return [
+        name
+        for name, s in encoders.items()
+        if s["encoder"] == "text" and s["config"].get("granularity") == "token"
+    ]
+
+
+def record_to_row(record: PredictionRecord) -> dict[str, Any]:
+    """A flat output row: JSON text for nested fields, plus ``present_<m>`` / ``weight_<m>`` columns."""
+    data = record.model_dump(mode="json")
+    row = {k: (json.dumps(v) if k in JSON_COLUMNS else v) for k, v in data.items()}
+    for name, flag in record.modality_present.items():
+        row[f"present_{name}"] = flag
+    for name, weight in record.modality_weights.items():
+        row[f"weight_{name}"] = weight
+    return row
+
+
+def row_to_record(row: dict[str, Any]) -> PredictionRecord:
+    """The inverse of :func:`record_to_row`."""
+    data = {k: v for k, v in row.items() if not k.startswith(("present_", "weight_"))}
+    for key in JSON_COLUMNS:
+        if isinstance(data.get(key), str):
+            data[key] = json.loads(data[key])
+    data = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in data.items()}
+    for key in ("patient_id", "label", "error"):  # CSV readers guess numbers for "1" or "007"
+        if data.get(key) is not None:
+            data[key] = str(data[key])
+    return PredictionRecord.model_validate(data)
+
+
+_FIELD_TYPES = {"row": pa.int64(), "risk": pa.float64(), "ood": pa.bool_(), "ood_score": pa.float64()}
+
+
+def output_schema(bundle: Bundle) -> pa.Schema:
+    """The output table's columns and types (strings unless listed in ``_FIELD_TYPES``)."""
+    fields = [pa.field(name, _FIELD_TYPES.get(name, pa.string())) for name in PredictionRecord.model_fields]
+    fields += [pa.field(f"present_{m}", pa.bool_()) for m in bundle.spec.modalities]
+    fields += [pa.field(f"weight_{m}", pa.float64()) for m in bundle.spec.modalities]
+    return pa.schema(fields)
+
+
+def _table(bundle: Bundle, records: Sequence[PredictionRecord]) -> pa.Table:
+    schema = output_schema(bundle)
+    rows = [record_to_row(r) for r in records]
+    return pa.Table.from_pylist(
+        [{name: row.get(name) for name in schema.names} for row in rows], schema=schema
+    )
+
+
+def _fingerprint(bundle: Bundle, cohort: Cohort, options: PredictOptions, positions: Sequence[int]) -> str:
+    digest = hashlib.sha256(bundle.sha256.encode())
+    digest.update(hashlib.sha256(cohort.table_path.read_bytes()).digest())
+    digest.update(json.dumps(cohort.spec.model_dump(mode="json"), sort_keys=True).encode())
+    options_without_speed = {
+        k: v for k, v in asdict(options).items() if k not in ("batch_size", "num_workers")
+    }
+    digest.update(json.dumps(options_without_speed, sort_keys=True).encode())
+    digest.update(str(len(positions)).encode())
+    return digest.hexdigest()
+
+
+def predict_cohort(
+    bundle: Bundle,
+    spec_path: str | Path,
+    out: str | Path,
+    options: PredictOptions | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_records=None,
+) -> PredictSummary:
+    """Predict every row (or every row of a shard) of a cohort into ``out`` (.parquet or .csv).
+
+    Args:
+        on_records: called with each finished chunk's records (the audit log hooks in here).
+
+    Raises:
+        SpecError: the cohort's spec or table does not fit the model (every problem listed), or ids
+            repeat.
+        PredictAborted: more than ``max_errors`` error rows; finished chunks stay for ``--resume``.
+        ValueError: a resume with another model, cohort or options, or a bad output name.
+    """
+    options = options or PredictOptions()
+    started = time.perf_counter()
+    out = Path(out)
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ValueError(f"{out}: the output must end in .parquet or .csv")
+    cohort = load_cohort(spec_path)
+    problems = check_compatible(bundle, cohort)
+    if problems:
+        raise SpecError(problems)
+    positions = list(range(len(cohort.table)))
+    if options.shard is not None:
+        positions = [p for p in positions if p % options.shard[1] == options.shard[0]]
+    partial = out.with_name(out.name + ".partial")
+    fingerprint = _fingerprint(bundle, cohort, options, positions)
+    summary = PredictSummary(output=out)
+    chunks = [positions[i : i + options.chunk_size] for i in range(0, len(positions), options.chunk_size)]
+    if partial.exists() and resume:
+        state = json.loads((partial / "state.json").read_text()) if (partial / "state.json").is_file() else {}
+        if state.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"{partial}: these partial results were made with another model, cohort or options; "
+                "rerun without --resume to start over"
+            )
+    else:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        (partial / "state.json").write_text(json.dumps({"fingerprint": fingerprint, "chunks": len(chunks)}))
+    bar = tqdm(total=len(positions), unit="patient", desc="predict", disable=None if progress else True)
+    for number, chunk in enumerate(chunks):
+        part = partial / f"chunk-{number:06d}.parquet"
+        if part.is_file():
+            records = [row_to_record(r) for r in pd.read_parquet(part).to_dict("records")]
+            summary.resumed_chunks += 1
+        else:
+            records = list(iter_predictions(bundle, cohort, chunk, options))
+            tmp = part.with_suffix(".tmp")
+            pq.write_table(_table(bundle, records), tmp)
+            os.replace(tmp, part)
+            if on_records is not None:
+                on_records(records)
+        _count(summary, records)
+        bar.update(len(chunk))
+        if options.max_errors is not None and summary.errors > options.max_errors:
+            bar.close()
+            raise PredictAborted(
+                f"{summary.errors} error rows exceed --max-errors {options.max_errors}; stopped after "
+                f"{summary.rows} rows. Finished chunks are kept in {partial}; fix the inputs and rerun "
+                "without --resume, or raise --max-errors and rerun with --resume."
+            )
+    bar.close()
+    _assemble(bundle, partial, len(chunks), out)
+    shutil.rmtree(partial)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _count(summary: PredictSummary, records: Sequence[PredictionRecord]) -> None:
+    reasons = Counter(summary.error_reasons)
+    for record in records:
+        summary.rows += 1
+        if record.status == "ok":
+            summary.ok += 1
+        else:
+            summary.errors += 1
+            reasons[_reason_kind(record.error or "")] += 1
+    summary.error_reasons = dict(reasons)
+
+
+def _reason_kind(reason: str) -> str:
+    """The reason without per-file detail, for counting."""
+    return reason.split(":")[0] if reason.startswith("unreadable input") else reason.split(" (")[0]
+
+
+def _assemble(bundle: Bundle, partial: Path, n_chunks: int, out: Path) -> None:
+    """Stream the chunk files into one output, written to a temporary name and renamed."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    schema = output_schema(bundle)
+    try:
+        if out.suffix.lower() == ".parquet":
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for number in range(n_chunks):
+                    writer.write_table(pq.read_table(partial / f"chunk-{number:06d}.parquet", schema=schema))
+        else:
+            _table(bundle, []).to_pandas().to_csv(tmp, index=False)
+            for number in range(n_chunks):
+                frame = pq.read_table(partial / f"chunk-{number:06d}.parquet", schema=schema).to_pandas()
+                frame.to_csv(tmp, mode="a", header=False, index=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+
+
+def merge_shards(paths: Sequence[str | Path], out: str | Path) -> int:
+    """Join shard outputs into one file in input order; refuses overlaps and gaps. Returns the row count."""
+    frames = [read_predictions(p) for p in paths]
+    merged = pd.concat(frames, ignore_index=True).sort_values("row", kind="stable")
+    rows = merged["row"].to_numpy()
+    if len(set(rows.tolist())) != len(rows):
+        raise ValueError("the shard outputs overlap: some rows appear twice")
+    expected = np.arange(1, len(rows) + 1)
+    if not np.array_equal(rows, expected):
+        missing = sorted(set(expected.tolist()) - set(rows.tolist()))[:10]
+        raise ValueError(f"the shard outputs leave gaps: rows {missing} are missing (is a shard absent?)")
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if out.suffix.lower() == ".parquet":
+        merged.to_parquet(tmp, index=False)
+    else:
+        merged.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    return len(merged)
