@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 failed, 2 bad input.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -170,6 +171,8 @@ def train(
     try:
         settings = TrainConfig.from_yaml(config) if config else TrainConfig()
         result = run_training(spec, out, settings, device=device, resume=resume)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
     except SpecError as error:
         print_problems(ValidationReport(spec_path=spec.resolve(), problems=error.problems), 200)
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -181,8 +184,6 @@ def train(
 
 def _init_distributed() -> None:
     """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
-    import os
-
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch
         import torch.distributed as dist

@@ -26,7 +26,7 @@ from pipelines.spec_io import SpecError
 from pipelines.synth import generate_cohort
 from pipelines.train import collect_logits, train
 from pipelines.train_config import TrainConfig
-from tests.pipelines.conftest import REPO, TINY
+from tests.pipelines.conftest import TINY
 
 DESIGN_FILES = {
     "manifest.json",
@@ -190,12 +190,17 @@ def test_one_outcome_class_is_a_clear_error(cohort_60, tmp_path):
 
 @pytest.mark.slow
 def test_strong_signal_reaches_validation_auroc_above_0_8(tmp_path):
-    generate_cohort(tmp_path / "cohort", n=400, seed=4, missing_rate=0.0, signal_scale=2.5)
-    config = TrainConfig.from_yaml(REPO / "configs" / "demo.yaml")
+    """Labs, notes and vitals of a strong-signal cohort (their own oracle AUROC is about 0.89)."""
+    generate_cohort(tmp_path / "cohort", n=300, seed=4, missing_rate=0.0, signal_scale=3.0)
+    spec = yaml.safe_load((tmp_path / "cohort" / "cohort.yaml").read_text())
+    for modality in ("cxr", "pcg", "ecg"):
+        del spec["modalities"][modality]
+    (tmp_path / "cohort" / "cohort.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    config = TrainConfig(epochs=10, patience=10, batch_size=16, lr=0.003, token_dim=32)
     result = train(
         tmp_path / "cohort" / "cohort.yaml", tmp_path / "model", config, device="cpu", progress=False
     )
-    assert result.metrics["val"]["auroc"] > 0.8, result.metrics["val"]
+    assert result.metrics["val"]["auroc"] > 0.8, result.metrics["history"]
 
 
 def _deepwe(*args: str) -> list[str]:
@@ -241,7 +246,7 @@ def test_two_process_torchrun_writes_one_bundle(cohort_60, tmp_path):
     config.write_text(yaml.safe_dump(TINY.to_dict() | {"epochs": 2, "text_cache": str(tmp_path / "cache")}))
     out = tmp_path / "model"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "pipelines.cli", "train", str(cohort_60), "--out", str(out), "--config", str(config), "--device", "cpu",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
