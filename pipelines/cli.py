@@ -367,7 +367,7 @@ def audit_replay(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("runs/demo"),
-    n: Annotated[int, typer.Option(help="Number of synthetic patients.", min=10)] = 500,
+    n: Annotated[int, typer.Option(help="Number of synthetic patients.", min=10)] = 300,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
