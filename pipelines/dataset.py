@@ -121,18 +121,19 @@ def file_reader(
     if stats is None:
         raise ValueError("a sensor reader needs the training split's channel statistics")
 
-    def read(path: str) -> SensorArray:
-        array = read_sensor(
-            path,
-            channels=modality.channels,
-            rate_hz=modality.rate_hz,
-            time_column=modality.time_column,
-            time_unit=modality.time_unit,
-            duration_s=modality.duration_s,
-        )
-        return standardise(array, stats)
+    return lambda path: standardise(read_sensor_file(path, modality), stats)
 
-    return read
+
+def read_sensor_file(path: str, modality: SensorModality) -> SensorArray:
+    """Read a sensor file onto the grid its modality's spec describes (raw units)."""
+    return read_sensor(
+        path,
+        channels=modality.channels,
+        rate_hz=modality.rate_hz,
+        time_column=modality.time_column,
+        time_unit=modality.time_unit,
+        duration_s=modality.duration_s,
+    )
 
 
 class CohortDataset(Dataset):

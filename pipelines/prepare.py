@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from data_schemas import PatientRecord
-from encoders.readers import ReaderError, TabularArrays, TabularPreprocessor, read_sensor
+from encoders.readers import ReaderError, TabularArrays, TabularPreprocessor
 from pipelines.cohort import Cohort
-from pipelines.dataset import UNLABELLED, CohortDataset, label_index
+from pipelines.dataset import UNLABELLED, CohortDataset, label_index, read_sensor_file
 from pipelines.spec_io import SpecError
 from pipelines.validate import validate_cohort
 
@@ -159,14 +159,7 @@ def _sensor_stats(name: str, modality: Any, records: Sequence[PatientRecord]) ->
     paths = [r.paths[name] for r in records if r.paths.get(name)][:SENSOR_PROBE_FILES]
     for path in paths:
         try:
-            array = read_sensor(
-                path,
-                channels=modality.channels,
-                rate_hz=modality.rate_hz,
-                time_column=modality.time_column,
-                time_unit=modality.time_unit,
-                duration_s=modality.duration_s,
-            )
+            array = read_sensor_file(path, modality)
         except ReaderError:
             continue
         values = np.where(array.observed, array.values, 0.0).astype(np.float64)

@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from data_schemas.bundle import BUNDLE_FILES
 from pipelines.bundle import BundleError, read_bundle, write_bundle
 from pipelines.cohort import load_cohort
 from pipelines.dataset import PatientCollator
@@ -28,16 +29,7 @@ from pipelines.train import collect_logits, train
 from pipelines.train_config import TrainConfig
 from tests.pipelines.conftest import TINY
 
-DESIGN_FILES = {
-    "manifest.json",
-    "config.json",
-    "weights.safetensors",
-    "preprocessing.json",
-    "reference.safetensors",
-    "calibration.json",
-    "metrics.json",
-    "model_card.md",
-}
+DESIGN_FILES = {"manifest.json", *BUNDLE_FILES}
 
 
 def _eval_outputs(bundle, spec_path: Path, batch_size: int, limit: int | None = None) -> torch.Tensor:
