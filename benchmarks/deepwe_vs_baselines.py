@@ -58,7 +58,7 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
 from benchmarks.summary_features import SummaryFeatures, cohort_features
-from benchmarks.unimodal import holdout_split, subset, write_split_cohort
+from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, subset, write_split_cohort
 from pipelines.cohort import load_cohort
 from pipelines.dataset import PatientCollator
 from pipelines.importers import import_dataset
@@ -71,8 +71,6 @@ from pipelines.train_config import TrainConfig
 
 log = logging.getLogger("deepwe.bench.issue4")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("DEEPWE_SHARED_DATA", REPO.parent / "shared" / "data"))
 WORK = REPO / "runs" / "bench" / "issue4"
 RESULTS = REPO / "benchmarks" / "results" / "deepwe_vs_baselines.json"
 P12_TITLE = "PhysioNet 2012 set A (in-hospital death)"

@@ -78,5 +78,8 @@ class PredictionRecord(BaseModel):
     neighbours: list[NeighbourWeight] = Field(default_factory=list)
     ood: bool | None = None
     ood_score: float | None = None
+    out_of_range: list[str] = Field(
+        default_factory=list, description="numeric variables (modality.variable) outside their training range"
+    )
     model_sha256: str
     input_sha256: str

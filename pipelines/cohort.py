@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,10 +67,16 @@ class Cohort:
             return None if is_missing(value) else str(value).strip().lower()
         return assign_split(str(self.table.at[row - 1, self.spec.id]), split)
 
-    def records(self) -> Iterator[PatientRecord]:
-        """One :class:`PatientRecord` per table row, in order (file paths resolved, None = missing)."""
+    def records(self, positions: Sequence[int] | None = None) -> Iterator[PatientRecord]:
+        """One :class:`PatientRecord` per table row (file paths resolved, None = missing).
+
+        Args:
+            positions: 0-based rows to build, in this order; every row when None.
+        """
         spec = self.spec
-        for index, row in enumerate(self.table.to_dict("records"), start=1):
+        chosen = list(range(len(self.table)) if positions is None else positions)
+        for position, row in zip(chosen, self.table.iloc[chosen].to_dict("records"), strict=True):
+            index = position + 1
             tabular, paths, texts = {}, {}, {}
             for name, modality in spec.modalities.items():
                 if modality.kind == "tabular":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 from data_schemas import CohortSpec
 from pipelines.bundle import BundleContents, BundleError, read_bundle
 from pipelines.model import MultimodalModel, build_model, text_model_identity
+from pipelines.ood import EmbeddingDistance
 
 
 @dataclass
@@ -51,6 +53,11 @@ class Bundle:
     @property
     def temperature(self) -> float:
         return float(self.contents.calibration["temperature"])
+
+    @cached_property
+    def embedding_distance(self) -> EmbeddingDistance:
+        """The out-of-distribution scorer over this bundle's reference cohort (built on first use)."""
+        return EmbeddingDistance(self.contents.reference["embeddings"])
 
     @property
     def threshold(self) -> float | None:

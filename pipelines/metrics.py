@@ -10,12 +10,14 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 
+def _one_class(labels: np.ndarray) -> bool:
+    return labels.size == 0 or labels.min() == labels.max()
+
+
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (binary labels; NaN when only one class is present)."""
     labels = np.asarray(labels)
-    if labels.size == 0 or labels.min() == labels.max():
-        return math.nan
-    return float(roc_auc_score(labels, scores))
+    return math.nan if _one_class(labels) else float(roc_auc_score(labels, scores))
 
 
 def multiclass_auroc(labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -28,9 +30,7 @@ def multiclass_auroc(labels: np.ndarray, probabilities: np.ndarray) -> float:
 def auprc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Average precision (area under the precision-recall curve)."""
     labels = np.asarray(labels)
-    if labels.size == 0 or labels.min() == labels.max():
-        return math.nan
-    return float(average_precision_score(labels, scores))
+    return math.nan if _one_class(labels) else float(average_precision_score(labels, scores))
 
 
 def brier(labels: np.ndarray, risk: np.ndarray) -> float:
@@ -99,7 +99,7 @@ def choose_threshold(
 ) -> Threshold:
     """Youden's J maximum by default, or the highest threshold reaching ``target_sensitivity``."""
     labels = np.asarray(labels)
-    if labels.min() == labels.max():
+    if _one_class(labels):
         return Threshold(0.5, "default 0.5 (validation split has one class)", math.nan, math.nan)
     fpr, tpr, thresholds = roc_curve(labels, risk)
     thresholds = np.clip(thresholds, 0.0, 1.0)

@@ -32,12 +32,14 @@ from data_schemas import NeighbourWeight, PatientRecord, PredictionRecord, Probl
 from pipelines.cohort import Cohort, is_missing, load_cohort
 from pipelines.dataset import Batch, CohortDataset, PatientCollator, PatientSample
 from pipelines.loading import Bundle
-from pipelines.ood import EmbeddingDistance, range_violations
+from pipelines.ood import range_violations
 from pipelines.prepare import tabular_arrays
 from pipelines.spec_io import SpecError
+from pipelines.validate import id_problems, missing_column_problems
 
 OUTPUT_SUFFIXES = (".parquet", ".csv")
 JSON_COLUMNS = (
+    "out_of_range",
     "probabilities",
     "modality_present",
     "modality_weights",
@@ -134,33 +136,13 @@ def check_compatible(bundle: Bundle, cohort: Cohort) -> list[Problem]:
                     expected=f"the model's settings {json.dumps(ours)}",
                 )
             )
-    columns = set(cohort.table.columns)
-    for column, role in cohort.spec.column_roles():
-        if column not in columns and role != "outcome.column" and role != "split.column":
-            problems.append(
-                Problem(file=str(cohort.table_path), column=column, expected=f"a column named by {role}")
-            )
-    first: dict[str, int] = {}
+    table_file = str(cohort.table_path)
+    columns = list(cohort.table.columns)
+    problems += missing_column_problems(
+        cohort.spec, columns, table_file, optional=("outcome.column", "split.column")
+    )
     if cohort.spec.id in columns:
-        for row, value in enumerate(cohort.table[cohort.spec.id], start=1):
-            key = None if is_missing(value) else str(value).strip()
-            if key is None:
-                problems.append(
-                    Problem(
-                        file=str(cohort.table_path), row=row, column=cohort.spec.id, expected="a patient id"
-                    )
-                )
-            elif key in first:
-                problems.append(
-                    Problem(
-                        file=str(cohort.table_path),
-                        row=row,
-                        column=cohort.spec.id,
-                        value=key,
-                        expected=f"a unique patient id; row {first[key]} has it too",
-                    )
-                )
-            first.setdefault(key, row)
+        problems += id_problems(cohort.table[cohort.spec.id], cohort.spec.id, table_file)
     return problems
 
 
@@ -245,26 +227,16 @@ def iter_predictions(
 
     This is the function the CLI, the dashboard and the tests all call.
     """
-    records = list(cohort.records())
-    chosen = [records[p] for p in positions]
+    chosen = list(cohort.records(positions))
     table = cohort.table.iloc[list(positions)].reset_index(drop=True)
     dataset = PredictionDataset(bundle, cohort, chosen, table)
     collate = _Collate(bundle.model.encoders)
     loader = DataLoader(
         dataset, batch_size=options.batch_size, collate_fn=collate, num_workers=options.num_workers
     )
-    distance = _distance(bundle)
+    distance = bundle.embedding_distance
     for samples, hashes, outside in loader:
         yield from _predict_batch(bundle, collate.patients, samples, hashes, outside, options, distance)
-
-
-_DISTANCES: dict[str, EmbeddingDistance] = {}
-
-
-def _distance(bundle: Bundle) -> EmbeddingDistance:
-    if bundle.sha256 not in _DISTANCES:
-        _DISTANCES[bundle.sha256] = EmbeddingDistance(bundle.contents.reference["embeddings"])
-    return _DISTANCES[bundle.sha256]
 
 
 def _error_record(sample: PatientSample, digest: str, bundle: Bundle, reason: str) -> PredictionRecord:
@@ -360,9 +332,6 @@ def _record(
     else:
         risk = None
         label = classes[int(torch.argmax(probabilities))]
-    notes = dict(sample.errors)
-    if outside:
-        notes["ood"] = "outside the training range: " + ", ".join(outside)
     return PredictionRecord(
         row=sample.row,
         patient_id=sample.patient_id,
@@ -372,11 +341,12 @@ def _record(
         label=label,
         modality_present=present,
         modality_weights=weights,
-        modality_errors=notes,
+        modality_errors=sample.errors,
         top_features=tokens[: options.top_features],
         neighbours=neighbours,
         ood=ood_flag or bool(outside),
         ood_score=round(ood_rank, 6),
+        out_of_range=outside,
         model_sha256=bundle.sha256,
         input_sha256=digest,
     )

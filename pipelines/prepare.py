@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,11 +77,16 @@ def output_classes(cohort: Cohort, records: Sequence[PatientRecord]) -> list[str
     return declared if declared is not None else sorted({r.outcome for r in records if r.outcome is not None})
 
 
-def check_trainable(cohort: Cohort) -> None:
-    """Raise :class:`SpecError` with every problem when the cohort does not validate."""
-    report = validate_cohort(cohort.spec_path)
-    if not report.ok:
+def validated_cohort(spec_path: str | Path) -> Cohort:
+    """The cohort at ``spec_path`` once it passes ``deepwe validate``.
+
+    Raises:
+        SpecError: every problem ``deepwe validate`` finds.
+    """
+    report = validate_cohort(spec_path)
+    if report.cohort is None:
         raise SpecError(report.problems)
+    return report.cohort
 
 
 def prepare_cohort(cohort: Cohort, *, text_cache: str | None = None) -> PreparedCohort:
@@ -181,7 +187,7 @@ __all__ = [
     "UNLABELLED",
     "CohortError",
     "PreparedCohort",
-    "check_trainable",
     "prepare_cohort",
     "tabular_arrays",
+    "validated_cohort",
 ]

@@ -95,9 +95,7 @@ def _without_unknown_keys(data: dict[str, Any], error: ValidationError) -> Cohor
         return None
     cleaned = copy.deepcopy(data)
     for e in error.errors():
-        keys = list(e["loc"])
-        if len(keys) >= 3 and keys[0] == "modalities" and keys[2] in MODALITY_KINDS:
-            del keys[2]
+        keys = _spec_loc(e["loc"])
         parent = cleaned
         for key in keys[:-1]:
             parent = parent[key]
@@ -147,7 +145,7 @@ def _node_at(root: yaml.Node | None, keys: list[Any]) -> yaml.Node | None:
     return found
 
 
-def _spec_loc(loc: tuple[Any, ...], data: dict[str, Any]) -> list[Any]:
+def _spec_loc(loc: tuple[Any, ...]) -> list[Any]:
     """Drop pydantic's discriminator tag from a location: ``modalities.labs.tabular.x`` -> ``modalities.labs.x``."""
     keys = list(loc)
     if len(keys) >= 3 and keys[0] == "modalities" and keys[2] in MODALITY_KINDS:
@@ -169,7 +167,7 @@ def _allowed_keys(keys: list[Any], data: dict[str, Any]) -> list[str]:
 
 
 def _to_problem(error: dict[str, Any], data: dict[str, Any], root: yaml.Node | None, name: str) -> Problem:
-    keys = _spec_loc(error["loc"], data)
+    keys = _spec_loc(error["loc"])
     node = _node_at(root, keys)
     line = node.start_mark.line + 1 if node is not None and keys else None
     column = ".".join(str(k) for k in keys) or None

@@ -39,12 +39,11 @@ from deepwe_mm import DeepWe, DeepWeConfig, DeepWeLoss
 from encoders._registry import create_encoder
 from pipelines.bundle import training_fingerprint, write_bundle
 from pipelines.checkpoint import LoopState, load_checkpoint, save_checkpoint
-from pipelines.cohort import load_cohort
 from pipelines.dataset import Batch, PatientCollator
 from pipelines.metrics import binary_metrics, choose_threshold, fit_temperature, multiclass_auroc
 from pipelines.model import MultimodalModel, encoder_settings, fusion_settings, text_model_identity
 from pipelines.model_card import render_model_card
-from pipelines.prepare import PreparedCohort, check_trainable, prepare_cohort
+from pipelines.prepare import PreparedCohort, prepare_cohort, validated_cohort
 from pipelines.train_config import TrainConfig
 
 log = logging.getLogger("deepwe.train")
@@ -172,8 +171,7 @@ def train(
     out = Path(out)
     torch_device = pick_device(device)
     rank = dist.get_rank() if dist.is_initialized() else 0
-    cohort = load_cohort(spec_path)
-    check_trainable(cohort)
+    cohort = validated_cohort(spec_path)
     text_cache = config.text_cache or str(out.parent / ".text-cache")
     prepared = prepare_cohort(cohort, text_cache=text_cache)
     seed_everything(config.seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,11 +39,12 @@ class CohortSummary:
 
 @dataclass
 class ValidationReport:
-    """Problems (empty when the cohort is valid) and, for a valid cohort, its summary."""
+    """Problems (empty when the cohort is valid) and, for a valid cohort, its summary and the loaded cohort."""
 
     spec_path: Path
     problems: list[Problem] = field(default_factory=list)
     summary: CohortSummary | None = None
+    cohort: Cohort | None = None
 
     @property
     def ok(self) -> bool:
@@ -73,7 +75,7 @@ def validate_cohort(spec_path: str | Path, *, check_files: bool = True) -> Valid
             )
         )
         return report
-    missing_columns = _missing_columns(spec, list(table.columns), str(table_path))
+    missing_columns = missing_column_problems(spec, list(table.columns), str(table_path))
     report.problems += missing_columns
     if spec.id not in table.columns:
         return report
@@ -83,27 +85,58 @@ def validate_cohort(spec_path: str | Path, *, check_files: bool = True) -> Valid
     report.problems += _check_rows(cohort, str(table_path), check_files)
     if report.ok:
         report.summary = summarise(cohort)
+        report.cohort = cohort
     return report
 
 
-def _missing_columns(spec: CohortSpec, columns: list[str], file: str) -> list[Problem]:
+def missing_column_problems(
+    spec: CohortSpec, columns: list[str], file: str, *, optional: tuple[str, ...] = ()
+) -> list[Problem]:
+    """A problem for each column the spec names that the table lacks (roles in ``optional`` may be absent)."""
+    return [
+        Problem(
+            file=file,
+            column=column,
+            expected=f"a column named by {role} in the table{did_you_mean(column, columns)}",
+        )
+        for column, role in spec.column_roles()
+        if column not in columns and role not in optional
+    ]
+
+
+def id_problems(ids: Iterable[object], column: str, file: str) -> list[Problem]:
+    """A problem for each blank patient id and for each id already used by an earlier row."""
     problems = []
-    for column, role in spec.column_roles():
-        if column not in columns:
+    first_row_of: dict[str, int] = {}
+    for row, value in enumerate(ids, start=1):
+        if is_missing(value):
             problems.append(
                 Problem(
                     file=file,
+                    row=row,
                     column=column,
-                    expected=f"a column named by {role} in the table{did_you_mean(column, columns)}",
+                    expected="a patient id (blank ids cannot be joined or audited)",
                 )
             )
+            continue
+        key = str(value).strip()
+        if key in first_row_of:
+            problems.append(
+                Problem(
+                    file=file,
+                    row=row,
+                    column=column,
+                    value=_show(key),
+                    expected=f"a unique patient id; row {first_row_of[key]} has the same id",
+                )
+            )
+        first_row_of.setdefault(key, row)
     return problems
 
 
 def _check_rows(cohort: Cohort, file: str, check_files: bool) -> list[Problem]:
     spec, table = cohort.spec, cohort.table
     problems: list[Problem] = []
-    first_row_of: dict[str, int] = {}
     classes = spec.outcome.class_labels() if spec.outcome is not None else None
     split_column = spec.split.column if spec.split is not None else None
     for row, values in enumerate(table.to_dict("records"), start=1):
@@ -111,14 +144,6 @@ def _check_rows(cohort: Cohort, file: str, check_files: bool) -> list[Problem]:
         def problem(column: str | None, value: object, expected: str, row: int = row) -> None:
             problems.append(Problem(file=file, row=row, column=column, value=_show(value), expected=expected))
 
-        patient_id = values[spec.id]
-        if is_missing(patient_id):
-            problem(spec.id, patient_id, "a patient id (blank ids cannot be joined or audited)")
-        else:
-            key = str(patient_id).strip()
-            if key in first_row_of:
-                problem(spec.id, key, f"a unique patient id; row {first_row_of[key]} has the same id")
-            first_row_of.setdefault(key, row)
         if spec.outcome is not None and classes is not None:
             raw = values[spec.outcome.column]
             if not is_missing(raw) and canonical_label(raw) not in classes:
@@ -163,7 +188,8 @@ def _check_rows(cohort: Cohort, file: str, check_files: bool) -> list[Problem]:
                 None,
                 f"at least one modality present (this row has none of {', '.join(spec.modalities)})",
             )
-    return problems
+    problems += id_problems(table[spec.id], spec.id, file)
+    return sorted(problems, key=lambda p: p.row or 0)
 
 
 def _check_path(cohort: Cohort, cell: str, kind: str, check_files: bool) -> str | None:
