@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+DASHBOARD_PORT ?= 8501
+
+# The demo ends by serving the dashboard on the demo model (Ctrl+C stops it); DEEPWE_NO_DASHBOARD=1 skips it.
 demo: $(STAMP)
 	$(BIN)/deepwe demo --out $(DEMO_OUT)
+ifneq ($(DEEPWE_NO_DASHBOARD),1)
+	$(BIN)/deepwe dashboard $(DEMO_OUT)/model $(DEMO_OUT)/cohort/cohort.yaml --predictions $(DEMO_OUT)/predictions.parquet --port $(DASHBOARD_PORT)
+endif
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,1 +1,2 @@
-"""app package."""
+"""The DeepWe-MM clinician dashboard (Streamlit). Entry script: ``app/dashboard.py``; pages in
+``app/views/``. It talks to ``pipelines`` and ``data_schemas`` only, and nothing imports it."""

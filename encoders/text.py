@@ -320,6 +320,38 @@ class TextEncoder(ModalityEncoder):
         values = self.projection(embeddings) * mask[..., None]
         return Tokens(values=values, mask=mask, names=batch.names)
 
+    def language_model(self) -> nn.Module:
+        """The transformer the note runs through: the trainable copy, or the shared frozen one."""
+        return self.backbone if self.backbone is not None else load_frozen_model(self.model_dir)
+
+    def windows(self, text: str) -> tuple[dict[str, Tensor], list[list[str]]]:
+        """One note cut into model windows, for attribution to its word pieces.
+
+        Returns:
+            (tensors ``input_ids``, ``attention_mask``, ``targets`` of shape (1, C, L), see
+            :func:`_pool`; the word pieces of each window, special tokens included). The word
+            pieces are note text: for the per-patient explanation only.
+        """
+        plan = self._plan(text)
+        tokenizer = load_tokenizer(self.model_dir)
+        return _window_tensors([plan]), [tokenizer.convert_ids_to_tokens(w) for w in plan.windows]
+
+    def pool_windows(self, inputs: Tensor, tensors: dict[str, Tensor], n_tokens: int) -> Tensor:
+        """(K, C, L) ids or (K, C, L, H) word-piece embeddings -> (K, T, H) note embeddings.
+
+        What ``collate`` (frozen) or ``forward`` (fine-tuned) computes, with gradients kept so that
+        attributions can flow back to the word pieces; ``tensors`` come from :meth:`windows`.
+        """
+        k = inputs.shape[0]
+        return _pool(
+            self.language_model(),
+            inputs,
+            tensors["attention_mask"].expand(k, -1, -1),
+            tensors["targets"].expand(k, -1, -1),
+            n_tokens=n_tokens,
+            normalize=self._normalize,
+        )
+
     @property
     def _normalize(self) -> bool:
         return self.folder.normalize and self.config.granularity == "sentence"
@@ -472,7 +504,9 @@ def _pool(
 
     Args:
         model: a Hugging Face encoder returning ``last_hidden_state``.
-        input_ids: (B, C, L) token ids; windows whose first position is masked are padding.
+        input_ids: (B, C, L) token ids, or (B, C, L, H) word-piece embeddings (what the model's
+            word-embedding layer would return; used to attribute to word pieces); windows whose
+            first position is masked are padding.
         attention_mask: (B, C, L) 1 for real positions.
         targets: (B, C, L) output token of each position, -1 for none.
         n_tokens: T, the number of output tokens per note.
@@ -481,9 +515,9 @@ def _pool(
     Returns:
         (B, T, H) pooled embeddings, zero for tokens no position pools into.
     """
-    batch, n_windows, length = input_ids.shape
+    batch, n_windows, length = attention_mask.shape
     real = attention_mask[..., 0].reshape(-1).bool()
-    ids = input_ids.reshape(-1, length)[real]
+    ids = input_ids.reshape(batch * n_windows, length, *input_ids.shape[3:])[real]
     mask = attention_mask.reshape(-1, length)[real]
     target = targets.reshape(-1, length)[real]
     owner = torch.arange(batch, device=input_ids.device).repeat_interleave(n_windows)[real]
@@ -500,7 +534,7 @@ def _pool(
 
 
 def _run_windows(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
-    """(N, L) windows -> (N, L, H) hidden states.
+    """(N, L) windows (or their (N, L, H) word-piece embeddings) -> (N, L, H) hidden states.
 
     Windows run shortest first in groups, each group trimmed to its longest window, so that a batch
     of short sentences does not pay for the padding of its longest one.
@@ -513,7 +547,8 @@ def _run_windows(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
     outputs = []
     for group in order.split(_WINDOWS_PER_CALL):
         used = int(lengths[group].max())
-        hidden = model(input_ids=ids[group, :used], attention_mask=mask[group, :used]).last_hidden_state
+        given = {"inputs_embeds" if ids.is_floating_point() else "input_ids": ids[group, :used]}
+        hidden = model(**given, attention_mask=mask[group, :used]).last_hidden_state
         outputs.append(F.pad(hidden, (0, 0, 0, length - used)))
     return torch.cat(outputs)[torch.argsort(order)]
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +37,32 @@ def _console(stderr: bool = False) -> Console:
     """A console for the current streams; wide when the output is a file or a pipe, not a terminal."""
     stream = sys.stderr if stderr else sys.stdout
     return Console(file=stream, highlight=False, width=None if stream.isatty() else 160)
+
+
+@contextmanager
+def _handled(
+    spec: Path,
+    verb: str,
+    *,
+    bad_input: tuple[type[Exception], ...] = (),
+    failed: tuple[type[Exception], ...] = (),
+) -> Iterator[None]:
+    """Known errors become a message and an exit code: 2 for bad input (a spec problem table, or one
+    line saying what cannot be done and why), 1 for a run that stopped (``failed``)."""
+    from pipelines.bundle import BundleError
+    from pipelines.spec_io import SpecError
+
+    try:
+        yield
+    except SpecError as error:
+        print_problems(ValidationReport(spec_path=spec.resolve(), problems=error.problems), 200)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except (BundleError, ValueError, FileNotFoundError, *bad_input) as error:
+        _console(stderr=True).print(f"[red]cannot {verb}:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except failed as error:
+        _console(stderr=True).print(f"[red]aborted:[/] {error}")
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 @app.command()
@@ -163,22 +192,15 @@ def train(
     Under torchrun, every process trains its share and rank 0 writes the bundle.
     """
     from pipelines.prepare import CohortError
-    from pipelines.spec_io import SpecError
     from pipelines.train import train as run_training
     from pipelines.train_config import TrainConfig
 
     _init_distributed()
-    try:
+    with _handled(spec, "train", bad_input=(CohortError,)):
         settings = TrainConfig.from_yaml(config) if config else TrainConfig()
         result = run_training(spec, out, settings, device=device, resume=resume)
         if int(os.environ.get("RANK", "0")) != 0:
             return
-    except SpecError as error:
-        print_problems(ValidationReport(spec_path=spec.resolve(), problems=error.problems), 200)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except (CohortError, ValueError, FileNotFoundError) as error:
-        _console(stderr=True).print(f"[red]cannot train:[/] {error}")
-        raise typer.Exit(EXIT_BAD_INPUT) from None
     _print_training(result)
 
 
@@ -234,6 +256,9 @@ def predict(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Patients per forward pass.", min=1)] = 64,
     chunk_size: Annotated[int, typer.Option(help="Rows per checkpointed chunk.", min=1)] = 256,
+    workers: Annotated[
+        int, typer.Option(help="DataLoader worker processes reading files (0 = in the main process).", min=0)
+    ] = 0,
     audit_log: Annotated[
         Path | None, typer.Option(help="Append one hash-chained JSONL record per prediction to this log.")
     ] = None,
@@ -260,32 +285,22 @@ def predict(
     if model is None or spec is None:
         _console(stderr=True).print("[red]predict needs MODEL and SPEC (or --merge with shard outputs)[/]")
         raise typer.Exit(EXIT_BAD_INPUT)
-    from pipelines.bundle import BundleError
     from pipelines.loading import load_bundle
     from pipelines.predict import PredictOptions, predict_cohort
-    from pipelines.spec_io import SpecError
     from pipelines.train import pick_device
 
-    try:
+    with _handled(spec, "predict", failed=(PredictAborted,)):
         options = PredictOptions(
             on_bad_file=on_bad_file,
             max_errors=max_errors,
             shard=parse_shard(shard) if shard else None,
             batch_size=batch_size,
             chunk_size=chunk_size,
+            num_workers=workers,
         )
         bundle = load_bundle(model, device=pick_device(device))
         log = _audit_hook(audit_log, bundle)
         summary = predict_cohort(bundle, spec, out, options, resume=resume, on_records=log)
-    except SpecError as error:
-        print_problems(ValidationReport(spec_path=spec.resolve(), problems=error.problems), 200)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except (BundleError, ValueError, FileNotFoundError) as error:
-        _console(stderr=True).print(f"[red]cannot predict:[/] {error}")
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except PredictAborted as error:
-        _console(stderr=True).print(f"[red]aborted:[/] {error}")
-        raise typer.Exit(EXIT_FAILED) from None
     console.print(
         f"{summary.rows} rows -> {summary.output}: {summary.ok} ok, {summary.errors} error"
         f" ({summary.rows_per_second:.1f} patients/s"
@@ -294,6 +309,267 @@ def predict(
     )
     for reason, count in sorted(summary.error_reasons.items(), key=lambda kv: -kv[1]):
         console.print(f"  {count:6d}  {reason}")
+
+
+@app.command()
+def explain(
+    model: Annotated[Path, typer.Argument(help="The model bundle folder.", show_default=False)],
+    spec: Annotated[
+        Path, typer.Argument(help="The cohort spec (YAML) holding the patient.", show_default=False)
+    ],
+    patient: Annotated[str, typer.Option(help="The patient id (the spec's id column).", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Folder for explanation.json and the pictures.")] = Path(
+        "explanation"
+    ),
+    steps: Annotated[int, typer.Option(help="Integrated Gradients steps.", min=2)] = 32,
+    faithfulness: Annotated[
+        bool, typer.Option(help="Also compute deletion/insertion curves against random orders.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Explain one patient's prediction: attributions per modality and per token, Shapley values of
+    the modalities, and the model's own weights next to them.
+
+    Writes explanation.json and pictures into --out: contributions.png (Shapley values and modality
+    weights), one picture per present modality (tabular bars, image saliency overlay, sensor plot
+    with attribution shading, spectrogram with attribution, note with highlighted words as HTML).
+    Every Integrated Gradients result carries its completeness error.
+    """
+    from pipelines.explaining import UnknownPatient, explain_patient
+    from pipelines.explanation_files import write_explanation
+    from pipelines.loading import load_bundle
+    from pipelines.predict import compatible_cohort
+    from pipelines.train import pick_device
+
+    console = _console()
+    with _handled(spec, "explain", bad_input=(UnknownPatient,)):
+        bundle = load_bundle(model, device=pick_device(device))
+        cohort = compatible_cohort(bundle, spec)
+        started = time.perf_counter()
+        explanation = explain_patient(bundle, cohort, patient, steps=steps, faithfulness=faithfulness)
+        seconds = time.perf_counter() - started
+        files = write_explanation(explanation, bundle, out)
+    record = explanation.prediction
+    shown = f"risk {record.risk:.3f}" if record.risk is not None else f"label {record.label}"
+    console.print(
+        f"{shown} ({explanation.score_name} {explanation.score:+.3f}); explained in {seconds:.1f} s"
+    )
+    table = Table("modality", "Shapley (risk)", "weight", "IG completeness error", "weights vs attributions")
+    for name, value in explanation.shapley.items():
+        item = explanation.modalities.get(name)
+        table.add_row(
+            name,
+            f"{value:+.4f}",
+            f"{record.modality_weights.get(name, 0.0):.3f}",
+            "absent" if item is None else f"{item.delta:+.2e} ({item.relative_delta:.1%})",
+            "" if item is None or item.agreement != item.agreement else f"rho {item.agreement:+.2f}",
+        )
+    console.print(table)
+    console.print(
+        f"Shapley values sum to {sum(explanation.shapley.values()):+.4f} = risk - base rate "
+        f"{explanation.base_value:.3f}; {len(files)} files in {out}"
+    )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="The model bundle folder.", show_default=False)],
+    spec: Annotated[Path, typer.Argument(help="The cohort spec (YAML) with outcomes.", show_default=False)],
+    predictions: Annotated[
+        Path | None, typer.Option(help="Output of deepwe predict for this cohort (else predicted now).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="train, val, test or all.")] = "test",
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.", min=10)] = 1000,
+    out: Annotated[Path | None, typer.Option(help="Write every figure as JSON here.")] = None,
+) -> None:
+    """Metrics with bootstrap confidence intervals: overall, per subgroup of the spec and per
+    missing-modality pattern; calibration before and after temperature scaling (ECE, Brier, slope,
+    intercept); decision curve; the threshold's confusion matrix."""
+    from pipelines.evaluation import evaluate_predictions, format_interval
+    from pipelines.loading import load_bundle
+    from pipelines.predict import (
+        PredictOptions,
+        compatible_cohort,
+        iter_predictions,
+        read_predictions,
+        record_to_row,
+    )
+
+    console = _console()
+    with _handled(spec, "evaluate"):
+        bundle = load_bundle(model)
+        cohort = compatible_cohort(bundle, spec)
+        if predictions is None:
+            import pandas as pd
+
+            rows = iter_predictions(bundle, cohort, range(len(cohort.table)), PredictOptions())
+            table = pd.DataFrame([record_to_row(r) for r in rows])
+        else:
+            table = read_predictions(predictions)
+            stale = table.loc[table["status"] == "ok", "model_sha256"].ne(bundle.sha256)
+            if stale.any():
+                raise ValueError(f"{predictions}: {int(stale.sum())} rows were predicted by another model")
+        result = evaluate_predictions(
+            table,
+            cohort,
+            temperature=bundle.temperature,
+            threshold=bundle.threshold,
+            split=None if split == "all" else split,
+            n_boot=n_boot,
+        )
+    console.print(
+        f"{result.n} patients ({result.split or 'all labelled rows'}): AUROC {format_interval(result.auroc)}, "
+        f"AUPRC {format_interval(result.auprc)}"
+    )
+    for name, calibration in result.calibration.items():
+        console.print(
+            f"calibration {name}: ECE {calibration.ece:.3f}, Brier {calibration.brier:.3f}, "
+            f"slope {calibration.slope:.2f}, intercept {calibration.intercept:+.2f}"
+        )
+    if result.threshold is not None:
+        t = result.threshold
+        console.print(
+            f"threshold {t.threshold:.3f}: sensitivity {t.sensitivity:.3f}, specificity {t.specificity:.3f}"
+        )
+    for note in result.notes:
+        console.print(f"note: {note}")
+    if out is not None:
+        out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        console.print(f"written to {out}")
+
+
+@app.command()
+def report(
+    model: Annotated[Path, typer.Argument(help="The model bundle folder.", show_default=False)],
+    spec: Annotated[Path, typer.Argument(help="The cohort spec (YAML) with outcomes.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="The HTML report to write.")] = Path("report.html"),
+    pdf: Annotated[bool, typer.Option(help="Also write the same report as PDF beside it.")] = False,
+    predictions: Annotated[
+        Path | None, typer.Option(help="Output of deepwe predict for this cohort (else predicted now).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="train, val, test or all.")] = "test",
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.", min=10)] = 1000,
+    faithfulness_patients: Annotated[
+        int, typer.Option(help="Patients explained for the faithfulness figures.", min=1)
+    ] = 8,
+    steps: Annotated[int, typer.Option(help="Integrated Gradients steps per explanation.", min=2)] = 32,
+) -> None:
+    """The model audit report: one self-contained HTML file (inline images, no network fetches).
+
+    Sections: intended use and model card; data (size, outcome balance, missingness); discrimination
+    with bootstrap intervals overall, per subgroup and per missing-modality pattern; calibration
+    before and after temperature scaling; decision curve and threshold; modality ablation and
+    Shapley contributions; global weights; faithfulness; three pseudonymous examples; limitations;
+    and a table mapping sections to TRIPOD+AI items.
+    """
+    from pipelines.loading import load_bundle
+    from pipelines.predict import compatible_cohort, read_predictions
+    from pipelines.reporting import build_report, gather, write_report
+
+    console = _console()
+    started = time.perf_counter()
+    with _handled(spec, "report"):
+        bundle = load_bundle(model)
+        cohort = compatible_cohort(bundle, spec)
+        given = read_predictions(predictions) if predictions is not None else None
+        inputs = gather(
+            bundle,
+            cohort,
+            predictions=given,
+            split=None if split == "all" else split,
+            n_boot=n_boot,
+            faithfulness_patients=faithfulness_patients,
+            steps=steps,
+            progress=lambda step: console.print(f"… {step}"),
+        )
+        html_path, pdf_path, pages = write_report(build_report(inputs), out, pdf=pdf)
+    console.print(
+        f"report for {inputs.evaluation.n} patients -> {html_path}"
+        + (f" and {pdf_path} ({pages} pages)" if pdf_path else "")
+        + f" in {time.perf_counter() - started:.0f} s"
+    )
+
+
+DASHBOARD_SETTINGS = {
+    "server.headless": "true",
+    "server.enableXsrfProtection": "true",
+    "server.enableCORS": "true",
+    "server.maxUploadSize": "50",
+    "server.fileWatcherType": "none",
+    "server.runOnSave": "false",
+    "client.showErrorDetails": "none",
+    "client.toolbarMode": "viewer",
+    "client.showErrorLinks": "false",
+    "runner.magicEnabled": "false",
+    "browser.gatherUsageStats": "false",
+}
+"""The settings of .streamlit/config.toml as flags: Streamlit reads that file only from its working folder."""
+
+
+def dashboard_command(model: Path, spec: Path, predictions: Path | None, port: int, host: str) -> list[str]:
+    """The ``streamlit run`` command line of the dashboard (the script is found, never imported)."""
+    import importlib.util
+
+    found = importlib.util.find_spec("app")
+    script = Path(found.origin).parent / "dashboard.py" if found and found.origin else None
+    if script is None or not script.is_file():
+        raise FileNotFoundError("the dashboard (app/dashboard.py of deepwe-mm) is not installed")
+    command = [sys.executable, "-m", "streamlit", "run", str(script)]
+    command += ["--server.port", str(port), "--server.address", host]
+    for key, value in DASHBOARD_SETTINGS.items():
+        command += [f"--{key}", value]
+    command += ["--", "--model", str(model.resolve()), "--cohort", str(spec.resolve())]
+    if predictions is not None:
+        command += ["--predictions", str(predictions.resolve())]
+    return command
+
+
+@app.command()
+def dashboard(
+    model: Annotated[Path, typer.Argument(help="The model bundle folder.", show_default=False)],
+    spec: Annotated[Path, typer.Argument(help="The cohort spec (YAML) to show.", show_default=False)],
+    predictions: Annotated[
+        Path | None,
+        typer.Option(help="A `deepwe predict` output of this cohort; computed once per server when absent."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port to serve on.", min=1, max=65535)] = 8501,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to bind. 127.0.0.1 serves this machine only; put authentication in front "
+            "before binding wider (README: Dashboard)."
+        ),
+    ] = "127.0.0.1",
+) -> None:
+    """The Streamlit clinician dashboard: cohort, patient explanations, model audit, batch prediction.
+
+    Runs until stopped (Ctrl+C). The model and the cohort load once per server; each browser session
+    keeps its own explanations.
+    """
+    problems = []
+    if not (model / "manifest.json").is_file():
+        problems.append(f"{model}: not a model bundle (no manifest.json)")
+    if not spec.is_file():
+        problems.append(f"{spec}: no such cohort spec")
+    if predictions is not None and not predictions.is_file():
+        problems.append(
+            f"{predictions}: no such predictions file (run `deepwe predict` first, or leave out --predictions)"
+        )
+    for problem in problems:
+        _console(stderr=True).print(f"[red]cannot start the dashboard:[/] {problem}")
+    if problems:
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        command = dashboard_command(model, spec, predictions, port, host)
+    except FileNotFoundError as error:
+        _console(stderr=True).print(f"[red]cannot start the dashboard:[/] {error}")
+        raise typer.Exit(EXIT_FAILED) from None
+    _console().print(f"dashboard: http://{host}:{port}  (Ctrl+C stops it)")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":  # streamlit replaces this process: Ctrl+C and SIGTERM reach it directly
+        os.execv(sys.executable, command)
+    raise typer.Exit(subprocess.call(command))
 
 
 def _audit_hook(path: Path | None, bundle):
@@ -371,7 +647,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """The embedded default: synthetic cohort -> validate -> train a model bundle -> predict.
+    """The embedded default: synthetic cohort -> validate -> train a model bundle -> predict -> report.
 
     Uses the small settings of configs/demo.yaml; a few minutes on 2 CPU cores.
     """
@@ -404,8 +680,24 @@ def demo(
         f"{summary.rows} rows -> {predictions}: {summary.ok} ok, {summary.errors} error "
         f"({summary.rows_per_second:.1f} patients/s)"
     )
+    console.rule("5. report")
+    from pipelines.predict import compatible_cohort, read_predictions
+    from pipelines.reporting import build_report, gather, write_report
+
+    bundle = load_bundle(trained.bundle)
+    inputs = gather(
+        bundle,
+        compatible_cohort(bundle, result.spec_path),
+        predictions=read_predictions(predictions),
+        n_boot=200,
+        faithfulness_patients=4,
+        progress=lambda step: console.print(f"… {step}"),
+    )
+    html_path, _, _ = write_report(build_report(inputs), out / "report.html")
+    console.print(f"audit report for {inputs.evaluation.n} test patients -> {html_path}")
     console.print(
-        f"\ndemo finished in {time.perf_counter() - started:.0f} s; model bundle in {trained.bundle}"
+        f"\ndemo finished in {time.perf_counter() - started:.0f} s; model bundle in {trained.bundle}; next: "
+        f"deepwe dashboard {trained.bundle} {result.spec_path} --predictions {predictions}"
     )
 
 

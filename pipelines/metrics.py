@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 
@@ -114,3 +115,190 @@ def choose_threshold(
     # label flips on a rounding difference of a risk that equals the threshold exactly.
     value = thresholds[best] if best + 1 >= len(thresholds) else (thresholds[best] + thresholds[best + 1]) / 2
     return Threshold(float(value), rule, float(tpr[best]), float(1 - fpr[best]))
+
+
+# Fast equivalents and calibration / decision helpers for the evaluation report. The sklearn-based
+# functions above validate their inputs on every call (milliseconds each); a bootstrap calls a metric
+# thousands of times, so it uses the plain numpy versions below, which give the same values.
+
+RISK_EPS = 1e-7
+
+
+def clipped_logit(risk: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) of ``risk`` (any shape) clipped to [1e-7, 1 - 1e-7] first."""
+    risk = np.clip(np.asarray(risk, dtype=float), RISK_EPS, 1 - RISK_EPS)
+    return np.log(risk) - np.log1p(-risk)
+
+
+def rank_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The value of :func:`auroc` as a Mann-Whitney statistic with mid-ranks for ties (plain numpy).
+
+    Args:
+        labels: (N,) 0/1 or boolean.
+        scores: (N,) higher = more likely positive.
+    """
+    positive = np.asarray(labels).astype(bool)
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    scores = np.asarray(scores, dtype=float)
+    order = np.argsort(scores, kind="mergesort")
+    ordered = scores[order]
+    # 1-based mid-ranks: every member of a run of equal scores gets the run's mean rank
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], ordered.size]
+    ranks = np.repeat((starts + ends + 1) / 2, ends - starts)
+    return float((ranks[positive[order]].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The value of :func:`auprc`: sum over distinct thresholds of (R_k - R_{k-1}) * P_k (plain numpy).
+
+    Args:
+        labels: (N,) 0/1 or boolean.
+        scores: (N,) higher = more likely positive.
+    """
+    positive = np.asarray(labels).astype(bool)
+    if positive.size == 0 or positive.all() or not positive.any():
+        return math.nan
+    scores = np.asarray(scores, dtype=float)
+    order = np.argsort(-scores, kind="mergesort")
+    ordered = scores[order]
+    true_positives = np.cumsum(positive[order])
+    # tied scores are one threshold: keep the last position of each run of equal scores
+    ends = np.r_[np.flatnonzero(np.diff(ordered)), ordered.size - 1]
+    tp = true_positives[ends]
+    precision = tp / (ends + 1)
+    recall = tp / tp[-1]
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def _bin_index(risk: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bin of each risk, as :func:`expected_calibration_error` bins them."""
+    edges = np.linspace(0, 1, bins + 1)
+    return np.clip(np.digitize(risk, edges[1:-1]), 0, bins - 1)
+
+
+def reliability_bins(labels: np.ndarray, risk: np.ndarray, bins: int = 10) -> dict[str, np.ndarray]:
+    """Equal-width reliability diagram: per bin its edges, mean risk, observed rate and count.
+
+    Args:
+        labels: (N,) 0/1.
+        risk: (N,) predicted probability of the positive class.
+
+    Returns:
+        ``lower``, ``upper``, ``mean_risk``, ``observed``, ``count``: each (bins,); the mean risk and
+        observed rate of an empty bin are NaN.
+    """
+    labels, risk = np.asarray(labels, dtype=float), np.asarray(risk, dtype=float)
+    which = _bin_index(risk, bins)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_risk = np.bincount(which, weights=risk, minlength=bins) / count
+        observed = np.bincount(which, weights=labels, minlength=bins) / count
+    edges = np.linspace(0, 1, bins + 1)
+    return {
+        "lower": edges[:-1],
+        "upper": edges[1:],
+        "mean_risk": mean_risk,
+        "observed": observed,
+        "count": count,
+    }
+
+
+def _logistic_newton(
+    labels: np.ndarray, design: np.ndarray, offset: np.ndarray, steps: int = 100
+) -> np.ndarray | None:
+    """Unpenalised logistic regression by Newton-Raphson; None when it does not converge (separation).
+
+    Args:
+        labels: (N,) 0/1.
+        design: (N, P) covariates (include a column of ones for an intercept).
+        offset: (N,) fixed term added to the linear predictor.
+    """
+    beta = np.zeros(design.shape[1])
+    for _ in range(steps):
+        p = expit(design @ beta + offset)
+        hessian = design.T @ (design * (p * (1 - p))[:, None])
+        try:
+            step = np.linalg.solve(hessian, design.T @ (labels - p))
+        except np.linalg.LinAlgError:
+            return None
+        beta = beta + step
+        if not np.all(np.isfinite(beta)):
+            return None
+        if np.max(np.abs(step)) < 1e-9:
+            return beta
+    return None
+
+
+def calibration_slope_intercept(labels: np.ndarray, risk: np.ndarray) -> tuple[float, float]:
+    """Calibration slope and intercept of a binary risk (Van Calster et al., J Clin Epidemiol 2016).
+
+    The slope is b in ``logit P(y=1) = a + b * logit(risk)``; the intercept is calibration-in-the-large,
+    a in ``logit P(y=1) = a + logit(risk)`` (slope fixed at 1, logit(risk) as an offset). Perfect
+    calibration is slope 1, intercept 0. Risks are clipped to [1e-7, 1 - 1e-7] first. NaN for one class
+    or when the fit does not converge (perfectly separated data).
+
+    Args:
+        labels: (N,) 0/1.
+        risk: (N,) predicted probability of the positive class.
+    """
+    labels = np.asarray(labels, dtype=float)
+    if _one_class(labels):
+        return math.nan, math.nan
+    x = clipped_logit(risk)
+    ones = np.ones((labels.size, 1))
+    slope_fit = _logistic_newton(labels, np.column_stack([ones, x]), np.zeros_like(x))
+    intercept_fit = _logistic_newton(labels, ones, x)
+    slope = math.nan if slope_fit is None else float(slope_fit[1])
+    intercept = math.nan if intercept_fit is None else float(intercept_fit[0])
+    return slope, intercept
+
+
+def net_benefit(labels: np.ndarray, risk: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Net benefit of treating patients with ``risk >= t``: TP/N - FP/N * t / (1 - t) (Vickers & Elkin 2006).
+
+    Args:
+        labels: (N,) 0/1.
+        risk: (N,) predicted probability of the positive class.
+        thresholds: (K,) in [0, 1).
+
+    Returns:
+        (K,) net benefit at each threshold.
+    """
+    labels = np.asarray(labels).astype(bool)
+    risk, thresholds = np.asarray(risk, dtype=float), np.asarray(thresholds, dtype=float)
+    treated = risk[None, :] >= thresholds[:, None]
+    n = max(labels.size, 1)
+    tp = (treated & labels[None, :]).sum(axis=1) / n
+    fp = (treated & ~labels[None, :]).sum(axis=1) / n
+    return tp - fp * thresholds / (1 - thresholds)
+
+
+def confusion_at(labels: np.ndarray, risk: np.ndarray, threshold: float) -> dict[str, float]:
+    """Confusion matrix (positive = ``risk >= threshold``, as predictions label) and the rates from it.
+
+    Returns:
+        ``tp``, ``fp``, ``tn``, ``fn`` counts; ``sensitivity``, ``specificity``, ``ppv``, ``npv`` (NaN
+        when their denominator is 0).
+    """
+    labels = np.asarray(labels).astype(bool)
+    predicted = np.asarray(risk, dtype=float) >= threshold
+    tp, fp = int(np.sum(predicted & labels)), int(np.sum(predicted & ~labels))
+    tn, fn = int(np.sum(~predicted & ~labels)), int(np.sum(~predicted & labels))
+
+    def ratio(a: int, b: int) -> float:
+        return a / (a + b) if a + b else math.nan
+
+    return {
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "sensitivity": ratio(tp, fn),
+        "specificity": ratio(tn, fp),
+        "ppv": ratio(tp, fp),
+        "npv": ratio(tn, fn),
+    }

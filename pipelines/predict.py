@@ -146,6 +146,19 @@ def check_compatible(bundle: Bundle, cohort: Cohort) -> list[Problem]:
     return problems
 
 
+def compatible_cohort(bundle: Bundle, spec_path: str | Path) -> Cohort:
+    """The cohort at ``spec_path``, checked against what the model needs.
+
+    Raises:
+        SpecError: every column, id or spec problem that keeps the model from reading the cohort.
+    """
+    cohort = load_cohort(spec_path)
+    problems = check_compatible(bundle, cohort)
+    if problems:
+        raise SpecError(problems)
+    return cohort
+
+
 class PredictionDataset(Dataset):
     """Patients to predict: reads files (bad ones become missing with a reason) and hashes each row's input."""
 
@@ -443,10 +456,7 @@ def predict_cohort(
     out = Path(out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"{out}: the output must end in .parquet or .csv")
-    cohort = load_cohort(spec_path)
-    problems = check_compatible(bundle, cohort)
-    if problems:
-        raise SpecError(problems)
+    cohort = compatible_cohort(bundle, spec_path)
     positions = list(range(len(cohort.table)))
     if options.shard is not None:
         positions = [p for p in positions if p % options.shard[1] == options.shard[0]]

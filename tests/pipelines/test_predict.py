@@ -74,11 +74,12 @@ def test_training_patients_are_in_distribution(bundle, cohort_60, tmp_path):
     assert (frame["ood_score"] < 0.99).mean() > 0.7
 
 
-def test_predictions_identical_across_batch_sizes(bundle, cohort_60, tmp_path):
+def test_predictions_identical_across_batch_sizes_and_workers(bundle, cohort_60, tmp_path):
     outputs = []
-    for batch_size in (1, 7, 64):
+    for batch_size, workers in ((1, 0), (7, 2), (64, 0)):
         out = tmp_path / f"p{batch_size}.parquet"
-        predict_cohort(bundle, cohort_60, out, PredictOptions(batch_size=batch_size), progress=False)
+        options = PredictOptions(batch_size=batch_size, num_workers=workers)
+        predict_cohort(bundle, cohort_60, out, options, progress=False)
         outputs.append(read_predictions(out))
     for other in outputs[1:]:
         assert (outputs[0]["risk"] - other["risk"]).abs().max() < 1e-5

@@ -1,0 +1,1 @@
+"""The dashboard pages: each file is a Streamlit page script with ``main()``."""
