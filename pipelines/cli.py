@@ -327,8 +327,10 @@ def explain(
     ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Explain one patient's prediction: attributions per modality and per token, Shapley values of
-    the modalities, and the model's own weights next to them.
+    """Explain one patient's prediction: attributions, modality Shapley values, the model's weights.
+
+    Attributions per modality and per token (Integrated Gradients with their completeness error),
+    exact Shapley values of the present modalities, and the model's own weights next to them.
 
     Writes explanation.json and pictures into --out: contributions.png (Shapley values and modality
     weights), one picture per present modality (tabular bars, image saliency overlay, sensor plot
@@ -382,9 +384,12 @@ def evaluate(
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.", min=10)] = 1000,
     out: Annotated[Path | None, typer.Option(help="Write every figure as JSON here.")] = None,
 ) -> None:
-    """Metrics with bootstrap confidence intervals: overall, per subgroup of the spec and per
+    """Metrics with bootstrap intervals, calibration, decision curve and threshold of a labelled cohort.
+
+    AUROC and AUPRC with 95% bootstrap intervals overall, per subgroup of the spec and per
     missing-modality pattern; calibration before and after temperature scaling (ECE, Brier, slope,
-    intercept); decision curve; the threshold's confusion matrix."""
+    intercept); decision curve; the threshold's confusion matrix.
+    """
     from pipelines.evaluation import evaluate_predictions, format_interval
     from pipelines.loading import load_bundle
     from pipelines.predict import (

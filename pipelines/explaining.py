@@ -29,7 +29,13 @@ from torch import Tensor
 from data_schemas import PredictionRecord
 from encoders.tokens import EncoderBatch
 from explain.attribution import Attribution, integrated_gradients, layer_integrated_gradients
-from explain.faithfulness import Curves, deletion_insertion, rank_agreement
+from explain.faithfulness import (
+    Curves,
+    deletion_insertion,
+    infidelity_score,
+    rank_agreement,
+    sensitivity_score,
+)
 from explain.shapley import Coalition, exact_shapley
 from pipelines.cohort import Cohort
 from pipelines.dataset import Batch, PatientCollator, PatientSample
@@ -84,6 +90,9 @@ class ModalityExplanation:
         agreement: Spearman correlation of |token attribution| and feature weight over the
             observed tokens (NaN with fewer than 3).
         delta: IG completeness error; ``difference``: score(x) - score(baseline) it explains.
+        infidelity, sensitivity: Captum's infidelity and max-sensitivity of the IG attribution
+            (computed with ``faithfulness=True`` for the kinds attributed at their input: tabular,
+            sensor, image; NaN otherwise).
         extras: kind-specific arrays for pictures: ``read`` (what the reader returned: the image at
             its own resolution, the standardised sensor grid, the waveform, the note), ``input``
             (the attributed encoder input), ``observed`` (sensor), ``spectrum`` (audio log-mel),
@@ -101,6 +110,8 @@ class ModalityExplanation:
     delta: float
     difference: float
     extras: dict[str, Any] = field(default_factory=dict)
+    infidelity: float = math.nan
+    sensitivity: float = math.nan
 
     @property
     def relative_delta(self) -> float:
@@ -133,7 +144,12 @@ class PatientExplanation:
     faithfulness: Curves | None = None
 
     def to_dict(self, *, include_note_tokens: bool = True) -> dict[str, Any]:
-        """JSON-able summary (token-level, without the raw attribution tensors)."""
+        """JSON-able summary (token-level, without the raw attribution tensors).
+
+        Args:
+            include_note_tokens: keep the tokens and word pieces of notes (note text); leave them
+                out for anything that is not the patient's own explanation.
+        """
         return {
             "patient_id": self.prediction.patient_id,
             "row": self.prediction.row,
@@ -166,6 +182,8 @@ class PatientExplanation:
                     "relative_completeness_error": item.relative_delta,
                     "explained_difference": item.difference,
                     "weight_attribution_agreement": _nan_to_none(item.agreement),
+                    "infidelity": _nan_to_none(item.infidelity),
+                    "max_sensitivity": _nan_to_none(item.sensitivity),
                     "tokens": [
                         {"token": token, "attribution": float(a), "feature_weight": float(w)}
                         for token, a, w in zip(
@@ -177,6 +195,11 @@ class PatientExplanation:
                     ]
                     if include_note_tokens or item.kind != "text"
                     else [],
+                    **(
+                        {"words": [[w, a] for w, a in item.extras.get("words", [])]}
+                        if item.kind == "text" and include_note_tokens
+                        else {}
+                    ),
                 }
                 for name, item in self.modalities.items()
             },
@@ -376,6 +399,28 @@ def target_for(bundle: Bundle, name: str, item: EncoderBatch, n_tokens: int) -> 
     raise ValueError(f"modality {name!r}: no attribution method for kind {kind!r}")
 
 
+def robustness(
+    score: PatientScorer, batch: Batch, name: str, target: Target, item: ModalityExplanation, steps: int
+) -> tuple[float, float]:
+    """Captum's infidelity (noise 0.1 in the standardised or [0, 1] input units, 16 draws) and
+    max-sensitivity (radius 0.02, 4 draws, IG with at most 16 steps) of one modality's attribution."""
+    inputs = batch.inputs[name].tensors[target.key].float()
+
+    def forward(values: Tensor) -> Tensor:
+        return score.changed(name, target.key, values)
+
+    def explain(values: Tensor) -> Tensor:
+        return torch.stack(
+            [
+                integrated_gradients(forward, values[i : i + 1], target.baseline, steps=min(steps, 16)).values
+                for i in range(values.shape[0])
+            ]
+        ).to(values.device)
+
+    attribution = item.attribution[None].to(inputs.device)
+    return infidelity_score(forward, inputs, attribution), sensitivity_score(explain, inputs, samples=4)
+
+
 def _word_piece_attribution(
     bundle: Bundle,
     batch: Batch,
@@ -489,6 +534,9 @@ def explain_patient(
     curves = None
     if faithfulness:
         curves = token_curves(batch, explained, targets, score, steps=faithfulness_steps)
+        for name, item in explained.items():
+            if targets[name].layer is None and item.kind != "text":
+                item.infidelity, item.sensitivity = robustness(score, batch, name, targets[name], item, steps)
     with torch.no_grad():
         patient_score = float(score({})[0])
     return PatientExplanation(

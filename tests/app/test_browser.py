@@ -4,7 +4,6 @@ highlights, and screenshots every page (copied to docs/screenshots/ when DEEPWE_
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -50,21 +49,10 @@ def _free_port() -> int:
 
 
 def _command(model: Path, cohort: Path, predictions: Path, port: int) -> list[str]:
-    """``deepwe dashboard`` once the CLI has it, else the ``streamlit run`` command it runs."""
-    cli = importlib.util.find_spec("pipelines.cli")
-    if cli is not None and "def dashboard(" in Path(cli.origin).read_text(encoding="utf-8"):
-        return [
-            sys.executable, "-m", "pipelines.cli", "dashboard", str(model), str(cohort),
-            "--predictions", str(predictions), "--port", str(port), "--host", "127.0.0.1",
-        ]  # fmt: skip
-    script = Path(importlib.util.find_spec("app").origin).parent / "dashboard.py"
+    """``deepwe dashboard`` as a user runs it."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(script),
-        "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
-        "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
-        "--runner.magicEnabled", "false",
-        "--", "--model", str(model), "--cohort", str(cohort), "--predictions", str(predictions),
+        sys.executable, "-m", "pipelines.cli", "dashboard", str(model), str(cohort),
+        "--predictions", str(predictions), "--port", str(port), "--host", "127.0.0.1",
     ]  # fmt: skip
 
 
