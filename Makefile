@@ -8,7 +8,7 @@ DEMO_OUT ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint venv clean-venv schemas
+.PHONY: demo test lint venv clean-venv schemas bench bench-quick
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Benchmarks (issue 8): write benchmarks/results.json and benchmarks/RESULTS.md.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.suite
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.suite --quick
 
 schemas: $(STAMP)
 	$(BIN)/python -m data_schemas.export
