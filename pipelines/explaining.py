@@ -40,7 +40,7 @@ from explain.shapley import Coalition, exact_shapley
 from pipelines.cohort import Cohort
 from pipelines.dataset import Batch, PatientCollator, PatientSample
 from pipelines.loading import Bundle
-from pipelines.predict import PredictionDataset, PredictOptions, _predict_batch
+from pipelines.predict import PredictionDataset, PredictOptions, predict_batch
 
 AUDIO_BASELINE_SCALE = 1e-4
 """Near-silence for the audio baseline: exact zeros would mark every span silent, i.e. unobserved."""
@@ -248,7 +248,7 @@ def read_patient(
     dataset = PredictionDataset(bundle, cohort, records, table)
     sample, digest, outside = dataset[0]
     collate = PatientCollator(bundle.model.encoders)
-    prediction = _predict_batch(
+    prediction = predict_batch(
         bundle, collate, [sample], [digest], [outside], PredictOptions(), bundle.embedding_distance
     )[0]
     return sample, collate([sample]).to(bundle.device), prediction

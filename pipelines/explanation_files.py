@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -108,8 +107,6 @@ def _modality_files(folder: Path, name: str, item: ModalityExplanation, bundle: 
 
 
 def _json_default(value: object) -> object:
-    if isinstance(value, float) and math.isnan(value):
-        return None
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

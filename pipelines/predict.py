@@ -160,12 +160,20 @@ def compatible_cohort(bundle: Bundle, spec_path: str | Path) -> Cohort:
 
 
 class PredictionDataset(Dataset):
-    """Patients to predict: reads files (bad ones become missing with a reason) and hashes each row's input."""
+    """Patients to predict: reads files (bad ones become missing with a reason) and hashes each row's
+    input (``hash_inputs=False`` skips re-reading the files for the hash: the digest is then "")."""
 
     def __init__(
-        self, bundle: Bundle, cohort: Cohort, records: Sequence[PatientRecord], table: pd.DataFrame
+        self,
+        bundle: Bundle,
+        cohort: Cohort,
+        records: Sequence[PatientRecord],
+        table: pd.DataFrame,
+        *,
+        hash_inputs: bool = True,
     ) -> None:
         self.bundle, self.cohort, self.records = bundle, cohort, list(records)
+        self.hash_inputs = hash_inputs
         cleaned, self.cell_errors = _clean_numeric(bundle, table)
         self.rows = table.to_dict("records")
         self.inner = CohortDataset(
@@ -188,7 +196,8 @@ class PredictionDataset(Dataset):
             for name, state in self.bundle.preprocessing["tabular"].items()
             for variable in range_violations(state, self.rows[index])
         ]
-        return sample, input_sha256(self.cohort, self.records[index], self.rows[index]), outside
+        digest = input_sha256(self.cohort, self.records[index], self.rows[index]) if self.hash_inputs else ""
+        return sample, digest, outside
 
 
 def _clean_numeric(bundle: Bundle, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, dict[str, str]]]:
@@ -233,6 +242,26 @@ class _Collate:
         return samples, [item[1] for item in items], [item[2] for item in items]
 
 
+def prediction_loader(
+    bundle: Bundle,
+    cohort: Cohort,
+    positions: Sequence[int],
+    *,
+    batch_size: int,
+    num_workers: int = 0,
+    hash_inputs: bool = True,
+) -> tuple[DataLoader, PatientCollator]:
+    """Batches ``(samples, input sha256s, out-of-range variables)`` of the rows at 0-based
+    ``positions`` (the dataset is ``loader.dataset``), and the collator that makes a model
+    :class:`Batch` of samples."""
+    chosen = list(cohort.records(positions))
+    table = cohort.table.iloc[list(positions)].reset_index(drop=True)
+    dataset = PredictionDataset(bundle, cohort, chosen, table, hash_inputs=hash_inputs)
+    collate = _Collate(bundle.model.encoders)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+    return loader, collate.patients
+
+
 def iter_predictions(
     bundle: Bundle, cohort: Cohort, positions: Sequence[int], options: PredictOptions
 ) -> Iterator[PredictionRecord]:
@@ -240,16 +269,12 @@ def iter_predictions(
 
     This is the function the CLI, the dashboard and the tests all call.
     """
-    chosen = list(cohort.records(positions))
-    table = cohort.table.iloc[list(positions)].reset_index(drop=True)
-    dataset = PredictionDataset(bundle, cohort, chosen, table)
-    collate = _Collate(bundle.model.encoders)
-    loader = DataLoader(
-        dataset, batch_size=options.batch_size, collate_fn=collate, num_workers=options.num_workers
+    loader, collate = prediction_loader(
+        bundle, cohort, positions, batch_size=options.batch_size, num_workers=options.num_workers
     )
     distance = bundle.embedding_distance
     for samples, hashes, outside in loader:
-        yield from _predict_batch(bundle, collate.patients, samples, hashes, outside, options, distance)
+        yield from predict_batch(bundle, collate, samples, hashes, outside, options, distance)
 
 
 def _error_record(sample: PatientSample, digest: str, bundle: Bundle, reason: str) -> PredictionRecord:
@@ -265,7 +290,8 @@ def _error_record(sample: PatientSample, digest: str, bundle: Bundle, reason: st
 
 
 @torch.no_grad()
-def _predict_batch(bundle, collate, samples, hashes, outside, options, distance) -> list[PredictionRecord]:
+def predict_batch(bundle, collate, samples, hashes, outside, options, distance) -> list[PredictionRecord]:
+    """One prediction record per sample (error records for unusable rows), in order."""
     results: dict[int, PredictionRecord] = {}
     usable = []
     for i, sample in enumerate(samples):

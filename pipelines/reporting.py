@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from explain import figures
 from explain.faithfulness import precision_at_k, rank_agreement
@@ -36,10 +35,9 @@ from pipelines.explaining import PatientExplanation, explain_patient, reference_
 from pipelines.loading import Bundle
 from pipelines.metrics import auroc
 from pipelines.predict import (
-    PredictionDataset,
     PredictOptions,
-    _Collate,
     iter_predictions,
+    prediction_loader,
     record_to_row,
     token_modalities,
 )
@@ -96,18 +94,15 @@ def modality_effects(
     names = list(bundle.spec.modalities)
     base = reference_base_rate(bundle, target)
     hidden = set(token_modalities(bundle))  # word-piece names are note text
-    records = list(cohort.records(positions))
+    # The report does not need the inputs' sha256: skip re-reading every file for it.
+    loader, collate = prediction_loader(bundle, cohort, positions, batch_size=batch_size, hash_inputs=False)
     to_index = label_index(cohort.spec, bundle.classes)
-    labels = [to_index(record.outcome) for record in records]
-    table = cohort.table.iloc[list(positions)].reset_index(drop=True)
-    dataset = PredictionDataset(bundle, cohort, records, table)
-    collate = _Collate(model.encoders)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    labels = [to_index(record.outcome) for record in loader.dataset.records]
     parts: dict[str, list] = defaultdict(list)
     weight_sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
     with torch.no_grad():
         for samples, _, _ in loader:
-            batch = collate.patients(samples).to(bundle.device)
+            batch = collate(samples).to(bundle.device)
             values, masks, present = model.tokens(batch)
             output = model.core(values, masks, present)
             usable = output.modality_present  # (B, M)
@@ -243,19 +238,28 @@ def gather(
     faithful = explained + [
         explain_patient(bundle, cohort, pid, steps=steps, faithfulness=True) for pid in others
     ]
-    randomisation = randomisation_check(bundle, cohort, picked[0], steps=steps) if picked else None
+    randomisation = (
+        randomisation_check(
+            bundle, cohort, picked[0], steps=steps, trained=explained[0] if explained else None
+        )
+        if picked
+        else None
+    )
     return ReportInputs(
         bundle, cohort, predictions, evaluation, effects, positions, explained, faithful, randomisation
     )
 
 
-def randomisation_check(bundle: Bundle, cohort: Cohort, patient_id: str, *, steps: int) -> float:
+def randomisation_check(
+    bundle: Bundle, cohort: Cohort, patient_id: str, *, steps: int, trained: PatientExplanation | None = None
+) -> float:
     """Rank correlation of token attributions between the model and the same model with every
     trained weight tensor's entries randomly permuted (their scale kept, what was learnt destroyed;
     the model-randomisation test of Adebayo et al., NeurIPS 2018). Near 0 means the attributions
     depend on what the model learnt; near 1 that they mostly echo the input. The weights are put
-    back afterwards."""
-    trained = explain_patient(bundle, cohort, patient_id, steps=steps)
+    back afterwards. ``trained``: the patient's explanation by the trained model, when already made."""
+    if trained is None:
+        trained = explain_patient(bundle, cohort, patient_id, steps=steps)
     model = bundle.model
     original = {name: value.detach().clone() for name, value in model.state_dict().items()}
     generator = torch.Generator().manual_seed(0)
