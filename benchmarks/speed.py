@@ -49,6 +49,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.rows import result_row
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 BENCHMARK = "speed"
@@ -176,13 +178,6 @@ def prediction_time_shares(stats: pstats.Stats) -> dict[str, float]:
     return {name: value / total for name, value in seconds.items()}
 
 
-def summary(values: Sequence[float]) -> tuple[float, float | None, int]:
-    """(mean, sample sd or None for one value, n)."""
-    values = [float(v) for v in values]
-    sd = statistics.stdev(values) if len(values) > 1 else None
-    return statistics.fmean(values), sd, len(values)
-
-
 def row(
     method: str,
     metric: str,
@@ -191,18 +186,8 @@ def row(
     anchor: float | None = None,
     n: int | None = None,
 ) -> dict[str, Any]:
-    """A results row; a single number is one measurement (sd None, n 1 unless ``n`` says otherwise)."""
-    mean, sd, count = summary([values] if isinstance(values, int | float) else values)
-    n = count if n is None else n
-    return {
-        "benchmark": BENCHMARK,
-        "method": method,
-        "metric": metric,
-        "mean": mean,
-        "sd": sd,
-        "n": n,
-        "anchor": anchor,
-    }
+    """A results row of the speed table; a single number is one measurement."""
+    return result_row(BENCHMARK, method, metric, values, anchor=anchor, n=n)
 
 
 # --- stages, each in a fresh process ------------------------------------------------------------------
@@ -277,13 +262,11 @@ def _stage_train(args: dict[str, Any]) -> dict[str, Any]:
     config = train_config(args["epochs"], Path(args["text_cache"]))
     shutil.rmtree(args["text_cache"], ignore_errors=True)
     result = train(args["spec"], args["model"], config, device=args["device"], progress=False)
-    history = result.metrics.get("history", [])
     return {
         "seconds": result.seconds,
         "epochs_run": result.epochs_run,
         "best_epoch": result.metrics.get("best_epoch"),
-        # Per-epoch times when train() records them in its history; else None (the run is divided).
-        "epoch_seconds": [h["seconds"] for h in history if "seconds" in h] or None,
+        "epoch_seconds": list(result.epoch_seconds) or None,
         "test_auroc": result.metrics.get("test", {}).get("auroc"),
         "peak_gpu_mib": _gpu_peak(device),
     }

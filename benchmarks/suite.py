@@ -71,9 +71,9 @@ class Part:
 PARTS: tuple[Part, ...] = (
     Part("speed"),
     Part("invase"),
-    Part("quality_p12", planned=True),
+    Part("quality_p12"),
     Part("quality_synth", planned=True),
-    Part("faithfulness", planned=True),
+    Part("faithfulness"),
 )
 
 

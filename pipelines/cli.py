@@ -419,6 +419,7 @@ def evaluate(
             cohort,
             temperature=bundle.temperature,
             threshold=bundle.threshold,
+            logit_shift=bundle.logit_shift,
             split=None if split == "all" else split,
             n_boot=n_boot,
         )

@@ -33,6 +33,7 @@ from encoders.readers import (
     read_text,
 )
 from encoders.tokens import EncoderBatch
+from pipelines.decoded_files import remembered
 
 UNLABELLED = -1
 
@@ -113,11 +114,16 @@ def file_reader(
         stats: for a sensor modality, the per-channel ``mean`` and ``std`` fitted on training files.
     """
     if modality.kind == "text":
-        return lambda path: read_text(path).text
+        return lambda path: remembered("text", path, lambda p: read_text(p).text)
     if modality.kind == "image":
-        return read_image
+        return lambda path: remembered("image", path, read_image)
     if modality.kind == "audio":
-        return lambda path: read_audio(path, sample_rate=modality.sample_rate, duration_s=modality.duration_s)
+        how = ("audio", modality.sample_rate, modality.duration_s)
+        return lambda path: remembered(
+            how,
+            path,
+            lambda p: read_audio(p, sample_rate=modality.sample_rate, duration_s=modality.duration_s),
+        )
     if stats is None:
         raise ValueError("a sensor reader needs the training split's channel statistics")
 
@@ -126,6 +132,12 @@ def file_reader(
 
 def read_sensor_file(path: str, modality: SensorModality) -> SensorArray:
     """Read a sensor file onto the grid its modality's spec describes (raw units)."""
+    how = ("sensor", tuple(modality.channels or ()), modality.rate_hz, modality.time_column)
+    how += (modality.time_unit, modality.duration_s)
+    return remembered(how, path, lambda p: _read_sensor_grid(p, modality))
+
+
+def _read_sensor_grid(path: str, modality: SensorModality) -> SensorArray:
     return read_sensor(
         path,
         channels=modality.channels,

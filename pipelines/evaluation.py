@@ -235,18 +235,19 @@ def bootstrap_ci(
     return estimate, float(low), float(high)
 
 
-def uncalibrated_risk(risk: np.ndarray, temperature: float) -> np.ndarray:
-    """The positive risk before temperature scaling: ``sigmoid(T * logit(risk))``.
+def uncalibrated_risk(risk: np.ndarray, temperature: float, shift: float = 0.0) -> np.ndarray:
+    """The positive risk before calibration: ``sigmoid(T * logit(risk) - s)``.
 
-    For two classes ``softmax(z / T)[1] = sigmoid((z1 - z0) / T)``, so multiplying the calibrated
-    logit by T recovers the raw one. Risks are clipped to [1e-7, 1 - 1e-7] first. ``risk``: any shape.
+    For two classes ``softmax((z + s e_1) / T)[1] = sigmoid((z1 + s - z0) / T)``, so multiplying the
+    calibrated logit by T and taking the shift s off recovers the raw one. Risks are clipped to
+    [1e-7, 1 - 1e-7] first. ``risk``: any shape.
     """
-    return expit(temperature * clipped_logit(risk))
+    return expit(temperature * clipped_logit(risk) - shift)
 
 
-def calibrated_risk(raw: np.ndarray, temperature: float) -> np.ndarray:
-    """The inverse of :func:`uncalibrated_risk`: ``sigmoid(logit(raw) / T)``. ``raw``: any shape."""
-    return expit(clipped_logit(raw) / temperature)
+def calibrated_risk(raw: np.ndarray, temperature: float, shift: float = 0.0) -> np.ndarray:
+    """The inverse of :func:`uncalibrated_risk`: ``sigmoid((logit(raw) + s) / T)``. ``raw``: any shape."""
+    return expit((clipped_logit(raw) + shift) / temperature)
 
 
 def calibration(labels: np.ndarray, risk: np.ndarray, bins: int = CALIBRATION_BINS) -> Calibration:
@@ -474,6 +475,7 @@ def evaluate_predictions(
     *,
     temperature: float,
     threshold: float | None,
+    logit_shift: float = 0.0,
     split: str | None = "test",
     n_boot: int = 1000,
     seed: int = 0,
@@ -489,6 +491,7 @@ def evaluate_predictions(
         predictions: the table from :func:`pipelines.predict.read_predictions`.
         cohort: the cohort the predictions were made on (with its outcome column).
         temperature: the bundle's calibration temperature (``Bundle.temperature``).
+        logit_shift: the bundle's calibration shift of the positive logit (``Bundle.logit_shift``).
         threshold: the bundle's decision threshold (``Bundle.threshold``); None means 0.5.
         split: evaluate this split only (``test`` by default); None evaluates every labelled row. A
             split with no labelled rows falls back to every labelled row, with a note.
@@ -550,7 +553,7 @@ def evaluate_predictions(
         modality_patterns=group_metrics(PATTERN_GROUP, patterns, labels, risk, **boot),
         calibration={
             "after": calibration(labels, risk),
-            "before": calibration(labels, uncalibrated_risk(risk, temperature)),
+            "before": calibration(labels, uncalibrated_risk(risk, temperature, logit_shift)),
         },
         decision_curve=decision_curve(labels, risk),
         threshold=threshold_metrics(labels, risk, threshold),

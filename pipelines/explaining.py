@@ -13,6 +13,9 @@ patient's row exactly as batch prediction does, then, with the model in eval mod
   exactly 0); the empty coalition's value is the base rate of the reference cohort, because the model
   refuses to predict from nothing;
 - optionally, faithfulness: deletion/insertion curves over the tokens against random orders.
+
+``method="gradient_x_input"`` replaces Integrated Gradients by gradient x input on the same input,
+layer and baseline (the faithfulness benchmark compares the two).
 """
 
 from __future__ import annotations
@@ -27,8 +30,15 @@ import torch
 from torch import Tensor
 
 from data_schemas import PredictionRecord
+from deepwe_mm import DeepWeOutput
 from encoders.tokens import EncoderBatch
-from explain.attribution import Attribution, integrated_gradients, layer_integrated_gradients
+from explain.attribution import (
+    GRADIENT_X_INPUT,
+    INTEGRATED_GRADIENTS,
+    Attribution,
+    attribute,
+    integrated_gradients,
+)
 from explain.faithfulness import (
     Curves,
     deletion_insertion,
@@ -65,6 +75,15 @@ METHODS = {
     "Integrated Gradients at its word-embedding layer)",
     "audio": "Layer Integrated Gradients on the mel power spectrogram (frequency x frame)",
 }
+
+
+def method_text(kind: str, method: str = INTEGRATED_GRADIENTS) -> str:
+    """How a modality of ``kind`` is attributed by ``method`` (:data:`METHODS` names the IG path)."""
+    text = METHODS[kind]
+    if method == GRADIENT_X_INPUT:  # the same tensor, layer and baseline; only the method differs
+        text = text.replace("Layer Integrated Gradients", "layer gradient x input")
+        text = text.replace("Integrated Gradients", "Gradient x input")
+    return text
 
 
 class UnknownPatient(KeyError):
@@ -429,8 +448,9 @@ def _word_piece_attribution(
     score: PatientScorer,
     n_tokens: int,
     steps: int,
+    method: str = INTEGRATED_GRADIENTS,
 ) -> tuple[Attribution, Tensor, list[tuple[str, float]]]:
-    """Integrated Gradients on the note's word-piece embeddings, through the language model.
+    """Integrated Gradients (or ``method``) on the note's word-piece embeddings, through the language model.
 
     This is Layer Integrated Gradients at the model's word-embedding layer, written as IG on that
     layer's output: the baseline replaces every word piece by ``[PAD]`` (``[CLS]``/``[SEP]`` kept).
@@ -460,7 +480,7 @@ def _word_piece_attribution(
         pooled = encoder.pool_windows(values, tensors, n_tokens)
         return score.changed(name, "embeddings", pooled)
 
-    attribution = integrated_gradients(forward, inputs, baseline, steps=steps)
+    attribution = attribute(forward, inputs, baseline, method=method, steps=steps)
     per_position = attribution.values.sum(-1)  # (C, L)
     per_token = _token_sums(per_position, tensors["targets"][0].cpu(), n_tokens)
     listed = [
@@ -489,8 +509,12 @@ def explain_patient(
     steps: int = 32,
     faithfulness: bool = False,
     faithfulness_steps: int = 10,
+    method: str = INTEGRATED_GRADIENTS,
 ) -> PatientExplanation:
     """Attributions, Shapley values and weights for one patient (see the module docstring).
+
+    Args:
+        method: ``"integrated_gradients"`` or ``"gradient_x_input"`` (``steps`` is then unused).
 
     Raises:
         UnknownPatient: the id is not in the cohort.
@@ -508,28 +532,8 @@ def explain_patient(
 
     with torch.no_grad():
         output = model(batch)
-    present = [m for k, m in enumerate(output.modalities) if bool(output.modality_present[0, k])]
-    explained: dict[str, ModalityExplanation] = {}
-    targets: dict[str, Target] = {}
-    for name in present:
-        item = batch.inputs[name]
-        tokens = list(item.names[0])
-        weights = output.feature_weights[name][0].detach().float().cpu()
-        chosen = target_for(bundle, name, item, len(tokens))
-        targets[name] = chosen
-        explained[name] = _explain_modality(
-            bundle,
-            batch,
-            name,
-            chosen,
-            score,
-            tokens,
-            weights,
-            output.token_masks[name][0].cpu(),
-            steps,
-            note=sample.inputs[name],
-        )
-        explained[name].extras["read"] = sample.inputs[name]
+    explained, targets = explain_modalities(bundle, sample, batch, score, output, steps=steps, method=method)
+    present = list(explained)
     shapley, base, values = modality_shapley(score, present)
     curves = None
     if faithfulness:
@@ -554,6 +558,52 @@ def explain_patient(
     )
 
 
+def explain_modalities(
+    bundle: Bundle,
+    sample: PatientSample,
+    batch: Batch,
+    score: PatientScorer,
+    output: DeepWeOutput,
+    *,
+    steps: int = 32,
+    method: str = INTEGRATED_GRADIENTS,
+) -> tuple[dict[str, ModalityExplanation], dict[str, Target]]:
+    """The attribution of every present modality of one patient (the model in eval mode).
+
+    Args:
+        sample, batch: the patient as :func:`read_patient` returns them.
+        score: the patient's scorer; ``output``: the model's output for ``batch``.
+        steps: Integrated Gradients steps; method: ``"integrated_gradients"`` or ``"gradient_x_input"``.
+
+    Returns:
+        (present modality -> its explanation, present modality -> what was attributed), in the
+        model's modality order.
+    """
+    present = [m for k, m in enumerate(output.modalities) if bool(output.modality_present[0, k])]
+    explained: dict[str, ModalityExplanation] = {}
+    targets: dict[str, Target] = {}
+    for name in present:
+        item = batch.inputs[name]
+        tokens = list(item.names[0])
+        weights = output.feature_weights[name][0].detach().float().cpu()
+        targets[name] = target_for(bundle, name, item, len(tokens))
+        explained[name] = _explain_modality(
+            bundle,
+            batch,
+            name,
+            targets[name],
+            score,
+            tokens,
+            weights,
+            output.token_masks[name][0].cpu(),
+            steps,
+            note=sample.inputs[name],
+            method=method,
+        )
+        explained[name].extras["read"] = sample.inputs[name]
+    return explained, targets
+
+
 def _explain_modality(
     bundle: Bundle,
     batch: Batch,
@@ -565,25 +615,23 @@ def _explain_modality(
     observed: Tensor,
     steps: int,
     note: str | None = None,
+    method: str = INTEGRATED_GRADIENTS,
 ) -> ModalityExplanation:
     kind = bundle.model.encoders[name].kind
     inputs = batch.inputs[name].tensors[target.key]
     extras: dict[str, Any] = {"input": inputs[0].detach().float().cpu()}
     if kind == "text":
         attribution, per_token, extras["words"] = _word_piece_attribution(
-            bundle, batch, name, note, score, len(tokens), steps
+            bundle, batch, name, note, score, len(tokens), steps, method
         )
     else:
 
         def forward(values: Tensor) -> Tensor:
             return score.changed(name, target.key, values)
 
-        if target.layer is None:
-            attribution = integrated_gradients(forward, inputs, target.baseline, steps=steps)
-        else:
-            attribution = layer_integrated_gradients(
-                forward, target.layer, inputs, target.baseline, steps=steps
-            )
+        attribution = attribute(
+            forward, inputs, target.baseline, method=method, steps=steps, layer=target.layer
+        )
         per_token = _token_sums(attribution.values, target.attribution_tokens, len(tokens))
     if kind == "tabular":
         extras["categorical"] = _categorical_occlusion(batch, name, score)
@@ -602,7 +650,7 @@ def _explain_modality(
     agreement = rank_agreement(per_token.abs()[attributed], weights[attributed])
     return ModalityExplanation(
         kind=kind,
-        method=METHODS[kind],
+        method=method_text(kind, method),
         baseline=BASELINES[kind],
         attribution=attribution.values,
         tokens=tokens,

@@ -54,6 +54,12 @@ class Bundle:
     def temperature(self) -> float:
         return float(self.contents.calibration["temperature"])
 
+    @property
+    def logit_shift(self) -> float:
+        """The positive-logit shift of the calibration, already folded into the weights (0 for
+        bundles calibrated by temperature alone)."""
+        return float(self.contents.calibration.get("logit_shift", 0.0))
+
     @cached_property
     def embedding_distance(self) -> EmbeddingDistance:
         """The out-of-distribution scorer over this bundle's reference cohort (built on first use)."""

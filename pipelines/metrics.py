@@ -85,6 +85,46 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200
     return temperature if math.isfinite(temperature) and 0.05 < temperature < 20 else 1.0
 
 
+def fit_temperature_and_shift(
+    logits: torch.Tensor, labels: torch.Tensor, steps: int = 200
+) -> tuple[float, float]:
+    """Binary calibration: T and a shift s of the positive logit minimising the NLL of
+    ``softmax((logits + s e_1) / T)`` — Platt scaling (Platt, 1999) in logit form.
+
+    Temperature alone keeps the intercept, and class-weighted training moves it: weighting the
+    rare class by w_1/w_0 shifts the learnt log-odds by about log(w_1/w_0) (the logit-adjustment
+    view of Menon et al., ICLR 2021), so risks come out too high at every temperature. The fit is
+    ``sigmoid(a * (z1 - z0) + b)`` with the slope a = 1/T kept in [1/20, 20], so that a model whose
+    logits carry no signal gets the largest temperature and an intercept at the base rate, instead
+    of a failed fit.
+
+    Args:
+        logits: (N, 2) validation logits; labels: (N,) 0/1.
+
+    Returns:
+        (T, s) with T in [0.05, 20].
+    """
+    gap = (logits[:, 1] - logits[:, 0]).detach().double()
+    target = labels.detach().double()
+    low, high = 1 / 20, 20.0
+    u = torch.tensor([math.log((1 - low) / (high - 1))], dtype=torch.float64, requires_grad=True)  # a = 1
+    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([u, b], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def slope() -> torch.Tensor:
+        return low + (high - low) * torch.sigmoid(u)
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(slope() * gap + b, target)
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    a, intercept = float(slope().detach()), float(b.detach())
+    return 1 / a, intercept / a
+
+
 @dataclass(frozen=True)
 class Threshold:
     """A decision threshold on the calibrated risk and how it was chosen."""

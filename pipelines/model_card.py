@@ -52,7 +52,9 @@ def render_model_card(
             lines.append(f"| {split} | " + " | ".join(_fmt(metrics[split][k]) for k in keys) + " |")
     lines += [
         "",
-        f"Calibration: temperature {calibration['temperature']:.3f} fitted on the validation split.",
+        f"Calibration: temperature {calibration['temperature']:.3f} and positive-logit shift "
+        f"{calibration.get('logit_shift', 0.0):+.3f} fitted on the validation split "
+        "(the shift is folded into the output layer's bias).",
     ]
     if "threshold" in calibration:
         t = calibration["threshold"]

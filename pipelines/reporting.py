@@ -207,6 +207,7 @@ def gather(
         cohort,
         temperature=bundle.temperature,
         threshold=bundle.threshold,
+        logit_shift=bundle.logit_shift,
         split=split,
         n_boot=n_boot,
     )
@@ -317,7 +318,9 @@ def intended_use(inputs: ReportInputs) -> Section:
             ],
             ["model bundle sha256", bundle.sha256],
             ["code version at training", manifest.code_version],
+            ["calibration", bundle.contents.calibration.get("method", "–")],
             ["temperature", bundle.temperature],
+            ["positive-logit shift (in the weights)", bundle.logit_shift],
             ["decision threshold", bundle.threshold],
             ["threshold rule", (bundle.contents.calibration.get("threshold") or {}).get("rule", "–")],
         ],

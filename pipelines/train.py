@@ -40,7 +40,13 @@ from encoders._registry import create_encoder
 from pipelines.bundle import training_fingerprint, write_bundle
 from pipelines.checkpoint import LoopState, load_checkpoint, save_checkpoint
 from pipelines.dataset import Batch, PatientCollator
-from pipelines.metrics import binary_metrics, choose_threshold, fit_temperature, multiclass_auroc
+from pipelines.metrics import (
+    binary_metrics,
+    choose_threshold,
+    fit_temperature,
+    fit_temperature_and_shift,
+    multiclass_auroc,
+)
 from pipelines.model import MultimodalModel, encoder_settings, fusion_settings, text_model_identity
 from pipelines.model_card import render_model_card
 from pipelines.prepare import PreparedCohort, prepare_cohort, validated_cohort
@@ -52,10 +58,23 @@ CHECKPOINTS = ".checkpoints"
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What :func:`train` wrote and measured.
+
+    Attributes:
+        bundle: the model bundle's folder.
+        metrics: what the bundle's metrics.json holds (splits, history, calibration).
+        seconds: wall-clock seconds of the whole call (reading, training, calibration, writing).
+        epochs_run: epochs trained in all, counting those before a resume.
+        epoch_seconds: wall-clock seconds of each epoch trained in this call (training pass and
+            validation), kept apart from ``metrics`` so that a resumed run's history stays identical
+            to an uninterrupted one's.
+    """
+
     bundle: Path
     metrics: dict[str, Any]
     seconds: float
     epochs_run: int
+    epoch_seconds: tuple[float, ...] = ()
 
 
 def pick_device(device: str) -> torch.device:
@@ -213,7 +232,9 @@ def train(
     if dist.is_initialized():
         trained = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     val_loader = _loader(val_set, collate, config, torch_device, shuffle=False)
+    epoch_seconds: list[float] = []
     while loop.epoch < config.epochs and loop.epochs_without_improvement < config.patience:
+        epoch_started = time.perf_counter()
         loader = _loader(train_set, collate, config, torch_device, shuffle=True, epoch=loop.epoch)
         train_loss = _train_epoch(
             trained, loss_fn, loader, optimizer, scheduler, config, torch_device, loop, progress and rank == 0
@@ -232,6 +253,7 @@ def train(
         else:
             loop.epochs_without_improvement += 1
         loop.history.append({"epoch": loop.epoch + 1, "train_loss": train_loss, "val_auroc": val["auroc"]})
+        epoch_seconds.append(time.perf_counter() - epoch_started)
         if rank == 0 and progress:
             tqdm.write(
                 f"epoch {loop.epoch + 1}: train loss {train_loss:.4f}, val AUROC {val['auroc']:.4f}"
@@ -267,7 +289,7 @@ def train(
             model_card=render_model_card(cohort.spec, prepared, metrics, calibration, config),
         )
         shutil.rmtree(checkpoints, ignore_errors=True)
-    return TrainResult(out, metrics, time.perf_counter() - started, loop.epoch)
+    return TrainResult(out, metrics, time.perf_counter() - started, loop.epoch, tuple(epoch_seconds))
 
 
 def _build(
@@ -336,17 +358,29 @@ def _calibrate_and_test(model, prepared, collate, config, device, loop: LoopStat
     val_logits, val_labels = collect_logits(
         model, _loader(prepared.dataset("val"), collate, config, device, shuffle=False), device
     )
-    temperature = fit_temperature(val_logits, val_labels)
+    uncalibrated = score(val_logits, val_labels)
+    if len(prepared.classes) == 2 and val_labels.unique().numel() == 2:
+        temperature, shift = fit_temperature_and_shift(val_logits, val_labels)
+        _shift_positive_logit(model, shift)
+        val_logits = val_logits + torch.tensor([0.0, shift])
+        method = (
+            "temperature and a positive-logit shift (Platt scaling) fitted on the validation split; "
+            "the shift is folded into the output layer's bias"
+        )
+    else:
+        temperature, shift = fit_temperature(val_logits, val_labels), 0.0
+        method = "temperature scaling on the validation split (Guo et al. 2017)"
     calibration: dict[str, Any] = {
         "temperature": temperature,
-        "method": "temperature scaling on the validation split (Guo et al. 2017)",
+        "logit_shift": shift,
+        "method": method,
         "classes": prepared.classes,
     }
     metrics: dict[str, Any] = {
         "best_epoch": loop.best_epoch + 1,
         "epochs_run": loop.epoch,
         "history": loop.history,
-        "val_uncalibrated": score(val_logits, val_labels),
+        "val_uncalibrated": uncalibrated,
         "val": score(val_logits, val_labels, temperature),
         "split_sizes": {s: int((prepared.splits == s).sum()) for s in ("train", "val", "test")},
     }
@@ -365,6 +399,14 @@ def _calibrate_and_test(model, prepared, collate, config, device, loop: LoopStat
         )
         metrics["test"] = score(test_logits, test_labels, temperature)
     return metrics, calibration
+
+
+@torch.no_grad()
+def _shift_positive_logit(model: MultimodalModel, shift: float) -> None:
+    """Add ``shift`` to the bias of the positive class in the output layer (so the saved weights
+    give the shifted logits everywhere: prediction, explanations, the dashboard)."""
+    output = model.core.head[-1]
+    output.bias[1] += shift
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ def _evaluation(
             _current.cohort,
             temperature=_current.bundle.temperature,
             threshold=_current.bundle.threshold,
+            logit_shift=_current.bundle.logit_shift,
             split=split,
             n_boot=BOOTSTRAP,
             classes=_current.bundle.classes,

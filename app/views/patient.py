@@ -80,7 +80,8 @@ def risk_panel(current: Served, prediction: PredictionRecord) -> None:
         f"{' (the positive class)' if above else ''}."
     )
     right.caption(
-        f"Calibrated by temperature scaling (T = {bundle.temperature:.3g}) on the validation split, so that "
+        f"Calibrated on the validation split (temperature T = {bundle.temperature:.3g}, positive-logit "
+        f"shift {bundle.logit_shift:+.3g}), so that "
         f"a risk of {prediction.risk:.0%} is meant to read as about {round(100 * prediction.risk)} in 100 "
         "similar patients having the outcome (the Model audit page shows how well that holds). Decision "
         "support only; it does not replace clinical judgement."

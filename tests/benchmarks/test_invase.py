@@ -11,6 +11,7 @@ import pytest
 from benchmarks.invase import (
     DATASETS,
     FEATURES,
+    RANDOM_TOP_K,
     TEST_AUROC,
     WEIGHTS,
     generate,
@@ -117,8 +118,8 @@ def test_written_cohort_validates_with_one_tabular_modality(tmp_path):
 
 def test_summary_rows_take_mean_and_sample_sd_over_seeds():
     runs = [
-        {WEIGHTS: {"tpr": 0.5, "fdr": 0.2}, "deepwe": {TEST_AUROC: 0.7}},
-        {WEIGHTS: {"tpr": 0.7, "fdr": 0.4}, "deepwe": {TEST_AUROC: 0.9}},
+        {WEIGHTS: {"tpr": 0.5, "fdr": 0.2}, "deepwe": {TEST_AUROC: 0.7}, RANDOM_TOP_K: {"tpr": 0.3}},
+        {WEIGHTS: {"tpr": 0.7, "fdr": 0.4}, "deepwe": {TEST_AUROC: 0.9}, RANDOM_TOP_K: {"tpr": 0.4}},
     ]
     rows = summary_rows({"syn2": runs})
     tpr = next(r for r in rows if r["metric"] == "tpr")
@@ -129,8 +130,10 @@ def test_summary_rows_take_mean_and_sample_sd_over_seeds():
         "mean": 0.6,
         "sd": round(float(np.std([0.5, 0.7], ddof=1)), 4),  # rows keep 4 decimals
         "n": 2,
-        "anchor": None,
+        "anchor": 0.35,  # the random top-k selection of the same seeds
     }
+    assert next(r for r in rows if r["metric"] == "fdr")["anchor"] is None  # no random fdr measured
+    assert next(r for r in rows if r["method"] == RANDOM_TOP_K)["anchor"] is None
     table = markdown_table(rows)
     assert "| syn2 | 0.800 ± 0.141 | - | - | 0.60 ± 0.14 / 0.30 ± 0.14 |" in table
     assert summary_rows({"syn1": runs[:1]})[0]["sd"] is None

@@ -9,7 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from explain.attribution import integrated_gradients, layer_integrated_gradients
+from explain.attribution import (
+    attribute,
+    gradient_x_input,
+    integrated_gradients,
+    layer_integrated_gradients,
+)
 from explain.faithfulness import (
     deletion_insertion,
     infidelity_score,
@@ -61,6 +66,50 @@ def test_layer_integrated_gradients_attributes_the_layer_output():
 def test_integrated_gradients_explains_one_patient_at_a_time():
     with pytest.raises(ValueError, match="one patient"):
         integrated_gradients(Smooth(), torch.randn(2, 7), torch.zeros(2, 7))
+
+
+def test_gradient_x_input_of_a_quadratic_is_its_analytic_value():
+    a, b = torch.tensor([1.0, -2.0, 0.5, 3.0]), torch.tensor([0.3, 1.0, -1.0, 0.0])
+    x, x0 = torch.tensor([[0.7, -1.2, 2.0, 0.4]]), torch.tensor([[0.1, 0.5, -0.3, 0.2]])
+
+    def f(v: torch.Tensor) -> torch.Tensor:
+        return (a * v**2).sum(-1) + v @ b
+
+    result = gradient_x_input(f, x, x0)
+    expected = (2 * a * x[0] + b) * (x[0] - x0[0])
+    assert torch.allclose(result.values, expected, atol=1e-6)
+    assert result.method == "gradient_x_input" and result.steps == 1
+    assert result.difference == pytest.approx(float(f(x)[0] - f(x0)[0]), abs=1e-6)
+    # Not complete for a quadratic: the gap is sum(a * (x - x0)^2), which the result reports.
+    assert result.delta == pytest.approx(float((a * (x[0] - x0[0]) ** 2).sum()), abs=1e-5)
+
+
+def test_layer_gradient_x_input_is_the_gradient_at_the_layer_times_its_activation_change():
+    model = Smooth().eval()
+
+    def f(v: torch.Tensor) -> torch.Tensor:  # score = |first(v)|^2: d score / d h = 2 h
+        return (model.first(v) ** 2).sum(-1)
+
+    x, x0 = torch.randn(1, 7), torch.randn(1, 7)
+    result = gradient_x_input(f, x, x0, layer=model.first)
+    with torch.no_grad():
+        h, h0 = model.first(x)[0], model.first(x0)[0]
+    assert result.values.shape == (5,)
+    assert torch.allclose(result.values, 2 * h * (h - h0), atol=1e-5)
+    assert result.method == "layer_gradient_x_input"
+    assert not any(p.grad is not None for p in model.parameters())  # nothing accumulated
+
+
+def test_attribute_runs_either_method_on_the_same_baseline():
+    weights = torch.tensor([2.0, -1.0, 0.5])
+    x, x0 = torch.tensor([[1.0, 3.0, -2.0]]), torch.tensor([[0.5, 0.0, 1.0]])
+    ig = attribute(lambda v: v @ weights, x, x0, steps=8)
+    gxi = attribute(lambda v: v @ weights, x, x0, method="gradient_x_input")
+    assert ig.method == "integrated_gradients"
+    assert torch.allclose(ig.values, gxi.values, atol=1e-5)  # equal for a linear score
+    assert gxi.difference == pytest.approx(ig.difference)
+    with pytest.raises(ValueError, match="unknown attribution method 'occlusion'"):
+        attribute(lambda v: v @ weights, x, x0, method="occlusion")
 
 
 def test_exact_shapley_of_an_additive_game_is_each_players_own_value():

@@ -32,6 +32,8 @@ from pipelines.metrics import (
     average_precision,
     calibration_slope_intercept,
     expected_calibration_error,
+    fit_temperature,
+    fit_temperature_and_shift,
     multiclass_auroc,
     net_benefit,
     rank_auroc,
@@ -100,6 +102,11 @@ def test_uncalibrated_risk_recovers_the_raw_softmax():
     np.testing.assert_allclose(uncalibrated_risk(risk, 1.0), risk, atol=1e-12)
     np.testing.assert_allclose(calibrated_risk(uncalibrated_risk(risk, 1.7), 1.7), risk, atol=1e-12)
     assert np.isfinite(uncalibrated_risk(np.array([0.0, 1.0]), 3.0)).all()  # clipped before the logit
+    for shift in (-1.3, 0.8):  # a shift of the positive logit, folded into the weights by training
+        calibrated = torch.softmax((logits + torch.tensor([0.0, shift])) / 1.7, dim=1)[:, 1].numpy()
+        raw = torch.softmax(logits, dim=1)[:, 1].numpy()
+        np.testing.assert_allclose(uncalibrated_risk(calibrated, 1.7, shift), raw, atol=1e-6)
+        np.testing.assert_allclose(calibrated_risk(raw, 1.7, shift), calibrated, atol=1e-6)
 
 
 def test_calibration_slope_and_intercept_find_known_miscalibration():
@@ -295,3 +302,21 @@ def test_evaluate_names_missing_prediction_columns(predicted):
         evaluate_predictions(
             predictions.drop(columns="modality_present"), cohort, temperature=1.0, threshold=0.5
         )
+
+
+def test_temperature_and_shift_recover_a_known_miscalibration():
+    # True log-odds z; the model reports 2z + 1.5 (overconfident and shifted, as class weighting does).
+    generator = torch.Generator().manual_seed(3)
+    z = torch.randn(4000, generator=generator, dtype=torch.float64) * 1.5
+    labels = torch.bernoulli(torch.sigmoid(z), generator=generator).long()
+    logits = torch.stack([torch.zeros_like(z), 2 * z + 1.5], dim=1)
+    temperature, shift = fit_temperature_and_shift(logits, labels)
+    assert temperature == pytest.approx(2.0, rel=0.1)
+    assert shift == pytest.approx(-1.5, abs=0.2)
+    raw = torch.softmax(logits, dim=1)[:, 1].numpy()
+    fixed = calibrated_risk(raw, temperature, shift)
+    assert expected_calibration_error(labels.numpy(), fixed) < 0.03
+    assert (
+        expected_calibration_error(labels.numpy(), calibrated_risk(raw, fit_temperature(logits, labels)))
+        > 0.08
+    )

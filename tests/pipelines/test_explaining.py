@@ -69,6 +69,26 @@ def test_integrated_gradients_completeness_error_is_small(loaded, cohort_60):
         assert "[CLS]" not in [w for w, _ in text.extras["words"]]
 
 
+def test_gradient_x_input_attributes_the_same_score_difference_as_integrated_gradients(loaded, cohort_60):
+    bundle, cohort = loaded
+    patient = _truth(cohort_60)["patients"][3]["patient_id"]
+    ig = explain_patient(bundle, cohort, patient, steps=8)
+    gxi = explain_patient(bundle, cohort, patient, method="gradient_x_input")
+    assert gxi.modalities.keys() == ig.modalities.keys() and gxi.modalities
+    assert gxi.shapley == pytest.approx(ig.shapley)
+    for name, item in gxi.modalities.items():
+        other = ig.modalities[name]
+        # Same tensor, layer and baseline: the explained score difference is the same number.
+        assert item.difference == pytest.approx(other.difference, abs=1e-5), name
+        assert item.attribution.shape == other.attribution.shape
+        assert item.token_attribution.shape == (len(item.tokens),)
+        assert "Integrated Gradients" not in item.method and "radient x input" in item.method
+    assert any(
+        not torch.allclose(item.attribution, ig.modalities[name].attribution, atol=1e-6)
+        for name, item in gxi.modalities.items()
+    )
+
+
 def test_deletion_by_integrated_gradients_beats_random_order(loaded, cohort_60):
     bundle, cohort = loaded
     deletion, random_deletion = [], []

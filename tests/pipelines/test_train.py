@@ -193,6 +193,8 @@ def test_strong_signal_reaches_validation_auroc_above_0_8(tmp_path):
         tmp_path / "cohort" / "cohort.yaml", tmp_path / "model", config, device="cpu", progress=False
     )
     assert result.metrics["val"]["auroc"] > 0.8, result.metrics["history"]
+    assert len(result.epoch_seconds) == result.epochs_run == len(result.metrics["history"])
+    assert 0 < sum(result.epoch_seconds) < result.seconds
 
 
 def _deepwe(*args: str) -> list[str]:

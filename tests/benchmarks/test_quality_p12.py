@@ -1,0 +1,87 @@
+"""PhysioNet 2012 CV part: rows, anchors, the verdict and the ablation configs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.deepwe_vs_baselines import GB
+from benchmarks.quality_p12 import (
+    ABLATION_NAMES,
+    DEEPWE,
+    Settings,
+    imported_cohort,
+    main,
+    summary_rows,
+    verdict,
+)
+from benchmarks.suite import validate_row
+from deepwe_mm.config import ABLATIONS
+
+
+def _fold(deepwe: float, gb: float, ablation: float) -> dict[str, dict[str, float]]:
+    metrics = {"auprc": 0.3, "brier": 0.1, "ece": 0.05, "train_seconds": 2.0}
+    return {
+        GB: metrics | {"auroc": gb},
+        DEEPWE: metrics | {"auroc": deepwe},
+        ABLATION_NAMES["no_graph"]: metrics | {"auroc": ablation},
+    }
+
+
+def test_rows_average_the_folds_and_anchor_deepwe_on_gb_and_ablations_on_deepwe():
+    rows = summary_rows([_fold(0.80, 0.84, 0.78), _fold(0.82, 0.86, 0.76), _fold(0.78, 0.85, 0.80)], folds=3)
+    for row in rows:
+        validate_row(row)
+    by = {(r["method"], r["metric"]): r for r in rows}
+    deepwe = by[(DEEPWE, "test AUROC")]
+    assert deepwe["benchmark"] == "PhysioNet 2012 in-hospital death, 3-fold CV"
+    assert deepwe["mean"] == pytest.approx(0.80)
+    assert deepwe["sd"] == pytest.approx(np.std([0.80, 0.82, 0.78], ddof=1))
+    assert deepwe["n"] == 3
+    assert deepwe["anchor"] == pytest.approx(0.85)  # gradient boosting, same folds
+    assert by[(ABLATION_NAMES["no_graph"], "test AUROC")]["anchor"] == pytest.approx(0.80)
+    assert by[(GB, "test AUROC")]["anchor"] is None
+    assert by[(DEEPWE, "training seconds (2 cores)")]["anchor"] is None
+    difference = by[(f"{DEEPWE} - {GB}", "test AUROC difference, same fold")]
+    assert difference["mean"] == pytest.approx(-0.05)
+    assert difference["anchor"] == 0.0
+
+
+def test_the_verdict_says_plainly_whether_deepwe_beats_gradient_boosting():
+    loses = summary_rows([_fold(0.80, 0.84, 0.8), _fold(0.81, 0.86, 0.8), _fold(0.79, 0.85, 0.8)], folds=3)
+    assert verdict(loses).startswith("DeepWe loses to gradient boosting")
+    beats = summary_rows([_fold(0.90, 0.84, 0.8), _fold(0.91, 0.86, 0.8), _fold(0.89, 0.85, 0.8)], folds=3)
+    assert verdict(beats).startswith("DeepWe beats gradient boosting")
+    tied = summary_rows([_fold(0.90, 0.84, 0.8), _fold(0.80, 0.86, 0.8), _fold(0.85, 0.85, 0.8)], folds=3)
+    assert "is within one sd of" in verdict(tied)
+
+
+def test_a_fold_where_a_metric_is_undefined_is_left_out_of_its_mean():
+    folds = [_fold(0.8, 0.8, 0.8), _fold(0.7, 0.8, 0.8)]
+    folds[1][DEEPWE]["auprc"] = math.nan
+    row = next(
+        r for r in summary_rows(folds, folds=2) if r["method"] == DEEPWE and r["metric"] == "test AUPRC"
+    )
+    assert row["n"] == 1 and row["sd"] is None
+
+
+def test_each_ablation_turns_exactly_its_switch_off_and_keeps_the_rest():
+    settings = Settings()
+    full = settings.train_config(Path("cache"))
+    assert set(ABLATION_NAMES) == set(ABLATIONS)
+    for name, switch in ABLATIONS.items():
+        config = settings.train_config(Path("cache"), name)
+        assert config.fusion == full.fusion | switch
+        assert (config.encoders, config.token_dim, config.seed) == (full.encoders, full.token_dim, full.seed)
+    quick = Settings.quick().train_config(Path("cache"))
+    assert quick.encoders["sensor"]["hidden"] == 32 and quick.fusion["hidden_dim"] == 32
+
+
+def test_absent_data_and_unknown_ablations_are_refused_with_exit_2(tmp_path: Path, capsys):
+    with pytest.raises(FileNotFoundError, match="physionet2012"):
+        imported_cohort(tmp_path, tmp_path / "work", None, 0)
+    assert main(["--ablations", "no_gates", "--work", str(tmp_path)]) == 2
+    assert "no_feature_gates" in capsys.readouterr().err
