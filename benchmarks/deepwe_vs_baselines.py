@@ -337,6 +337,25 @@ def _metrics(values: Mapping[str, Any]) -> dict[str, float]:
 # --- Part p12 ------------------------------------------------------------------------------------
 
 
+def p12_cohort(data: Path, work: Path, limit: int | None = None, seed: int = 0) -> tuple[Path, pd.DataFrame]:
+    """Set A as a cohort, imported once into ``work/imports`` (reused after), and its table, cut to
+    a stratified, seeded subset of ``limit`` stays when given.
+
+    Raises:
+        FileNotFoundError: the PhysioNet 2012 folder is not under ``data``.
+    """
+    source = data / "physionet2012"
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: the PhysioNet 2012 data is not there (see ../shared/data)")
+    spec_path = work / "imports" / "physionet2012" / "cohort.yaml"
+    if not spec_path.is_file():
+        spec_path = import_dataset("physionet2012", source, spec_path.parent).spec_path
+    table = pd.read_csv(spec_path.parent / "cohort.csv", dtype=str, keep_default_na=False)
+    if limit is not None:
+        table = subset(table, P12_OUTCOME, limit, seed=seed).reset_index(drop=True)
+    return spec_path, table
+
+
 def run_p12(settings: Settings, work: Path, data: Path) -> tuple[list[Measurement], dict[str, Any]]:
     """DeepWe, gradient boosting, logistic regression and SAPS-I on the same splits of set A.
 
@@ -344,22 +363,16 @@ def run_p12(settings: Settings, work: Path, data: Path) -> tuple[list[Measuremen
         The measurements and the part's facts (feature extraction time, paired AUROC differences).
 
     Raises:
-        ValueError: the PhysioNet 2012 folder is absent under ``data``.
+        FileNotFoundError: the PhysioNet 2012 folder is absent under ``data``.
     """
-    source = data / "physionet2012"
-    if not source.is_dir():
-        raise ValueError(f"{source}: the PhysioNet 2012 data is not there (see ../shared/data)")
-    imported = import_dataset("physionet2012", source, work / "imports" / "physionet2012")
-    table = pd.read_csv(imported.spec_path.parent / "cohort.csv", dtype=str, keep_default_na=False)
-    if settings.p12_limit is not None:
-        table = subset(table, P12_OUTCOME, settings.p12_limit, seed=0).reset_index(drop=True)
+    spec_path, table = p12_cohort(data, work, settings.p12_limit)
     labels = table[P12_OUTCOME].astype(int).to_numpy()
     facts: dict[str, Any] = {"patients": len(table), "deaths": int(labels.sum()), "paired": []}
     features: SummaryFeatures | None = None
     measurements: list[Measurement] = []
     for seed in range(settings.seeds):
         split = holdout_split(table[P12_OUTCOME].tolist(), seed)
-        spec = write_split_cohort(imported.spec_path, table, split, work / "cohorts" / "p12" / f"seed-{seed}")
+        spec = write_split_cohort(spec_path, table, split, work / "cohorts" / "p12" / f"seed-{seed}")
         if features is None:  # per-patient summaries: the same for every split
             started = time.perf_counter()
             features = cohort_features(load_cohort(spec))
@@ -797,7 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 found, facts[name] = run_part()
                 facts[name]["minutes"] = round((time.perf_counter() - part_started) / 60, 1)
                 measurements += found
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     facts["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

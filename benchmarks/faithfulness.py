@@ -49,12 +49,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from benchmarks import deepwe_vs_baselines as issue4
 from benchmarks.rows import result_row
-from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, subset, write_split_cohort
+from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, write_split_cohort
 from explain.attribution import GRADIENT_X_INPUT, INTEGRATED_GRADIENTS
 from explain.faithfulness import Curves
 from pipelines.cohort import Cohort, load_cohort
@@ -66,7 +65,6 @@ from pipelines.explaining import (
     read_patient,
     token_curves,
 )
-from pipelines.importers import import_dataset
 from pipelines.loading import Bundle, load_bundle
 from pipelines.train_config import TrainConfig
 
@@ -208,15 +206,12 @@ def synthetic_dataset(settings: Settings, work: Path) -> Dataset:
 
 def p12_dataset(settings: Settings, work: Path, data: Path = SHARED_DATA) -> Dataset | None:
     """PhysioNet 2012 set A with one stratified split (seed 0), or None when the data is absent."""
-    source = data / "physionet2012"
-    if not source.is_dir():
+    try:
+        spec_path, table = issue4.p12_cohort(data, work, settings.p12_limit)
+    except FileNotFoundError:
         return None
-    imported = import_dataset("physionet2012", source, work / "imports" / "physionet2012")
-    table = pd.read_csv(imported.spec_path.parent / "cohort.csv", dtype=str, keep_default_na=False)
-    if settings.p12_limit is not None:
-        table = subset(table, issue4.P12_OUTCOME, settings.p12_limit, seed=0).reset_index(drop=True)
     split = holdout_split(table[issue4.P12_OUTCOME].tolist(), seed=0)
-    spec = write_split_cohort(imported.spec_path, table, split, work / "cohorts" / f"p12-{len(table)}")
+    spec = write_split_cohort(spec_path, table, split, work / "cohorts" / f"p12-{len(table)}")
     return _dataset(P12, spec, settings)
 
 

@@ -42,16 +42,16 @@ from benchmarks.deepwe_vs_baselines import (
     fit_gradient_boosting,
     fit_logistic,
     fit_score,
+    p12_cohort,
     train_deepwe,
 )
 from benchmarks.deepwe_vs_baselines import Settings as BaselineSettings
 from benchmarks.rows import result_row
 from benchmarks.summary_features import cohort_features
-from benchmarks.unimodal import REPO, SHARED_DATA, kfold_splits, subset, write_split_cohort
+from benchmarks.unimodal import REPO, SHARED_DATA, kfold_splits, write_split_cohort
 from deepwe_mm.config import ABLATIONS
 from pipelines.cohort import load_cohort
 from pipelines.decoded_files import keep_decoded_files
-from pipelines.importers import import_dataset
 from pipelines.metrics import binary_metrics
 from pipelines.train_config import TrainConfig
 
@@ -115,36 +115,13 @@ class Settings:
         return config
 
 
-def imported_cohort(data: Path, work: Path, limit: int | None, seed: int) -> tuple[Path, pd.DataFrame]:
-    """Set A as a cohort (imported once into ``work``) and its table, subset to ``limit`` stays.
-
-    Raises:
-        FileNotFoundError: the PhysioNet 2012 folder is not under ``data``.
-    """
-    source = data / "physionet2012"
-    if not source.is_dir():
-        raise FileNotFoundError(f"{source}: the PhysioNet 2012 data is not there (see ../shared/data)")
-    spec_path = work / "imports" / "physionet2012" / "cohort.yaml"
-    if not spec_path.is_file():
-        spec_path = import_dataset("physionet2012", source, spec_path.parent).spec_path
-    table = pd.read_csv(spec_path.parent / "cohort.csv", dtype=str, keep_default_na=False)
-    if limit is not None:
-        table = subset(table, P12_OUTCOME, limit, seed=seed).reset_index(drop=True)
-    return spec_path, table
-
-
-def fold_scores(labels: np.ndarray, risks: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Method -> metric -> value on one test fold (``labels`` and every risk ``(N_test,)``)."""
-    return {method: binary_metrics(labels, risk) for method, risk in risks.items()}
-
-
 def run_folds(settings: Settings, work: Path, data: Path = SHARED_DATA) -> list[dict[str, dict[str, float]]]:
     """Train and score every method on every fold.
 
     Returns:
         Per fold, method -> metric (``auroc``, ``auprc``, ``brier``, ``ece``, ``train_seconds``) -> value.
     """
-    spec_path, table = imported_cohort(data, work, settings.limit, settings.seed)
+    spec_path, table = p12_cohort(data, work, settings.limit, settings.seed)
     labels = table[P12_OUTCOME].astype(int).to_numpy()
     splits = kfold_splits(table[P12_OUTCOME].tolist(), settings.folds, settings.seed)
     started = time.perf_counter()

@@ -72,7 +72,7 @@ PARTS: tuple[Part, ...] = (
     Part("speed"),
     Part("invase"),
     Part("quality_p12"),
-    Part("quality_synth", planned=True),
+    Part("quality_synth"),
     Part("faithfulness"),
 )
 

@@ -8,8 +8,9 @@ ablations) on the same files. Inside :func:`keep_decoded_files` every file decod
         for fold in folds:
             train(fold.spec, fold.out, config)
 
-Outside the block nothing is kept (the default: a cohort can be far larger than memory). Kept
-values are shared, so callers must not modify them in place (the readers' consumers build new
+Validation's check of each file's header is kept the same way. Within a block files are taken not
+to change. Outside the block nothing is kept (the default: a cohort can be far larger than
+memory). Kept values are shared, so callers must not modify them in place (the readers' consumers build new
 arrays). Files that fail to read are not kept: they fail again, with the same error, every time.
 """
 

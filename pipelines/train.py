@@ -112,6 +112,10 @@ def _loader(
         sampler = DistributedSampler(dataset, shuffle=True, seed=config.seed, drop_last=False)
         sampler.set_epoch(epoch)
     generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+    # A last training batch of one patient breaks batch norm on a 1x1 feature map: drop that one
+    # patient (a different one each shuffled epoch) rather than fail.
+    per_rank = len(sampler) if sampler is not None else len(dataset)
+    lone_last = shuffle and per_rank > 1 and per_rank % config.batch_size == 1
     return DataLoader(
         dataset,
         batch_size=config.batch_size,
@@ -121,7 +125,7 @@ def _loader(
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
         generator=generator,
-        drop_last=False,
+        drop_last=lone_last,
     )
 
 

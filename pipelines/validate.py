@@ -12,6 +12,7 @@ from data_schemas import CohortSpec, Problem
 from data_schemas.cohort import SPLIT_VALUES, canonical_label
 from encoders.readers import sniff_file
 from pipelines.cohort import Cohort, is_missing, read_table
+from pipelines.decoded_files import remembered
 from pipelines.spec_io import did_you_mean, read_spec
 
 
@@ -199,7 +200,9 @@ def _check_path(cohort: Cohort, cell: str, kind: str, check_files: bool) -> str 
         return str(error)
     if not path.exists():
         return f"an existing {kind} file under {cohort.data_root}"
-    return sniff_file(path, kind) if check_files else None
+    if not check_files:
+        return None
+    return remembered(("sniff", kind), str(path), lambda file: sniff_file(file, kind))
 
 
 def _is_finite_number(value: object) -> bool:

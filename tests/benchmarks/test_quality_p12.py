@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.deepwe_vs_baselines import GB
+from benchmarks.deepwe_vs_baselines import GB, p12_cohort
 from benchmarks.quality_p12 import (
     ABLATION_NAMES,
     DEEPWE,
     Settings,
-    imported_cohort,
     main,
     summary_rows,
     verdict,
@@ -82,6 +81,6 @@ def test_each_ablation_turns_exactly_its_switch_off_and_keeps_the_rest():
 
 def test_absent_data_and_unknown_ablations_are_refused_with_exit_2(tmp_path: Path, capsys):
     with pytest.raises(FileNotFoundError, match="physionet2012"):
-        imported_cohort(tmp_path, tmp_path / "work", None, 0)
+        p12_cohort(tmp_path, tmp_path / "work")
     assert main(["--ablations", "no_gates", "--work", str(tmp_path)]) == 2
     assert "no_feature_gates" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import pytest
 from pipelines.cohort import load_cohort
 from pipelines.decoded_files import keep_decoded_files, remembered
 from pipelines.prepare import prepare_cohort
+from pipelines.validate import validate_cohort
 
 
 def test_remembered_reads_once_inside_the_block_and_every_time_outside():
@@ -68,3 +69,14 @@ def test_a_dataset_reads_its_files_once_inside_the_block(editable_cohort: Path):
     outside = dataset[index]
     assert set(outside.errors) == set(files[index])
     assert all(outside.inputs[name] is None for name in files[index])
+
+
+def test_validation_checks_each_file_header_once_inside_the_block(editable_cohort: Path):
+    spec = editable_cohort / "cohort.yaml"
+    with keep_decoded_files():
+        assert validate_cohort(spec).ok
+        audio = sorted(editable_cohort.rglob("*.wav"))
+        audio[0].write_bytes(b"not a wav")  # rewritten inside the block: the kept check still answers
+        assert validate_cohort(spec).ok
+    problems = validate_cohort(spec).problems
+    assert any(audio[0].name in str(problem) for problem in problems), problems

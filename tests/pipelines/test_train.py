@@ -248,3 +248,14 @@ def test_two_process_torchrun_writes_one_bundle(cohort_60, tmp_path):
     assert {p.name for p in out.iterdir()} == DESIGN_FILES
     assert np.isfinite(load_bundle(out).temperature)
     assert not list(tmp_path.glob(".model.partial-*"))
+
+
+def test_a_lone_last_training_patient_is_dropped_not_batched_alone():
+    from pipelines.train import _loader
+
+    config = TrainConfig(batch_size=4)
+    for size, shuffled, batches in ((9, True, 2), (9, False, 3), (10, True, 3), (1, True, 1)):
+        loader = _loader(list(range(size)), None, config, torch.device("cpu"), shuffle=shuffled)
+        assert len(loader) == batches, (size, shuffled)
+        if shuffled and size > 1:  # training batches; prediction (unshuffled) keeps every patient
+            assert all(len(batch) > 1 for batch in loader)
