@@ -56,6 +56,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
+from benchmarks.options import log_to_console
 from benchmarks.summary_features import SummaryFeatures, cohort_features
 from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, subset, write_split_cohort
 from pipelines.cohort import load_cohort
@@ -787,7 +788,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    log_to_console()
     settings = settings_from(args)
     facts: dict[str, Any] = {
         "command": "python -m benchmarks.deepwe_vs_baselines "

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from benchmarks import deepwe_vs_baselines as issue4
+from benchmarks.options import log_to_console, subset_of
 from benchmarks.rows import result_row
 from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, write_split_cohort
 from explain.attribution import GRADIENT_X_INPUT, INTEGRATED_GRADIENTS
@@ -445,7 +446,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="small cohorts, one epoch, three patients per seed"
     )
-    parser.add_argument("--datasets", default=None, help=f"comma-separated subset of {','.join(DATASETS)}")
+    parser.add_argument(
+        "--datasets",
+        type=subset_of(DATASETS),
+        default=None,
+        help=f"some of {','.join(DATASETS)} (default all)",
+    )
     parser.add_argument("--seeds", type=int, default=None, help="training seeds (default 3)")
     parser.add_argument("--patients", type=int, default=None, help="test patients explained per seed")
     parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON of results")
@@ -455,18 +461,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    log_to_console()
     settings = Settings.quick() if args.quick else Settings()
-    if args.datasets is not None:
-        chosen = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
-        if not chosen or any(d not in DATASETS for d in chosen):
-            print(
-                f"error: --datasets takes some of {', '.join(DATASETS)}; got {args.datasets!r}",
-                file=sys.stderr,
-            )
-            return 2
-        settings = replace(settings, datasets=chosen)
-    overrides = {"seeds": args.seeds, "patients": args.patients}
+    overrides = {"datasets": args.datasets, "seeds": args.seeds, "patients": args.patients}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     started = time.perf_counter()

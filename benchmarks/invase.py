@@ -74,6 +74,7 @@ import yaml
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
+from benchmarks.options import log_to_console, subset_of
 from benchmarks.unimodal import REPO
 from pipelines.cohort import load_cohort
 from pipelines.dataset import PatientCollator
@@ -649,7 +650,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "select the features that matter?",
     )
     parser.add_argument("--quick", action="store_true", help="1,000/500 rows, three seeds, four epochs")
-    parser.add_argument("--datasets", default=None, help=f"comma-separated subset of {','.join(DATASETS)}")
+    parser.add_argument(
+        "--datasets",
+        type=subset_of(DATASETS),
+        default=None,
+        help=f"some of {','.join(DATASETS)} (default all)",
+    )
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3)")
     parser.add_argument("--epochs", type=int, default=None, help="most DeepWe epochs (default 20; 5 quick)")
     parser.add_argument(
@@ -662,19 +668,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    log_to_console()
     settings = Settings.quick() if args.quick else Settings()
-    if args.datasets is not None:
-        chosen = tuple(d.strip() for d in args.datasets.split(",") if d.strip())
-        unknown = [d for d in chosen if d not in DATASETS]
-        if unknown or not chosen:
-            print(
-                f"error: --datasets takes some of {', '.join(DATASETS)}; got {args.datasets!r}",
-                file=sys.stderr,
-            )
-            return 2
-        settings = replace(settings, datasets=chosen)
-    overrides = {"seeds": args.seeds, "epochs": args.epochs, "ig_patients": args.ig_patients}
+    overrides = {
+        "datasets": args.datasets,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "ig_patients": args.ig_patients,
+    }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     started = time.perf_counter()
     rows = run(args.quick, args.work, settings)

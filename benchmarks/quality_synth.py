@@ -69,6 +69,7 @@ from benchmarks.deepwe_vs_baselines import (
     write_single_modality,
 )
 from benchmarks.deepwe_vs_baselines import Settings as BaselineSettings
+from benchmarks.options import log_to_console
 from benchmarks.rows import result_row
 from benchmarks.summary_features import SummaryFeatures, cohort_features
 from benchmarks.unimodal import REPO
@@ -730,7 +731,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="200 patients, one epoch (under 2 minutes)")
     parser.add_argument("--work", type=Path, default=WORK, help="where cohorts and models go")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    log_to_console()
     started = time.perf_counter()
     load = os.getloadavg()
     rows = run(args.quick, args.work)

@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 import yaml
 
+from benchmarks.options import log_to_console
 from pipelines.cohort import load_cohort
 from pipelines.importers import import_dataset
 from pipelines.train import train
@@ -538,7 +539,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    log_to_console()
     settings = RunSettings.quick() if args.quick else RunSettings()
     if args.folds is not None:
         settings = replace(settings, folds=args.folds)
