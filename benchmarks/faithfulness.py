@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from benchmarks import deepwe_vs_baselines as issue4
-from benchmarks.options import log_to_console, subset_of
+from benchmarks.options import log_to_console, subset_of, torch_threads
 from benchmarks.rows import result_row
 from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, write_split_cohort
 from explain.attribution import GRADIENT_X_INPUT, INTEGRATED_GRADIENTS
@@ -385,11 +385,8 @@ def run(
         data: the shared data folder (PhysioNet 2012 is read from ``data / "physionet2012"``).
     """
     settings = settings or (Settings.quick() if quick else Settings())
-    threads = torch.get_num_threads()
-    if settings.torch_threads is not None:
-        torch.set_num_threads(settings.torch_threads)
     rows: list[dict[str, Any]] = []
-    try:
+    with torch_threads(settings.torch_threads):
         for key in settings.datasets:
             dataset = (
                 synthetic_dataset(settings, work) if key == SYNTHETIC else p12_dataset(settings, work, data)
@@ -407,8 +404,6 @@ def run(
             seeds = [run_seed(dataset, settings, seed, work) for seed in range(settings.seeds)]
             rows += faithfulness_rows(TITLES[key], seeds)
             notes.info(_note(dataset, settings, seeds))
-    finally:
-        torch.set_num_threads(threads)
     return rows
 
 

@@ -74,7 +74,7 @@ import yaml
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from benchmarks.options import log_to_console, subset_of
+from benchmarks.options import log_to_console, subset_of, torch_threads
 from benchmarks.unimodal import REPO
 from pipelines.cohort import load_cohort
 from pipelines.dataset import PatientCollator
@@ -622,10 +622,7 @@ def run(quick: bool, work: Path, settings: Settings | None = None) -> list[dict[
         settings.epochs,
     )
     per_seed: dict[str, list[dict[str, dict[str, float]]]] = {}
-    threads = torch.get_num_threads()
-    if settings.torch_threads is not None:
-        torch.set_num_threads(settings.torch_threads)
-    try:
+    with torch_threads(settings.torch_threads):
         for dataset in settings.datasets:
             for seed in range(settings.seeds):
                 data = generate(
@@ -638,8 +635,6 @@ def run(quick: bool, work: Path, settings: Settings | None = None) -> list[dict[
                 per_seed.setdefault(dataset, []).append(
                     run_one(data, settings, seed, work / dataset / f"seed{seed}")
                 )
-    finally:
-        torch.set_num_threads(threads)
     return summary_rows(per_seed)
 
 

@@ -46,7 +46,7 @@ from benchmarks.deepwe_vs_baselines import (
     train_deepwe,
 )
 from benchmarks.deepwe_vs_baselines import Settings as BaselineSettings
-from benchmarks.options import log_to_console, subset_of
+from benchmarks.options import log_to_console, subset_of, torch_threads
 from benchmarks.rows import result_row
 from benchmarks.summary_features import cohort_features
 from benchmarks.unimodal import REPO, SHARED_DATA, kfold_splits, write_split_cohort
@@ -85,6 +85,8 @@ class Settings:
         ablations: which of :data:`ABLATIONS` to train.
         seed: seeds the folds and every DeepWe training.
         width: the sensor CNN's and the fusion core's hidden width (tokens are 3/4 of it).
+        torch_threads: intra-op threads while the part runs (None: leave as is); see
+            :func:`benchmarks.options.torch_threads`.
     """
 
     folds: int = 5
@@ -95,6 +97,7 @@ class Settings:
     seed: int = 0
 
     width: int = 64
+    torch_threads: int | None = 1
 
     @classmethod
     def quick(cls) -> Settings:
@@ -252,7 +255,8 @@ def run(quick: bool, work: Path, settings: Settings | None = None) -> list[dict[
             settings.limit,
             settings.epochs,
         )
-    rows = summary_rows(run_folds(settings, work), settings.folds)
+    with torch_threads(settings.torch_threads):
+        rows = summary_rows(run_folds(settings, work), settings.folds)
     notes.info(verdict(rows))
     return rows
 

@@ -69,7 +69,7 @@ from benchmarks.deepwe_vs_baselines import (
     write_single_modality,
 )
 from benchmarks.deepwe_vs_baselines import Settings as BaselineSettings
-from benchmarks.options import log_to_console
+from benchmarks.options import log_to_console, torch_threads
 from benchmarks.rows import result_row
 from benchmarks.summary_features import SummaryFeatures, cohort_features
 from benchmarks.unimodal import REPO
@@ -665,11 +665,8 @@ def run(quick: bool, work: Path, settings: Settings | None = None) -> list[dict[
         settings.seeds,
         settings.min_pattern_patients,
     )
-    threads = torch.get_num_threads()
-    if settings.torch_threads is not None:
-        torch.set_num_threads(settings.torch_threads)
     rows: list[dict[str, Any]] = []
-    try:
+    with torch_threads(settings.torch_threads):
         for rate in settings.missing_rates:
             started = time.perf_counter()
             folder = work / "cohorts" / f"synth-n{settings.n}-{_rate_folder(rate)}"
@@ -680,8 +677,6 @@ def run(quick: bool, work: Path, settings: Settings | None = None) -> list[dict[
                 runs = [run_seed(data, singles, gb, seed, settings, work) for seed in range(settings.seeds)]
             rows += cohort_rows(data, runs, settings)
             log.info("missing %.0f%%: %.0f s", 100 * rate, time.perf_counter() - started)
-    finally:
-        torch.set_num_threads(threads)
     return rows
 
 
@@ -729,12 +724,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "synthetic cohorts with 0, 30 and 60%% missing modalities; modality ranking against the truth.",
     )
     parser.add_argument("--quick", action="store_true", help="200 patients, one epoch (under 2 minutes)")
+    parser.add_argument("--n", type=int, default=None, help="patients per cohort (default 5,000; 200 quick)")
+    parser.add_argument("--epochs", type=int, default=None, help="most DeepWe epochs (default 20)")
     parser.add_argument("--work", type=Path, default=WORK, help="where cohorts and models go")
+    parser.add_argument("--out", type=Path, default=None, help="also write the result rows here (JSON)")
     args = parser.parse_args(argv)
     log_to_console()
+    settings = Settings.quick() if args.quick else Settings()
+    overrides = {"n": args.n, "epochs": args.epochs}
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     started = time.perf_counter()
     load = os.getloadavg()
-    rows = run(args.quick, args.work)
+    rows = run(args.quick, args.work, settings)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     print(
         f"\n## Synthetic cohorts: test AUROC, mean ± sd over seeds ({time.perf_counter() - started:.0f} s, "
         f"load average {load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end)\n"
