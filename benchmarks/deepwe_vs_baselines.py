@@ -56,7 +56,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
-from benchmarks.options import log_to_console
+from benchmarks.options import log_to_console, with_overrides
 from benchmarks.summary_features import SummaryFeatures, cohort_features
 from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, subset, write_split_cohort
 from pipelines.cohort import load_cohort
@@ -783,7 +783,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "p12_epochs": args.p12_epochs,
         "synth_epochs": args.synth_epochs,
     }
-    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    return with_overrides(settings, overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from benchmarks import deepwe_vs_baselines as issue4
-from benchmarks.options import log_to_console, subset_of, torch_threads
+from benchmarks.options import log_to_console, subset_of, torch_threads, with_overrides
 from benchmarks.rows import result_row
 from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, write_split_cohort
 from explain.attribution import GRADIENT_X_INPUT, INTEGRATED_GRADIENTS
@@ -459,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_to_console()
     settings = Settings.quick() if args.quick else Settings()
     overrides = {"datasets": args.datasets, "seeds": args.seeds, "patients": args.patients}
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    settings = with_overrides(settings, overrides)
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     started = time.perf_counter()
     rows = run(args.quick, args.work, settings)

@@ -63,7 +63,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ import yaml
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from benchmarks.options import log_to_console, subset_of, torch_threads
+from benchmarks.options import log_to_console, subset_of, torch_threads, with_overrides
 from benchmarks.unimodal import REPO
 from pipelines.cohort import load_cohort
 from pipelines.dataset import PatientCollator
@@ -671,7 +671,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "epochs": args.epochs,
         "ig_patients": args.ig_patients,
     }
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    settings = with_overrides(settings, overrides)
     started = time.perf_counter()
     rows = run(args.quick, args.work, settings)
     minutes = (time.perf_counter() - started) / 60

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 def subset_of(known: Sequence[str], *, none: bool = False) -> Callable[[str], tuple[str, ...]]:
@@ -50,3 +54,8 @@ def torch_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def with_overrides(settings: T, overrides: Mapping[str, Any]) -> T:
+    """``settings`` (a frozen dataclass) with the options the user gave; None means "not given"."""
+    return replace(settings, **{name: value for name, value in overrides.items() if value is not None})

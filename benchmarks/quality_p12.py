@@ -46,7 +46,7 @@ from benchmarks.deepwe_vs_baselines import (
     train_deepwe,
 )
 from benchmarks.deepwe_vs_baselines import Settings as BaselineSettings
-from benchmarks.options import log_to_console, subset_of, torch_threads
+from benchmarks.options import log_to_console, subset_of, torch_threads, with_overrides
 from benchmarks.rows import result_row
 from benchmarks.summary_features import cohort_features
 from benchmarks.unimodal import REPO, SHARED_DATA, kfold_splits, write_split_cohort
@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "epochs": args.epochs,
         "ablations": args.ablations,
     }
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    settings = with_overrides(settings, overrides)
     try:
         rows = run(args.quick, args.work, settings)
     except FileNotFoundError as error:

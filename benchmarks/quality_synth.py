@@ -69,7 +69,7 @@ from benchmarks.deepwe_vs_baselines import (
     write_single_modality,
 )
 from benchmarks.deepwe_vs_baselines import Settings as BaselineSettings
-from benchmarks.options import log_to_console, torch_threads
+from benchmarks.options import log_to_console, torch_threads, with_overrides
 from benchmarks.rows import result_row
 from benchmarks.summary_features import SummaryFeatures, cohort_features
 from benchmarks.unimodal import REPO
@@ -179,6 +179,19 @@ def patterns(present: pd.DataFrame) -> pd.Series:
     return pd.Series(
         [pattern_name(row) for row in present.to_dict("records")], index=present.index, dtype=object
     )
+
+
+def missing_counts(present: pd.DataFrame) -> pd.Series:
+    """Per patient, how many modalities are absent (``"0"``, ``"1"``, ...): a coarser grouping than
+    :func:`patterns` that still has enough patients per group in small cohorts.
+
+    Args:
+        present: ``(N, M)`` bool, indexed by patient id.
+
+    Returns:
+        ``(N,)`` the count as text, same index.
+    """
+    return (~present.astype(bool)).sum(axis=1).astype(str).astype(object)
 
 
 def scored_patterns(labels: pd.Series, pattern: pd.Series, min_patients: int) -> list[str]:
@@ -583,21 +596,24 @@ def cohort_rows(data: SynthCohort, runs: Sequence[SeedResult], settings: Setting
         for key, metric in METRICS.items():
             anchor = oracle if key == "auroc" else None
             rows.append(_row(comparison, method, metric, [m[key] for m in metrics], anchor))
-    pattern = patterns(data.present.loc[data.test_ids])
-    chosen = scored_patterns(labels.loc[data.test_ids], pattern, settings.min_pattern_patients)
-    if not chosen:
-        notes.info(
-            "%s: no missing-modality pattern has %d test patients with both outcomes",
-            comparison,
-            settings.min_pattern_patients,
-        )
-    for method in (DEEPWE, LATE, EARLY, GB):
-        per_seed = [auroc_by_pattern(labels, r.risks[method], pattern, chosen) for r in runs]
-        for name in chosen:
-            ids = pattern.index[(pattern == name).to_numpy()]
-            oracle = _finite(data.oracle.anchor(labels, ids.to_numpy(), "logit")["value"])
-            metric = f"test AUROC, pattern: {name} ({len(ids)} test patients)"
-            rows.append(_row(by_pattern, method, metric, [p[name] for p in per_seed], oracle))
+    present = data.present.loc[data.test_ids]
+    groupings = {"pattern": patterns(present), "modalities missing": missing_counts(present)}
+    for kind, pattern in groupings.items():
+        chosen = scored_patterns(labels.loc[data.test_ids], pattern, settings.min_pattern_patients)
+        if not chosen:
+            notes.info(
+                "%s: no group by %s has %d test patients with both outcomes",
+                comparison,
+                kind,
+                settings.min_pattern_patients,
+            )
+        for method in (DEEPWE, LATE, EARLY, GB):
+            per_seed = [auroc_by_pattern(labels, r.risks[method], pattern, chosen) for r in runs]
+            for name in chosen:
+                ids = pattern.index[(pattern == name).to_numpy()]
+                oracle = _finite(data.oracle.anchor(labels, ids.to_numpy(), "logit")["value"])
+                metric = f"test AUROC, {kind}: {name} ({len(ids)} test patients)"
+                rows.append(_row(by_pattern, method, metric, [p[name] for p in per_seed], oracle))
     rows += ranking_rows(data, runs, ranking)
     notes.info(
         "%s: DeepWe's best epoch per seed %s (of at most %d), early-fusion MLP epochs %s, gradient boosting "
@@ -732,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_to_console()
     settings = Settings.quick() if args.quick else Settings()
     overrides = {"n": args.n, "epochs": args.epochs}
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    settings = with_overrides(settings, overrides)
     started = time.perf_counter()
     load = os.getloadavg()
     rows = run(args.quick, args.work, settings)

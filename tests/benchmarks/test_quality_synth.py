@@ -26,6 +26,7 @@ from benchmarks.quality_synth import (
     late_fusion,
     markdown_table,
     mean_over_present,
+    missing_counts,
     pattern_name,
     patterns,
     ranking_agreement,
@@ -47,6 +48,7 @@ def test_pattern_names_list_the_absent_modalities_in_order():
         {"labs": [True, True], "image": [True, False], "audio": [False, False]}, index=["a", "b"]
     )
     assert patterns(present).to_dict() == {"a": "missing: audio", "b": "missing: image+audio"}
+    assert missing_counts(present).to_dict() == {"a": "1", "b": "2"}
 
 
 def test_auroc_by_pattern_scores_each_large_two_class_pattern_on_its_own_patients():
@@ -154,5 +156,7 @@ def test_a_tiny_run_gives_valid_rows_for_every_method_and_table(tmp_path):
     assert {(BY_WEIGHT, TOP), (BY_SHAPLEY, TOP), (BY_SINGLE, SPEARMAN)} <= ranking
     weights = [r for r in rows if r["method"] == BY_WEIGHT and r["metric"].startswith("mean weight")]
     assert len(weights) == len(SIGNAL_WEIGHTS) and all(0 < r["mean"] <= 1 for r in weights)
+    counted = [r for r in rows if r["metric"].startswith("test AUROC, modalities missing: ")]
+    assert {r["method"] for r in counted} <= {DEEPWE, LATE, EARLY, GB}
     table = markdown_table(rows)
     assert LATE in table and "missing 30%" in table and "top right" in table
