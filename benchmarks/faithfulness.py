@@ -37,14 +37,13 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ import numpy as np
 import torch
 
 from benchmarks import deepwe_vs_baselines as issue4
-from benchmarks.options import log_to_console, subset_of, torch_threads, with_overrides
+from benchmarks.options import log_to_console, subset_of, torch_threads, with_overrides, write_run
 from benchmarks.rows import result_row
 from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, write_split_cohort
 from explain.attribution import GRADIENT_X_INPUT, INTEGRATED_GRADIENTS
@@ -464,17 +463,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     rows = run(args.quick, args.work, settings)
     seconds = time.perf_counter() - started
-    facts = {
-        "command": "python -m benchmarks.faithfulness " + " ".join(sys.argv[1:] if argv is None else argv),
-        "settings": asdict(settings),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": settings.torch_threads or torch.get_num_threads(),
-        "load_average_at_start": load_at_start,
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "seconds": round(seconds, 1),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "run": facts}, indent=1) + "\n", encoding="utf-8")
+    write_run(
+        args.out,
+        rows,
+        script="faithfulness",
+        argv=argv,
+        settings=settings,
+        load_average_at_start=load_at_start,
+        seconds=round(seconds, 1),
+    )
     print(f"\n## Explanation faithfulness ({settings.seeds} seed(s))\n")
     print(markdown_table(rows))
     print(f"\nwrote {args.out} ({seconds:.0f} s in all)")

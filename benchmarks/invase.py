@@ -55,15 +55,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import logging
 import math
-import os
 import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +72,7 @@ import yaml
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from benchmarks.options import log_to_console, subset_of, torch_threads, with_overrides
+from benchmarks.options import log_to_console, subset_of, torch_threads, with_overrides, write_run
 from benchmarks.unimodal import REPO
 from pipelines.cohort import load_cohort
 from pipelines.dataset import PatientCollator
@@ -675,18 +673,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     rows = run(args.quick, args.work, settings)
     minutes = (time.perf_counter() - started) / 60
-    facts = {
-        "command": "python -m benchmarks.invase " + " ".join(sys.argv[1:] if argv is None else argv),
-        "settings": asdict(settings),
-        "tabnet": tabnet_problem() or "pytorch-tabnet",
-        "cpu_count": os.cpu_count(),
-        "torch_threads": settings.torch_threads or torch.get_num_threads(),
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        "minutes": round(minutes, 2),
-        "units": "tpr and fdr are fractions in [0, 1]; selected is features per sample (of 11)",
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"rows": rows, "run": facts}, indent=1) + "\n", encoding="utf-8")
+    write_run(
+        args.out,
+        rows,
+        script="invase",
+        argv=argv,
+        settings=settings,
+        tabnet=tabnet_problem() or "pytorch-tabnet",
+        minutes=round(minutes, 2),
+        units="tpr and fdr are fractions in [0, 1]; selected is features per sample (of 11)",
+    )
     print(f"\n## INVASE Syn1-Syn6 ({settings.seeds} seed(s), {settings.n_train}/{settings.n_test} rows)\n")
     print(markdown_table(rows))
     print(f"\nwrote {args.out} ({minutes:.1f} min in all)")

@@ -1,12 +1,17 @@
-"""Pieces shared by the benchmark scripts: command-line choices, console logging, torch threads."""
+"""Pieces shared by the benchmark scripts: command-line choices, console logging, torch threads,
+the JSON of a run."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -59,3 +64,26 @@ def torch_threads(count: int | None) -> Iterator[None]:
 def with_overrides(settings: T, overrides: Mapping[str, Any]) -> T:
     """``settings`` (a frozen dataclass) with the options the user gave; None means "not given"."""
     return replace(settings, **{name: value for name, value in overrides.items() if value is not None})
+
+
+def write_run(
+    path: Path,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    script: str,
+    argv: Sequence[str] | None,
+    settings: Any,
+    **facts: Any,
+) -> None:
+    """Write ``{"rows": rows, "run": facts}`` as JSON: the command, the settings, the machine's CPU
+    count, torch threads and load average at the end, plus ``facts`` (a script's own)."""
+    threads = getattr(settings, "torch_threads", None)
+    run = {
+        "command": f"python -m benchmarks.{script} " + " ".join(sys.argv[1:] if argv is None else argv),
+        "settings": asdict(settings),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads or torch.get_num_threads(),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    } | facts
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"rows": list(rows), "run": run}, indent=1) + "\n", encoding="utf-8")
