@@ -3,9 +3,10 @@
 Every method sees the same folds (stratified by outcome, seeded; fold k is the test set, fold k+1
 the validation set, the rest training — :func:`benchmarks.unimodal.kfold_splits`):
 
-- DeepWe on the static tabular values and the 48 h series, early stopping on validation AUROC,
-  temperature scaling on validation;
-- its five ablations (:data:`deepwe_mm.config.ABLATIONS`), each turning exactly one part off,
+- DeepWe on the static tabular values and the 48 h series with ``deepwe train``'s default settings
+  (no tuning for this data set), and an ensemble of ``k`` of them (seeds 0..k-1);
+- its ablations (:data:`deepwe_mm.config.ABLATIONS`, plus the sensor series as time-window tokens
+  of a temporal CNN instead of per-variable statistic tokens), each changing exactly one part,
   trained with the same settings and seed;
 - gradient boosting and logistic regression on first/last/min/max/mean/count summary features
   (:mod:`benchmarks.summary_features`), hyperparameters chosen on the validation fold;
@@ -15,14 +16,16 @@ Rows: test AUROC, AUPRC, Brier and ECE, mean ± sd over the folds. DeepWe's anch
 boosting on the same folds; an ablation's anchor is the full DeepWe. One more row gives the per-fold
 paired AUROC difference DeepWe - gradient boosting (anchor 0), so "do we beat it" is one line.
 
-    python -m benchmarks.quality_p12 [--quick] [--folds 5] [--limit N] [--epochs 15] [--work DIR]
+    python -m benchmarks.quality_p12 [--quick] [--folds 5] [--limit N] [--epochs N] [--ensemble K] [--work DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -45,7 +48,6 @@ from benchmarks.deepwe_vs_baselines import (
     p12_cohort,
     train_deepwe,
 )
-from benchmarks.deepwe_vs_baselines import Settings as BaselineSettings
 from benchmarks.options import log_to_console, subset_of, torch_threads, with_overrides
 from benchmarks.rows import result_row
 from benchmarks.summary_features import cohort_features
@@ -62,16 +64,24 @@ notes = logging.getLogger("benchmarks.notes")
 WORK = REPO / "runs" / "bench" / "quality_p12"
 BENCHMARK = "PhysioNet 2012 in-hospital death, {folds}-fold CV"
 DEEPWE = "DeepWe (static tabular + 48 h series)"
+ENSEMBLE = "DeepWe, ensemble of {k}"
 LR = "logistic regression on summary features"
 SAPS_METHOD = "SAPS-I score (logistic recalibration)"
 METRICS = {"auroc": "test AUROC", "auprc": "test AUPRC", "brier": "test Brier", "ece": "test ECE"}
+SERIES_AS_WINDOWS = "series_as_windows"
 ABLATION_NAMES = {
     "no_feature_gates": "DeepWe without feature gates",
+    "gates_without_context": "DeepWe with gates that see one token each",
+    "with_token_mixing": "DeepWe with token mixing (one transformer layer)",
+    "with_modality_dropout": "DeepWe with modality dropout 0.15",
     "mean_fusion": "DeepWe with mean instead of modality attention",
     "no_graph": "DeepWe without the patient graph",
+    "no_neighbour_outcomes": "DeepWe with a graph blind to neighbours' outcomes",
     "no_contrastive": "DeepWe without the contrastive term",
     "no_sparsity": "DeepWe without the sparsity term",
+    SERIES_AS_WINDOWS: "DeepWe with the series as hourly windows (temporal CNN)",
 }
+ABLATION_CHOICES = (*ABLATIONS, SERIES_AS_WINDOWS)
 
 
 @dataclass(frozen=True)
@@ -81,41 +91,39 @@ class Settings:
     Attributes:
         folds: K of the cross-validation (every patient is in exactly one test fold).
         limit: keep at most this many stays (stratified, seeded), or all 3,996.
-        epochs, patience: DeepWe's training length (early stopping on the validation fold).
-        ablations: which of :data:`ABLATIONS` to train.
+        epochs: DeepWe's most epochs (None: ``deepwe train``'s default; early stopping on the
+            validation fold's log-loss).
+        ablations: which of :data:`ABLATION_CHOICES` to train.
+        ensemble: k of the ensemble row (0: no ensemble row).
         seed: seeds the folds and every DeepWe training.
-        width: the sensor CNN's and the fusion core's hidden width (tokens are 3/4 of it).
         torch_threads: intra-op threads while the part runs (None: leave as is); see
             :func:`benchmarks.options.torch_threads`.
     """
 
     folds: int = 5
     limit: int | None = None
-    epochs: int = 15
-    patience: int = 4
-    ablations: tuple[str, ...] = tuple(ABLATIONS)
+    epochs: int | None = None
+    ablations: tuple[str, ...] = ABLATION_CHOICES
+    ensemble: int = 5
     seed: int = 0
-
-    width: int = 64
     torch_threads: int | None = 1
 
     @classmethod
     def quick(cls) -> Settings:
-        """5 folds of 500 stays, 3 epochs, half-width model: every row of the table in about two and a
-        half minutes on 2 quiet cores. Too small and short to quote: DeepWe is far from converged."""
-        return cls(limit=500, epochs=3, patience=2, width=32)
+        """5 folds of 500 stays, 3 epochs, an ensemble of 2: every row of the table in a few
+        minutes on 2 quiet cores. Too small and short to quote: DeepWe is far from converged."""
+        return cls(limit=500, epochs=3, ensemble=2)
 
-    def train_config(self, text_cache: Path, ablation: str | None = None) -> TrainConfig:
-        """The sizes of the issue-4 PhysioNet 2012 benchmark (at ``width``), with ``ablation``'s
-        switch turned off."""
-        base = BaselineSettings(p12_epochs=self.epochs, p12_patience=self.patience)
-        config = base.p12_config(self.seed, text_cache)
-        config = replace(
-            config,
-            token_dim=config.token_dim * self.width // 64,
-            encoders={"sensor": {"hidden": self.width}},
-            fusion=config.fusion | {"hidden_dim": self.width} | (ABLATIONS[ablation] if ablation else {}),
-        )
+    def train_config(self, text_cache: Path, ablation: str | None = None, ensemble: int = 1) -> TrainConfig:
+        """``deepwe train``'s defaults (the benchmark's epochs when set), ``ensemble`` members, with
+        ``ablation``'s one change."""
+        config = TrainConfig(seed=self.seed, text_cache=str(text_cache), ensemble=ensemble)
+        if self.epochs is not None:
+            config = replace(config, epochs=self.epochs, patience=min(config.patience, self.epochs))
+        if ablation == SERIES_AS_WINDOWS:
+            return replace(config, encoders={"sensor": {"tokens": "windows"}})
+        if ablation is not None:
+            return replace(config, fusion=config.fusion | ABLATIONS[ablation])
         return config
 
 
@@ -134,15 +142,14 @@ def run_folds(settings: Settings, work: Path, data: Path = SHARED_DATA) -> list[
     features = cohort_features(load_cohort(kept)).frame.loc[table["RecordID"]]
     notes.info(
         "PhysioNet 2012 set A: %d stays (%d deaths), %d folds (test k, validation k+1, stratified, seed %d); "
-        "%d summary features extracted once in %.0f s. DeepWe: at most %d epochs, patience %d.",
+        "%d summary features extracted once in %.0f s. DeepWe: %s.",
         len(table),
         labels.sum(),
         settings.folds,
         settings.seed,
         features.shape[1],
         time.perf_counter() - started,
-        settings.epochs,
-        settings.patience,
+        "deepwe train's default settings" if settings.epochs is None else f"at most {settings.epochs} epochs",
     )
     saps = table[[SAPS]].replace("", np.nan).astype(np.float64)
     results = []
@@ -184,13 +191,33 @@ def run_fold(
         method: binary_metrics(y["test"], fitted.risk) | {"train_seconds": fitted.seconds}
         for method, fitted in baselines.items()
     }
-    for ablation in (None, *settings.ablations):
-        config = settings.train_config(work.parent / ".text-cache", ablation)
-        result = train_deepwe(spec, work / "models" / (ablation or "deepwe"), config)
-        method = DEEPWE if ablation is None else ABLATION_NAMES[ablation]
+    runs = []
+    if settings.ensemble > 1:
+        # Member 0 of the ensemble is the default single model (same seed, same data): its own
+        # calibrated test scores are the single-model row, so it is not trained twice.
+        config = settings.train_config(work.parent / ".text-cache", ensemble=settings.ensemble)
+        result = train_deepwe(spec, work / "models" / "ensemble", config)
+        member = result.metrics["members"][0]
+        shared = result.seconds - sum(m["epoch_seconds_total"] for m in result.metrics["members"])
+        scores[DEEPWE] = {m: float(member["test"][m]) for m in METRICS} | {
+            "train_seconds": shared + member["epoch_seconds_total"]
+        }
+        scores[ENSEMBLE.format(k=settings.ensemble)] = {
+            m: float(result.metrics["test"][m]) for m in METRICS
+        } | {"train_seconds": result.seconds}
+        shutil.rmtree(work / "models" / "ensemble", ignore_errors=True)
+    else:
+        runs.append((DEEPWE, "deepwe", settings.train_config(work.parent / ".text-cache")))
+    for ablation in settings.ablations:
+        runs.append(
+            (ABLATION_NAMES[ablation], ablation, settings.train_config(work.parent / ".text-cache", ablation))
+        )
+    for method, folder, config in runs:
+        result = train_deepwe(spec, work / "models" / folder, config)
         scores[method] = {m: float(result.metrics["test"][m]) for m in METRICS} | {
             "train_seconds": result.seconds
         }
+        shutil.rmtree(work / "models" / folder, ignore_errors=True)
     log.info(
         "%s: DeepWe AUROC %.4f, gradient boosting %.4f",
         work.name,
@@ -215,35 +242,49 @@ def summary_rows(per_fold: Sequence[Mapping[str, Mapping[str, float]]], folds: i
 
     rows = []
     for method in values:
-        anchor_method = GB if method == DEEPWE else DEEPWE if method in ABLATION_NAMES.values() else None
+        anchor_method = (
+            GB
+            if method == DEEPWE or method.startswith("DeepWe, ensemble")
+            else DEEPWE
+            if method in ABLATION_NAMES.values()
+            else None
+        )
         for metric, label in (*METRICS.items(), ("train_seconds", "training seconds")):
             anchor = mean(anchor_method, metric) if anchor_method and metric in METRICS else None
             rows.append(result_row(benchmark, method, label, values[method][metric], anchor=anchor))
-    if DEEPWE in values and GB in values:
-        difference = np.subtract(values[DEEPWE]["auroc"], values[GB]["auroc"])
-        rows.append(
-            result_row(
-                benchmark, f"{DEEPWE} - {GB}", "test AUROC difference, same fold", difference, anchor=0.0
-            )
-        )
+    for method in [m for m in values if m == DEEPWE or m.startswith("DeepWe, ensemble")]:
+        if GB not in values:
+            break
+        for metric, label in (
+            ("auroc", "test AUROC difference, same fold"),
+            ("auprc", "test AUPRC difference, same fold"),
+        ):
+            difference = np.subtract(values[method][metric], values[GB][metric])
+            rows.append(result_row(benchmark, f"{method} - {GB}", label, difference, anchor=0.0))
     return rows
 
 
 def verdict(rows: Sequence[Mapping[str, Any]]) -> str:
-    """One plain sentence: does DeepWe beat gradient boosting on AUROC over the folds?"""
-    difference = next(r for r in rows if r["metric"] == "test AUROC difference, same fold")
-    spread = 0.0 if difference["sd"] is None else difference["sd"]
-    outcome = (
-        "beats"
-        if difference["mean"] - spread > 0
-        else "loses to"
-        if difference["mean"] + spread < 0
-        else "is within one sd of"
-    )
-    return (
-        f"DeepWe {outcome} gradient boosting on summary features: test AUROC difference "
-        f"{difference['mean']:+.3f} ± {spread:.3f} (mean ± sd over {difference['n']} folds)."
-    )
+    """Plain sentences: does DeepWe (and its ensemble) beat gradient boosting over the folds?"""
+    sentences = []
+    for row in rows:
+        if not row["metric"].endswith("difference, same fold"):
+            continue
+        spread = 0.0 if row["sd"] is None else row["sd"]
+        outcome = (
+            "beats"
+            if row["mean"] - spread > 0
+            else "loses to"
+            if row["mean"] + spread < 0
+            else "is within one sd of"
+        )
+        metric = row["metric"].split(" difference")[0]
+        who = row["method"].split(" - ")[0]
+        sentences.append(
+            f"{who} {outcome} gradient boosting on summary features: {metric} difference "
+            f"{row['mean']:+.3f} ± {spread:.3f} (mean ± sd over {row['n']} folds)."
+        )
+    return " ".join(sentences)
 
 
 def run(quick: bool, work: Path, settings: Settings | None = None) -> list[dict[str, Any]]:
@@ -270,14 +311,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="5 folds of 500 stays, 3 epochs, half width")
     parser.add_argument("--folds", type=int, default=None, help="CV folds (default 5)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many stays (default all)")
-    parser.add_argument("--epochs", type=int, default=None, help="most DeepWe epochs (default 15)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="most DeepWe epochs (default: deepwe train's)"
+    )
+    parser.add_argument(
+        "--ensemble", type=int, default=None, help="k of the ensemble row; 0 = none (default 5)"
+    )
     parser.add_argument(
         "--ablations",
-        type=subset_of(tuple(ABLATIONS), none=True),
+        type=subset_of(ABLATION_CHOICES, none=True),
         default=None,
-        help=f"some of {','.join(ABLATIONS)}, or 'none' (default all)",
+        help=f"some of {','.join(ABLATION_CHOICES)}, or 'none' (default all)",
     )
     parser.add_argument("--work", type=Path, default=WORK, help="where the cohort copies and models go")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write the rows and the verdict as JSON here"
+    )
     return parser.parse_args(argv)
 
 
@@ -289,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "folds": args.folds,
         "limit": args.limit,
         "epochs": args.epochs,
+        "ensemble": args.ensemble,
         "ablations": args.ablations,
     }
     settings = with_overrides(settings, overrides)
@@ -297,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"rows": rows, "verdict": verdict(rows)}, indent=2), encoding="utf-8")
     for row in rows:
         sd = "" if row["sd"] is None else f" ± {row['sd']:.3f}"
         anchor = "" if row["anchor"] is None else f" (anchor {row['anchor']:.3f})"

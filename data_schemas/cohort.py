@@ -163,12 +163,14 @@ class SensorModality(_Strict):
     Files are a CSV/Parquet table with a time column and one column per channel, a WFDB record
     (``.hea``), or the PhysioNet 2012 long format (``Time,Parameter,Value``). Irregular samples are
     placed on a regular grid of ``sample_rate`` Hz (or one sample every ``period_s`` seconds) with an
-    observation mask.
+    observation mask. Samples of a channel that fall in the same grid cell are averaged, except for
+    the ``summed_channels`` (amounts such as urine output), whose samples add up.
     """
 
     kind: Literal["sensor"]
     column: str
     channels: list[str] = Field(min_length=1)
+    summed_channels: list[str] = Field(default_factory=list)
     sample_rate: float | None = Field(default=None, gt=0)
     period_s: float | None = Field(default=None, gt=0)
     time_column: str = "time"
@@ -181,6 +183,9 @@ class SensorModality(_Strict):
             raise ValueError("a sensor modality needs exactly one of sample_rate (Hz) or period_s")
         if len(set(self.channels)) != len(self.channels):
             raise ValueError(f"sensor channels has duplicates: {self.channels}")
+        unknown = [name for name in self.summed_channels if name not in self.channels]
+        if unknown:
+            raise ValueError(f"summed_channels {unknown} are not in the channel list {self.channels}")
         return self
 
     @property

@@ -6,6 +6,7 @@ the encoders or the pipelines.
 """
 
 from deepwe_mm.config import ABLATIONS, GATE_KINDS, DeepWeConfig
+from deepwe_mm.ensemble import DeepWeEnsemble
 from deepwe_mm.gates import FeatureGate
 from deepwe_mm.losses import DeepWeLoss, LossParts, feature_sparsity, supervised_contrastive_loss
 from deepwe_mm.modality_attention import MeanFusion, ModalityAttention, drop_modalities
@@ -19,6 +20,7 @@ __all__ = [
     "GATE_KINDS",
     "DeepWe",
     "DeepWeConfig",
+    "DeepWeEnsemble",
     "DeepWeLoss",
     "DeepWeOutput",
     "FeatureGate",

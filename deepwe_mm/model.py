@@ -9,10 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from deepwe_mm.config import DeepWeConfig
-from deepwe_mm.gates import FeatureGate
+from deepwe_mm.gates import FeatureGate, mean_pool
 from deepwe_mm.modality_attention import MeanFusion, ModalityAttention, drop_modalities
 from deepwe_mm.outputs import DeepWeOutput
 from deepwe_mm.patient_graph import MemoryBank, PatientGraph, ReferenceCohort
+from deepwe_mm.token_mixer import TokenMixer, pool_groups
 
 
 @dataclass
@@ -54,7 +55,21 @@ class DeepWe(nn.Module):
         hidden, dims = config.hidden_dim, config.modality_dims
         gate = config.gate if config.use_feature_gates else None
         # Lists in config order, not dicts by name: a modality may be called "values" or "a.b".
-        self.gates = nn.ModuleList(FeatureGate(dims[m], hidden, gate) for m in config.modalities)
+        self.gates = nn.ModuleList(
+            FeatureGate(dims[m], hidden, gate, config.gate_context) for m in config.modalities
+        )
+        self.mixers = (
+            nn.ModuleList(
+                TokenMixer(dims[m], config.token_layers, config.token_heads, config.dropout)
+                for m in config.modalities
+            )
+            if config.token_layers
+            else None
+        )
+        self.groups = [
+            None if m not in config.token_groups else torch.tensor(config.token_groups[m], dtype=torch.long)
+            for m in config.modalities
+        ]
         self.projections = nn.ModuleList(
             nn.Sequential(nn.Linear(dims[m], hidden), nn.LayerNorm(hidden)) for m in config.modalities
         )
@@ -64,7 +79,11 @@ class DeepWe(nn.Module):
             if config.use_modality_attention
             else MeanFusion(hidden)
         )
-        self.graph = PatientGraph(hidden, config.graph_top_k, config.dropout) if config.use_graph else None
+        self.graph = (
+            PatientGraph(hidden, config.graph_top_k, config.dropout, config.n_classes, config.graph_outcomes)
+            if config.use_graph
+            else None
+        )
         self.memory = (
             MemoryBank(config.memory_size, hidden) if config.use_graph and config.memory_size else None
         )
@@ -78,6 +97,8 @@ class DeepWe(nn.Module):
         values: Mapping[str, Tensor],
         masks: Mapping[str, Tensor],
         present: Mapping[str, Tensor],
+        labels: Tensor | None = None,
+        ids: Tensor | None = None,
     ) -> DeepWeOutput:
         """Predict and weigh.
 
@@ -85,6 +106,10 @@ class DeepWe(nn.Module):
             values: modality -> (B, T_m, D_m) float token values, one entry per configured modality.
             masks: modality -> (B, T_m) bool, True for observed real tokens.
             present: modality -> (B,) bool, True where the patient has the modality.
+            labels: training only: (B,) long outcomes, which batch mates and later batches may read
+                as neighbours' outcomes (never a patient its own).
+            ids: training only: (B,) long patient ids (dataset positions), so that a patient stored
+                in the memory bank by an earlier batch is never its own neighbour.
 
         Returns:
             :class:`DeepWeOutput` with logits (B, C) and every weight.
@@ -96,10 +121,12 @@ class DeepWe(nn.Module):
         parts = self._fuse(values, masks, present)
         embedding, neighbours, neighbour_weights = parts.fused, None, None
         if self.graph is not None:
-            candidates, self_offset = self._candidates(parts.fused)
-            embedding, neighbours, neighbour_weights = self.graph(parts.fused, candidates, self_offset)
+            pool = self._candidates(
+                parts.fused, labels if self.training else None, ids if self.training else None
+            )
+            embedding, neighbours, neighbour_weights = self.graph(parts.fused, *pool)
             if self.training and self.memory is not None:
-                self.memory.push(parts.fused)
+                self.memory.push(parts.fused, labels, ids)
         return DeepWeOutput(
             logits=self.head(embedding),
             fused=parts.fused,
@@ -168,24 +195,44 @@ class DeepWe(nn.Module):
             return None
         return ReferenceCohort(self.reference_embeddings, self.reference_ids, self.reference_outcomes)
 
+    @torch.no_grad()
+    def shift_positive_logit(self, shift: float) -> None:
+        """Add ``shift`` to the positive-class bias of the output layer, so that every use of the
+        weights (prediction, explanations, the dashboard) gives the shifted logits."""
+        self.head[-1].bias[1] += shift
+
     def clear_reference(self) -> None:
         """Drop the reference cohort (eval falls back to the memory bank, then to no neighbours)."""
         self.reference_embeddings = None
         self.reference_outcomes = None
         self.reference_ids = None
 
-    def _candidates(self, fused: Tensor) -> tuple[Tensor | None, int | None]:
-        """The graph's neighbour pool (R, H) and, in training, where the batch starts in it."""
-        stored = self.memory.contents().to(fused.dtype) if self.memory is not None else None
+    def _candidates(
+        self, fused: Tensor, labels: Tensor | None, ids: Tensor | None
+    ) -> tuple[Tensor | None, int | None, Tensor | None, Tensor | None]:
+        """The graph's neighbour pool (R, H); in training, where the batch starts in it; the
+        candidates' (R,) outcomes (-1 unknown) or None; and (B, R) candidates excluded as the
+        patient itself, or None."""
+        memory = self.memory
+        stored = memory.contents().to(fused.dtype) if memory is not None else None
         if self.training:
+            unknown = torch.full((fused.shape[0],), -1, dtype=torch.long, device=fused.device)
+            batch_outcomes = unknown if labels is None else labels.long()
             if stored is None or stored.shape[0] == 0:
-                return fused, 0
-            return torch.cat([stored, fused]), stored.shape[0]
+                return fused, 0, batch_outcomes, None
+            excluded = None
+            if ids is not None:
+                excluded = ids.long().unsqueeze(1) == memory.stored_ids().unsqueeze(0)
+                excluded = torch.cat(
+                    [excluded, torch.zeros(len(ids), len(ids), dtype=torch.bool, device=ids.device)], 1
+                )
+            outcomes = torch.cat([memory.stored_outcomes(), batch_outcomes])
+            return torch.cat([stored, fused]), stored.shape[0], outcomes, excluded
         if self.reference_embeddings is not None:
-            return self.reference_embeddings.to(fused.dtype), None
+            return self.reference_embeddings.to(fused.dtype), None, self.reference_outcomes, None
         if stored is not None and stored.shape[0] > 0:
-            return stored, None
-        return None, None
+            return stored, None, memory.stored_outcomes(), None
+        return None, None, None, None
 
     def _fuse(
         self,
@@ -210,12 +257,28 @@ class DeepWe(nn.Module):
             valid = usable[m] & taking_part[:, i : i + 1]
             zero = torch.zeros((), dtype=values[m].dtype, device=values[m].device)
             clean = torch.where(valid.unsqueeze(-1), values[m], zero)
-            weights[m], pooled = self.gates[i](clean, valid)
-            token = self.projections[i](pooled) + self.modality_embedding[i]
+            weights[m], gated = self.gates[i](clean, valid)
+            token = self.projections[i](self._read_out(i, gated, valid)) + self.modality_embedding[i]
             tokens.append(torch.where(taking_part[:, i : i + 1], token, zero))
             token_masks[m] = valid
         fused, modality_weights = self.fusion(torch.stack(tokens, dim=1), taking_part)
         return _Fused(fused, weights, token_masks, modality_weights, taking_part)
+
+    def _read_out(self, i: int, gated: Tensor, valid: Tensor) -> Tensor:
+        """(B, T, D) gated tokens of modality ``i`` -> (B, D): grouped, mixed and summarised, or
+        their mean when token mixing is off."""
+        groups = self.groups[i]
+        if groups is not None:
+            if groups.shape[0] != gated.shape[1]:
+                raise ValueError(
+                    f"modality {self.config.modalities[i]!r} has {gated.shape[1]} tokens but "
+                    f"token_groups gives {groups.shape[0]}"
+                )
+            groups = groups.to(gated.device)
+            gated, valid = pool_groups(gated, valid, groups, int(groups.max()) + 1)
+        if self.mixers is None:
+            return mean_pool(gated, valid)
+        return self.mixers[i](gated, valid)
 
     def _check_inputs(
         self,

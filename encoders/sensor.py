@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from encoders._registry import register_encoder
 from encoders.base import ModalityEncoder
+from encoders.sensor_variables import SensorVariableConfig, SensorVariableEncoder
 from encoders.tokens import EncoderBatch, Tokens
 
 
@@ -47,15 +48,20 @@ class SensorEncoderConfig:
         hidden: width of the CNN.
         strides: time downsampling per stage; a token covers ``prod(strides)`` grid steps (60 by
             default: one token per hour on a one-minute grid).
+        tokens: always ``"windows"``; the ``sensor`` registry entry builds
+            :class:`~encoders.sensor_variables.SensorVariableEncoder` for ``"variables"``.
     """
 
     channels: int
     out_dim: int = 128
     hidden: int = 64
     strides: tuple[int, ...] = (3, 4, 5)
+    tokens: str = "windows"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strides", tuple(self.strides))
+        if self.tokens != "windows":
+            raise ValueError(f"SensorEncoderConfig.tokens must be 'windows', got {self.tokens!r}")
         if self.channels < 1 or self.hidden < 1 or self.out_dim < 1:
             raise ValueError(
                 f"sensor encoder needs channels, hidden and out_dim >= 1, got {self.channels}, "
@@ -199,16 +205,27 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
+TOKEN_MODES = ("windows", "variables")
 _TINY = SensorEncoderConfig(channels=3, out_dim=13, hidden=11, strides=(2, 3))
+_TINY_VARIABLES = SensorVariableConfig(channels=3, out_dim=13, bins=5)
 
 
 @register_encoder("sensor")
-def sensor(**config: Any) -> SensorEncoder:
-    """The sensor encoder; ``channels`` comes from the cohort spec."""
+def sensor(**config: Any) -> SensorEncoder | SensorVariableEncoder:
+    """The sensor encoder; ``channels`` comes from the cohort spec. ``tokens="windows"`` (the
+    default) gives time-window tokens from a temporal CNN (waveforms), ``tokens="variables"``
+    per-variable statistic tokens (measurement series)."""
+    tokens = config.get("tokens", "windows")
+    if tokens == "variables":
+        return SensorVariableEncoder(SensorVariableConfig(**config))
+    if tokens != "windows":
+        raise ValueError(f"sensor encoder tokens must be one of {TOKEN_MODES}, got {tokens!r}")
     return SensorEncoder(SensorEncoderConfig(**config))
 
 
 @register_encoder("sensor-tiny")
-def sensor_tiny(**config: Any) -> SensorEncoder:
+def sensor_tiny(**config: Any) -> SensorEncoder | SensorVariableEncoder:
     """A tiny sensor encoder with odd sizes, for tests."""
+    if config.get("tokens") == "variables":
+        return SensorVariableEncoder(replace(_TINY_VARIABLES, **config))
     return SensorEncoder(replace(_TINY, **config))

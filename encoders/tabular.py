@@ -1,6 +1,9 @@
 """Tabular encoder: one token per EHR variable.
 
-A numeric variable's token is ``value * a_v + variable_v + flag``; a categorical variable's token is
+A numeric variable's token is ``PLE_v(value) + variable_v + flag``, a piecewise-linear numerical
+embedding over training-quantile bins of the standardised value
+(:class:`~encoders.numeric_embedding.PiecewiseLinearEmbedding`, which also clips extreme values at
+the training quantiles); a categorical variable's token is
 ``table_v[code] + variable_v + flag``, with its own embedding rows per variable (code 0 missing,
 1 unknown category, 2.. vocabulary, as :mod:`encoders.readers.tabular` codes them). ``flag`` is a
 learned embedding of "observed" or "missing".
@@ -23,6 +26,7 @@ from torch import Tensor, nn
 
 from encoders._registry import register_encoder
 from encoders.base import ModalityEncoder
+from encoders.numeric_embedding import DEFAULT_BINS, PiecewiseLinearEmbedding
 from encoders.tokens import EncoderBatch, Tokens
 
 MISSING_CODE = 0
@@ -43,6 +47,7 @@ class TabularEncoderConfig:
             are missing. Unobserved variables are masked out (weight 0), so without it the fusion
             core could not learn from missingness, which is often informative (tests ordered
             because the patient was sick).
+        bins: K, quantile bins of each numeric variable's numerical embedding.
     """
 
     numeric: tuple[str, ...]
@@ -50,6 +55,7 @@ class TabularEncoderConfig:
     categories: tuple[int, ...]
     out_dim: int = 128
     missingness_token: bool = True
+    bins: int = DEFAULT_BINS
 
     def __post_init__(self) -> None:
         # YAML and JSON hand over lists; keep the frozen config hashable and immutable.
@@ -67,8 +73,10 @@ class TabularEncoderConfig:
             )
         if any(size < 0 for size in self.categories):
             raise ValueError(f"tabular vocabulary sizes must be >= 0, got {self.categories}")
-        if self.out_dim < 1:
-            raise ValueError(f"tabular encoder out_dim must be >= 1, got {self.out_dim}")
+        if self.out_dim < 1 or self.bins < 1:
+            raise ValueError(
+                f"tabular encoder needs out_dim and bins >= 1, got {self.out_dim} and {self.bins}"
+            )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -91,7 +99,7 @@ class TabularEncoder(ModalityEncoder):
         self.out_dim = config.out_dim
         n_num, dim = len(config.numeric), config.out_dim
         # Parameters only for the parts that exist: an empty weight would never see a gradient.
-        self.value_weight = nn.Parameter(torch.randn(n_num, dim)) if n_num else None
+        self.numeric_embedding = PiecewiseLinearEmbedding(n_num, config.bins, dim) if n_num else None
         if config.categorical:
             sizes = torch.tensor([size + _RESERVED_CODES for size in config.categories])
             self.register_buffer("category_offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)
@@ -168,8 +176,8 @@ class TabularEncoder(ModalityEncoder):
         numeric = batch.tensors["numeric"]
         codes = batch.tensors["categorical"]
         parts, missing = [], []
-        if self.value_weight is not None:
-            parts.append(numeric[..., None] * self.value_weight)
+        if self.numeric_embedding is not None:
+            parts.append(self.numeric_embedding(numeric))
             missing.append(batch.tensors["numeric_missing"])
         if self.category_table is not None:
             parts.append(self.category_table(codes + self.category_offsets))
@@ -214,6 +222,7 @@ _TINY = TabularEncoderConfig(
     categorical=("sex", "icu_type"),
     categories=(2, 5),
     out_dim=13,
+    bins=5,
 )
 
 

@@ -188,6 +188,12 @@ def read_bundle(folder: str | Path) -> BundleContents:
         raise BundleError(
             f"{folder}: bundle format version {manifest.format_version}; this release reads version "
             f"{BUNDLE_FORMAT_VERSION}"
+            + (
+                " (older bundles predate per-variable sensor tokens and numerical embeddings: "
+                "train the model again with this release)"
+                if manifest.format_version < BUNDLE_FORMAT_VERSION
+                else ""
+            )
         )
     present = {p.name for p in folder.iterdir()} - {MANIFEST}
     unlisted = sorted(present - set(manifest.files))

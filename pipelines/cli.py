@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 failed, 2 bad input.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -184,6 +185,14 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="Continue from the last checkpoint of an interrupted run.")
     ] = False,
+    ensemble: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Train this many models (seeds seed..seed+k-1) into one bundle that averages them; "
+            "overrides the config's `ensemble`. Steadier risks for k times the training time.",
+        ),
+    ] = None,
 ) -> None:
     """Train a DeepWe model on a cohort and write a model bundle (safetensors + JSON, never a pickle).
 
@@ -198,10 +207,57 @@ def train(
     _init_distributed()
     with _handled(spec, "train", bad_input=(CohortError,)):
         settings = TrainConfig.from_yaml(config) if config else TrainConfig()
+        if ensemble is not None:
+            settings = dataclasses.replace(settings, ensemble=ensemble)
         result = run_training(spec, out, settings, device=device, resume=resume)
         if int(os.environ.get("RANK", "0")) != 0:
             return
     _print_training(result)
+
+
+@app.command()
+def tune(
+    spec: Annotated[Path, typer.Argument(help="The cohort spec (YAML) to tune on.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Folder for best.yaml and trials.csv.")],
+    trials: Annotated[int, typer.Option(min=1, help="Most trials to run.")] = 20,
+    time_budget: Annotated[
+        str | None, typer.Option(help="Stop starting trials after this long: 90s, 30m, 2h.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML of the settings that are not searched (epochs, encoders...)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (GPU when there is one), cpu or cuda.")] = "auto",
+) -> None:
+    """Search learning rate, widths, depth, dropout and the loss weights with Optuna (TPE).
+
+    Every trial trains on the training split and is scored by its validation AUROC; the test split
+    is never read. Writes OUT/best.yaml (for `deepwe train --config`) and OUT/trials.csv.
+    """
+    from pipelines.prepare import CohortError
+    from pipelines.train_config import TrainConfig
+    from pipelines.tune import SEARCH_SPACE, parse_duration
+    from pipelines.tune import tune as run_tuning
+
+    console = _console()
+    with _handled(spec, "tune", bad_input=(CohortError,)):
+        budget = parse_duration(time_budget) if time_budget else None
+        base = TrainConfig.from_yaml(config) if config else TrainConfig()
+        console.print("searching " + "; ".join(f"{k}: {v}" for k, v in SEARCH_SPACE.items()))
+
+        def show(row: dict) -> None:
+            console.print(
+                f"trial {row['trial']}: val AUROC {row['val_auroc']:.4f}, log-loss {row['val_log_loss']:.4f} "
+                f"({row['epochs']} epochs, {row['seconds']:.0f} s)"
+            )
+
+        result = run_tuning(
+            spec, out, base, trials=trials, time_budget_s=budget, device=device, on_trial=show
+        )
+    console.print(
+        f"best of {result.trials} trials: val AUROC {result.best['val_auroc']:.4f}; "
+        f"settings: {result.best_config}; every trial: {result.trials_table}"
+    )
 
 
 def _init_distributed() -> None:
@@ -217,10 +273,17 @@ def _init_distributed() -> None:
 def _print_training(result) -> None:
     console = _console()
     metrics = result.metrics
+    members = len(metrics.get("members", [])) or 1
     console.print(
-        f"trained {result.epochs_run} epochs (best {metrics['best_epoch']}) in {result.seconds:.0f} s; "
-        f"bundle: {result.bundle}"
+        f"trained {result.epochs_run} epochs"
+        + (f" over {members} ensemble members" if members > 1 else f" (best {metrics['best_epoch']})")
+        + f" in {result.seconds:.0f} s; bundle: {result.bundle}"
     )
+    from pipelines.model_card import data_notes
+
+    preprocessing = json.loads((Path(result.bundle) / "preprocessing.json").read_text(encoding="utf-8"))
+    for note in data_notes(preprocessing):
+        console.print(note.replace("`", ""), markup=False, highlight=False)
     for split in ("val", "test"):
         if split in metrics:
             shown = ", ".join(

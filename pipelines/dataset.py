@@ -32,6 +32,7 @@ from encoders.readers import (
     read_sensor,
     read_text,
 )
+from encoders.sensor_variables import SeriesStatistics, series_statistics
 from encoders.tokens import EncoderBatch
 from pipelines.decoded_files import remembered
 
@@ -126,14 +127,31 @@ def file_reader(
         )
     if stats is None:
         raise ValueError("a sensor reader needs the training split's channel statistics")
-
+    if stats.get("tokens") == "variables":
+        untrained = [modality.channels.index(c) for c in stats.get("never_observed", [])]
+        return lambda path: without_channels(read_series_statistics(path, modality), untrained)
     return lambda path: standardise(read_sensor_file(path, modality), stats)
+
+
+def without_channels(statistics: SeriesStatistics, channels: Sequence[int]) -> SeriesStatistics:
+    """``statistics`` with ``channels`` masked: channels never observed in training are ignored,
+    since their embeddings were never trained."""
+    if not channels:
+        return statistics
+    observed = statistics.observed.copy()
+    observed[list(channels)] = False
+    return SeriesStatistics(np.where(observed, statistics.values, 0.0).astype(np.float32), observed)
+
+
+def read_series_statistics(path: str, modality: SensorModality) -> SeriesStatistics:
+    """The per-channel statistics of a sensor file (raw units), for per-variable sensor tokens."""
+    return series_statistics(read_sensor_file(path, modality))
 
 
 def read_sensor_file(path: str, modality: SensorModality) -> SensorArray:
     """Read a sensor file onto the grid its modality's spec describes (raw units)."""
     how = ("sensor", tuple(modality.channels or ()), modality.rate_hz, modality.time_column)
-    how += (modality.time_unit, modality.duration_s)
+    how += (modality.time_unit, modality.duration_s, tuple(modality.summed_channels))
     return remembered(how, path, lambda p: _read_sensor_grid(p, modality))
 
 
@@ -145,6 +163,7 @@ def _read_sensor_grid(path: str, modality: SensorModality) -> SensorArray:
         time_column=modality.time_column,
         time_unit=modality.time_unit,
         duration_s=modality.duration_s,
+        summed=modality.summed_channels,
     )
 
 
@@ -180,6 +199,9 @@ class CohortDataset(Dataset):
         self.on_bad_file = on_bad_file
         stats = sensor_stats or {}
         self.readers = {name: file_reader(m, stats.get(name)) for name, m in spec.file_modalities().items()}
+        # Series statistics are a few hundred numbers per file: kept after the first read, so that
+        # training reads each such file once, not once per epoch.
+        self._kept_statistics: dict[tuple[str, str], SeriesStatistics] = {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -209,8 +231,13 @@ class CohortDataset(Dataset):
     def _read_file(self, name: str, path: str | None, errors: dict[str, str]) -> Any:
         if path is None:
             return None
+        if (name, path) in self._kept_statistics:
+            return self._kept_statistics[name, path]
         try:
-            return self.readers[name](path)
+            decoded = self.readers[name](path)
+            if isinstance(decoded, SeriesStatistics):
+                self._kept_statistics[name, path] = decoded
+            return decoded
         except ReaderError as error:
             if self.on_bad_file == "error":
                 raise

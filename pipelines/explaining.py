@@ -59,6 +59,7 @@ BASELINES = {
     "tabular": "every numeric value at its training mean (0 after standardisation), categories kept",
     "sensor": "every observed cell at its channel's training mean (0 after standardisation), "
     "observation times kept",
+    "sensor statistics": "every observed statistic at its training median, what was measured kept",
     "image": "a black image (0 after scaling intensities to [0, 1])",
     "text": "every word piece replaced by [PAD] ([CLS] and [SEP] kept); for deletion curves, a "
     "removed note token is a zero embedding",
@@ -70,6 +71,8 @@ METHODS = {
     "tabular": "Integrated Gradients on the standardised numeric values; occlusion (category -> "
     "unknown) for categorical variables",
     "sensor": "Integrated Gradients on the standardised grid (time x channel)",
+    "sensor statistics": "Integrated Gradients on the per-channel statistics (first, last, min, max, mean, "
+    "count, hours since last, slope)",
     "image": "Integrated Gradients on the pixels at the encoder's input resolution",
     "text": "Integrated Gradients on the word-piece embeddings, through the language model (Layer "
     "Integrated Gradients at its word-embedding layer)",
@@ -374,6 +377,13 @@ def target_for(bundle: Bundle, name: str, item: EncoderBatch, n_tokens: int) -> 
         numeric = tensors["numeric"]
         tokens = torch.arange(numeric.shape[1])
         return Target("numeric", torch.zeros_like(numeric), tokens, tokens)
+    if kind == "sensor" and "statistics" in tensors:
+        statistics, observed = tensors["statistics"], tensors["observed"]
+        edges = encoder.statistics.edges
+        median = edges[:, edges.shape[1] // 2].reshape(statistics.shape[1:]).to(statistics)
+        baseline = torch.where(observed, median, statistics)
+        tokens = torch.arange(statistics[0].numel()).view(statistics.shape[1:])
+        return Target("statistics", baseline, tokens, tokens)
     if kind == "sensor":
         values = tensors["values"]
         length, channels = values.shape[1:]
@@ -620,6 +630,7 @@ def _explain_modality(
     kind = bundle.model.encoders[name].kind
     inputs = batch.inputs[name].tensors[target.key]
     extras: dict[str, Any] = {"input": inputs[0].detach().float().cpu()}
+    statistics = target.key == "statistics"
     if kind == "text":
         attribution, per_token, extras["words"] = _word_piece_attribution(
             bundle, batch, name, note, score, len(tokens), steps, method
@@ -640,18 +651,19 @@ def _explain_modality(
         extras["numeric_missing"] = batch.inputs[name].tensors["numeric_missing"][0].cpu()
     elif kind == "sensor":
         extras["observed"] = batch.inputs[name].tensors["observed"][0].cpu()
+        extras["statistics"] = statistics
     elif kind == "audio":
         encoder = bundle.model.encoders[name]
         with torch.no_grad():
             extras["spectrum"] = torch.log(encoder.mel(inputs) + 1e-6)[0].cpu()
     attributed = observed.clone()
-    if kind == "tabular" and tokens[-1:] == ["missing pattern"]:
-        attributed[-1] = False  # no input element of its own: not ranked against the weights
+    if (kind == "tabular" and tokens[-1:] == ["missing pattern"]) or statistics:
+        attributed[-1] = False  # a pattern token has no input element of its own: not ranked
     agreement = rank_agreement(per_token.abs()[attributed], weights[attributed])
     return ModalityExplanation(
         kind=kind,
-        method=method_text(kind, method),
-        baseline=BASELINES[kind],
+        method=method_text("sensor statistics" if statistics else kind, method),
+        baseline=BASELINES["sensor statistics" if statistics else kind],
         attribution=attribution.values,
         tokens=tokens,
         token_attribution=per_token,

@@ -64,12 +64,13 @@ def _write(path: Path, data: bytes | str) -> Path:
 
 def _modality_files(folder: Path, name: str, item: ModalityExplanation, bundle: Bundle) -> list[Path]:
     read = item.extras.get("read")
-    if item.kind == "tabular":
+    if item.kind == "tabular" or item.extras.get("statistics"):
+        tokens, attribution = _largest(item.tokens, item.token_attribution.tolist())
         picture = figures.bar_chart(
-            item.tokens,
-            item.token_attribution.tolist(),
-            title=f"{name}: attribution per variable (log-odds)",
-            xlabel="Integrated Gradients / occlusion",
+            tokens,
+            attribution,
+            title=f"{name}: attribution per {'statistic' if item.kind == 'sensor' else 'variable'} (log-odds)",
+            xlabel="Integrated Gradients" + (" / occlusion" if item.kind == "tabular" else ""),
         )
         return [_write(folder / f"{name}.png", picture)]
     if item.kind == "image":
@@ -104,6 +105,17 @@ def _modality_files(folder: Path, name: str, item: ModalityExplanation, bundle: 
         page = NOTE_PAGE.format(title=html.escape(f"{name}: word attributions"), body=body)
         return [_write(folder / f"{name}.html", page)]
     return []
+
+
+MAX_BARS = 25
+
+
+def _largest(tokens: list[str], attribution: list[float]) -> tuple[list[str], list[float]]:
+    """The :data:`MAX_BARS` tokens with the largest absolute attribution, in token order."""
+    if len(tokens) <= MAX_BARS:
+        return tokens, attribution
+    keep = sorted(sorted(range(len(tokens)), key=lambda i: -abs(attribution[i]))[:MAX_BARS])
+    return [tokens[i] for i in keep], [attribution[i] for i in keep]
 
 
 def _json_default(value: object) -> object:

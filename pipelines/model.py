@@ -10,12 +10,15 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import torch
 from torch import Tensor, nn
 
 from data_schemas import CohortSpec
-from deepwe_mm import DeepWe, DeepWeConfig, DeepWeOutput
+from deepwe_mm import DeepWe, DeepWeConfig, DeepWeEnsemble, DeepWeOutput
 from encoders._registry import create_encoder
 from encoders.base import ModalityEncoder
+from encoders.tokens import Tokens
 from pipelines.dataset import Batch
 from pipelines.train_config import TrainConfig
 
@@ -30,7 +33,7 @@ class MultimodalModel(nn.Module):
         core: the fusion core, configured for the same modalities and token widths.
     """
 
-    def __init__(self, encoders: Mapping[str, ModalityEncoder], core: DeepWe) -> None:
+    def __init__(self, encoders: Mapping[str, ModalityEncoder], core: DeepWe | DeepWeEnsemble) -> None:
         super().__init__()
         if tuple(encoders) != core.config.modalities:
             raise ValueError(
@@ -48,6 +51,8 @@ class MultimodalModel(nn.Module):
         return values, masks, batch.present()
 
     def forward(self, batch: Batch) -> DeepWeOutput:
+        if self.training:  # the patient graph may read other training patients' outcomes
+            return self.core(*self.tokens(batch), labels=batch.labels, ids=batch.indices)
         return self.core(*self.tokens(batch))
 
     def embed(self, batch: Batch) -> Tensor:
@@ -76,36 +81,122 @@ def encoder_settings(
         if modality.kind == "tabular":
             tabular = preprocessing["tabular"][name]
             fields |= {
-                "numeric": list(modality.numeric),
-                "categorical": list(modality.categorical),
+                "numeric": [c["name"] for c in tabular["numeric"]],
+                "categorical": [c["name"] for c in tabular["categorical"]],
                 "categories": [len(c["vocabulary"]) for c in tabular["categorical"]],
+                "bins": config.bins,
             }
         elif modality.kind == "audio":
             fields |= {"sample_rate": modality.sample_rate}
             if modality.duration_s is not None:
                 fields["duration_s"] = modality.duration_s
         elif modality.kind == "sensor":
-            cells = preprocessing["sensor"][name]["cells"]
-            fields |= {"channels": len(modality.channels), "strides": list(sensor_strides(cells))}
+            stats = preprocessing["sensor"][name]
+            fields |= {"channels": len(modality.channels), "tokens": stats.get("tokens", "windows")}
+            if fields["tokens"] == "variables":
+                fields |= {"names": list(modality.channels), "bins": config.bins}
+            else:
+                fields |= {"strides": list(sensor_strides(stats["cells"]))}
         elif modality.kind == "text":
             fields |= {"cache_dir": preprocessing.get("text_cache")}
-        fields |= config.encoders.get(modality.kind, {})
-        settings[name] = {"encoder": modality.kind, "config": fields}
+        overrides = dict(config.encoders.get(modality.kind, {}))
+        if modality.kind == "sensor" and overrides.get("tokens", fields["tokens"]) != fields["tokens"]:
+            raise ValueError(
+                f"sensor modality {name!r}: prepared for {fields['tokens']} tokens, config says {overrides['tokens']}"
+            )
+        if modality.kind == "sensor":
+            # Settings of the other token mode (a CNN's hidden width) do not apply to this one.
+            allowed = {
+                "variables": {"out_dim", "bins", "tokens"},
+                "windows": {"out_dim", "hidden", "strides", "tokens"},
+            }
+            overrides = {k: v for k, v in overrides.items() if k in allowed[fields["tokens"]]}
+        settings[name] = {"encoder": modality.kind, "config": fields | overrides}
     return settings
 
 
-def build_model(encoders: Mapping[str, Mapping[str, Any]], fusion: Mapping[str, Any]) -> MultimodalModel:
-    """Rebuild a model from the ``encoders`` settings and the fusion config dict of ``config.json``."""
-    built = {name: create_encoder(s["encoder"], **s["config"]) for name, s in encoders.items()}
-    core = DeepWe(DeepWeConfig.from_dict(fusion))
-    return MultimodalModel(built, core)
+def set_numeric_edges(model: MultimodalModel, preprocessing: Mapping[str, Any]) -> None:
+    """Give each encoder's numerical embedding the quantile bin edges fitted on the training split
+    (they then travel with the weights)."""
+    for name, edges in preprocessing.get("numeric_edges", {}).items():
+        encoder = model.encoders[name]
+        embedding = getattr(encoder, "numeric_embedding", None) or getattr(encoder, "statistics", None)
+        if embedding is not None:
+            embedding.set_edges(np.asarray(edges, dtype=np.float32))
+
+
+def build_model(
+    encoders: Mapping[str, Mapping[str, Any]], fusion: Mapping[str, Any], ensemble: int = 1
+) -> MultimodalModel:
+    """Rebuild a model from the ``encoders`` settings and the fusion config dict of ``config.json``,
+    with ``ensemble`` members when it is more than 1."""
+
+    def member() -> MultimodalModel:
+        built = {name: create_encoder(s["encoder"], **s["config"]) for name, s in encoders.items()}
+        return MultimodalModel(built, DeepWe(DeepWeConfig.from_dict(fusion)))
+
+    if ensemble < 1:
+        raise ValueError(f"ensemble must be >= 1, got {ensemble}")
+    return member() if ensemble == 1 else ensemble_model([member() for _ in range(ensemble)])
+
+
+class EnsembleEncoder(ModalityEncoder):
+    """The encoders of one modality across ensemble members, side by side.
+
+    Every member collates the same way, so the first one collates; ``forward`` concatenates the
+    members' token values along the width (B, T, k · D), which :class:`deepwe_mm.DeepWeEnsemble`
+    splits again. Attributes it does not have (``config``, ``statistics``, ``mel``...) are the first
+    member's, so explanations find the inputs they attribute to.
+    """
+
+    def __init__(self, members: list[ModalityEncoder]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.kind = members[0].kind
+        self.config = members[0].config
+        self.out_dim = members[0].out_dim * len(members)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["members"][0], name)
+
+    def collate(self, samples):
+        return self.members[0].collate(samples)
+
+    def forward(self, batch):
+        tokens = [member(batch) for member in self.members]
+        values = torch.cat([t.values for t in tokens], dim=-1)
+        return Tokens(values=values, mask=tokens[0].mask, names=tokens[0].names)
+
+
+def ensemble_model(members: list[MultimodalModel]) -> MultimodalModel:
+    """One model whose logits are the mean of ``members``' (same settings, different seeds)."""
+    names = list(members[0].encoders)
+    encoders = {name: EnsembleEncoder([m.encoders[name] for m in members]) for name in names}
+    return MultimodalModel(encoders, DeepWeEnsemble([m.core for m in members]))
 
 
 def fusion_settings(
-    encoders: Mapping[str, ModalityEncoder], n_classes: int, class_weights: list[float], config: TrainConfig
+    encoders: Mapping[str, ModalityEncoder],
+    n_classes: int,
+    class_weights: list[float] | None,
+    config: TrainConfig,
 ) -> dict[str, Any]:
+    """The fusion core's config: token widths and groups from the encoders, then the overrides."""
     dims = {name: encoder.out_dim for name, encoder in encoders.items()}
-    base = {"modality_dims": dims, "n_classes": n_classes, "class_weights": class_weights}
+    groups = {
+        name: list(encoder.token_groups)
+        for name, encoder in encoders.items()
+        if getattr(encoder, "token_groups", None) is not None
+    }
+    base = {
+        "modality_dims": dims,
+        "n_classes": n_classes,
+        "class_weights": class_weights,
+        "token_groups": groups,
+    }
     return DeepWeConfig.from_dict(base | config.fusion).to_dict()
 
 

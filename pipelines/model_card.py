@@ -38,6 +38,7 @@ def render_model_card(
             if spec.split and spec.split.column
             else "drawn per patient from a seeded hash"
         ),
+        *data_notes(prepared.preprocessing),
         "",
         "## Performance",
         "",
@@ -72,7 +73,36 @@ def render_model_card(
         "pseudonymous ids; it is part of the model.",
         "",
         f"Training: {metrics['epochs_run']} epochs (best {metrics['best_epoch']}), batch {config.batch_size}, "
-        f"learning rate {config.lr}, seed {config.seed}.",
+        f"learning rate {config.lr}, seed {config.seed}"
+        + (
+            f"; an ensemble of {config.ensemble} models (seeds {config.seed}..{config.seed + config.ensemble - 1}) "
+            "whose logits are averaged."
+            if config.ensemble > 1
+            else "."
+        ),
         "",
     ]
     return "\n".join(lines)
+
+
+def data_notes(preprocessing: dict[str, Any]) -> list[str]:
+    """Markdown bullets: inputs never observed in training (ignored) and implausible training values
+    (clipped at the training quantiles), per modality. Shown in the model card and after training."""
+    lines = []
+    for name, dropped in preprocessing.get("never_observed", {}).items():
+        if dropped:
+            lines.append(f"- `{name}`: never observed in training, so ignored: {', '.join(dropped)}")
+    for name, stats in preprocessing.get("sensor", {}).items():
+        if stats.get("never_observed"):
+            lines.append(
+                f"- `{name}`: channels never observed in training, so ignored: {', '.join(stats['never_observed'])}"
+            )
+    for name, counts in preprocessing.get("implausible", {}).items():
+        if counts:
+            shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:10])
+            lines.append(
+                f"- `{name}`: {sum(counts.values())} training values far outside their variable's range "
+                f"(more than 10 inter-quartile ranges; clipped at the training quantiles): {shown}"
+                + (" ..." if len(counts) > 10 else "")
+            )
+    return lines

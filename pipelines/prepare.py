@@ -11,13 +11,18 @@ import numpy as np
 import pandas as pd
 
 from data_schemas import PatientRecord
+from encoders.numeric_embedding import DEFAULT_BINS, implausible_counts, quantile_edges
 from encoders.readers import ReaderError, TabularArrays, TabularPreprocessor
+from encoders.readers.tabular import numeric_column
+from encoders.sensor_variables import SERIES_STATISTICS, series_statistics
 from pipelines.cohort import Cohort
 from pipelines.dataset import UNLABELLED, CohortDataset, label_index, read_sensor_file
 from pipelines.spec_io import SpecError
 from pipelines.validate import validate_cohort
 
-SENSOR_PROBE_FILES = 200
+WAVEFORM_MIN_RATE_HZ = 1.0
+"""A sensor modality sampled at least this fast is a waveform (time-window tokens); slower series
+are measurements (per-variable statistic tokens)."""
 
 
 class CohortError(ValueError):
@@ -89,8 +94,26 @@ def validated_cohort(spec_path: str | Path) -> Cohort:
     return report.cohort
 
 
-def prepare_cohort(cohort: Cohort, *, text_cache: str | None = None) -> PreparedCohort:
+def sensor_tokens(modality: Any, choice: str | None = None) -> str:
+    """``"windows"`` or ``"variables"``: ``choice`` when given, else by the modality's grid rate."""
+    if choice is not None:
+        return choice
+    return "windows" if modality.rate_hz >= WAVEFORM_MIN_RATE_HZ else "variables"
+
+
+def prepare_cohort(
+    cohort: Cohort,
+    *,
+    text_cache: str | None = None,
+    sensor_token_choice: str | None = None,
+    bins: int = DEFAULT_BINS,
+) -> PreparedCohort:
     """Labels, splits and preprocessing fitted on the training split only.
+
+    Args:
+        sensor_token_choice: ``"windows"`` or ``"variables"`` for every sensor modality; None
+            chooses by grid rate (:func:`sensor_tokens`).
+        bins: quantile bins of the numerical embeddings.
 
     Raises:
         CohortError: no outcome in the spec, one outcome class in the training split, or an empty
@@ -112,17 +135,38 @@ def prepare_cohort(cohort: Cohort, *, text_cache: str | None = None) -> Prepared
         "classes": classes,
         "tabular": {},
         "sensor": {},
+        "numeric_edges": {},
+        "never_observed": {},
+        "implausible": {},
         "text_cache": text_cache,
     }
     tabular = {}
+    training = [records[i] for i in np.flatnonzero(train)]
     for name, modality in spec.modalities.items():
         if modality.kind == "tabular":
-            preprocessor = TabularPreprocessor(modality.numeric, modality.categorical).fit(table[train])
+            numeric, categorical = _observed_columns(table[train], modality.numeric, modality.categorical)
+            dropped = [
+                c for c in (*modality.numeric, *modality.categorical) if c not in (*numeric, *categorical)
+            ]
+            if not numeric and not categorical:
+                raise CohortError(
+                    f"{cohort.spec_path}: modality {name!r} has no value in any training row; "
+                    "a model cannot learn from it"
+                )
+            preprocessor = TabularPreprocessor(numeric, categorical).fit(table[train])
             preprocessing["tabular"][name] = preprocessor.to_dict()
             tabular[name] = preprocessor.transform(table)
+            observed = np.where(tabular[name].numeric_missing, np.nan, tabular[name].numeric)[train]
+            preprocessing["numeric_edges"][name] = quantile_edges(observed, bins).tolist()
+            raw = np.stack([numeric_column(table[train][c])[0] for c in numeric], axis=1) if numeric else None
+            preprocessing["implausible"][name] = _named_counts(numeric, raw)
+            preprocessing["never_observed"][name] = dropped
         elif modality.kind == "sensor":
-            training = [records[i] for i in np.flatnonzero(train)]
-            preprocessing["sensor"][name] = _sensor_stats(name, modality, training)
+            tokens = sensor_tokens(modality, sensor_token_choice)
+            preprocessing["sensor"][name] = _sensor_stats(name, modality, training, tokens, bins)
+            if tokens == "variables":
+                preprocessing["numeric_edges"][name] = preprocessing["sensor"][name].pop("edges")
+                preprocessing["implausible"][name] = preprocessing["sensor"][name].pop("implausible")
     return PreparedCohort(
         cohort, records, labels, splits, classes, preprocessing, tabular, len(every) - len(records)
     )
@@ -155,24 +199,53 @@ def _check_splits(cohort: Cohort, labels: np.ndarray, splits: np.ndarray, classe
         )
 
 
-def _sensor_stats(name: str, modality: Any, records: Sequence[PatientRecord]) -> dict[str, Any]:
-    """Per-channel mean and std over the observed samples of up to ``SENSOR_PROBE_FILES`` training
-    files (channels never observed get 0 and 1), and the grid length in cells: from ``duration_s``,
-    else the longest probed file."""
+def _observed_columns(
+    train: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The columns with at least one value in the training rows (the others would get untrained
+    embeddings that a later cohort filling them would switch on)."""
+
+    def seen(column: str) -> bool:
+        cells = train[column]
+        return bool((cells.notna() & (cells.astype(str).str.strip() != "")).any())
+
+    return [c for c in numeric if seen(c)], [c for c in categorical if seen(c)]
+
+
+def _named_counts(names: Sequence[str], values: np.ndarray | None) -> dict[str, int]:
+    """Variable -> how many training values are implausible (only the variables with any)."""
+    if values is None:
+        return {}
+    return {name: int(n) for name, n in zip(names, implausible_counts(values), strict=True) if n}
+
+
+def _sensor_stats(
+    name: str, modality: Any, records: Sequence[PatientRecord], tokens: str, bins: int
+) -> dict[str, Any]:
+    """What a sensor modality's encoder needs from every training file.
+
+    Per channel the mean and std of the observed samples (channels never observed get 0 and 1), the
+    grid length in cells (from ``duration_s``, else the longest file) and, for per-variable tokens,
+    the quantile edges of every (channel, statistic) and the implausible-value counts.
+    """
     channels = len(modality.channels)
     total, squares, count = np.zeros(channels), np.zeros(channels), np.zeros(channels)
-    longest = 1
-    paths = [r.paths[name] for r in records if r.paths.get(name)][:SENSOR_PROBE_FILES]
+    longest, read, statistics = 1, 0, []
+    paths = [r.paths[name] for r in records if r.paths.get(name)]
     for path in paths:
         try:
             array = read_sensor_file(path, modality)
         except ReaderError:
             continue
+        read += 1
         values = np.where(array.observed, array.values, 0.0).astype(np.float64)
         total += values.sum(axis=0)
         squares += (values**2).sum(axis=0)
         count += array.observed.sum(axis=0)
         longest = max(longest, array.values.shape[0])
+        if tokens == "variables":
+            stats = series_statistics(array)
+            statistics.append(np.where(stats.observed, stats.values, np.nan).reshape(-1))
     mean = np.divide(total, count, out=np.zeros(channels), where=count > 0)
     variance = np.divide(squares, count, out=np.ones(channels), where=count > 0) - mean**2
     std = np.sqrt(np.clip(variance, 0, None))
@@ -180,7 +253,22 @@ def _sensor_stats(name: str, modality: Any, records: Sequence[PatientRecord]) ->
     cells = (
         int(np.ceil(modality.duration_s * modality.rate_hz)) if modality.duration_s is not None else longest
     )
-    return {"mean": mean.round(6).tolist(), "std": std.round(6).tolist(), "cells": cells, "files": len(paths)}
+    stats: dict[str, Any] = {
+        "tokens": tokens,
+        "mean": mean.round(6).tolist(),
+        "std": std.round(6).tolist(),
+        "cells": cells,
+        "files": read,
+        "never_observed": [c for c, n in zip(modality.channels, count, strict=True) if n == 0],
+    }
+    if tokens == "variables":
+        table = (
+            np.stack(statistics) if statistics else np.full((0, channels * len(SERIES_STATISTICS)), np.nan)
+        )
+        stats["edges"] = quantile_edges(table, bins).tolist()
+        names = [f"{c} ({s})" for c in modality.channels for s in SERIES_STATISTICS]
+        stats["implausible"] = _named_counts(names, table if len(table) else None)
+    return stats
 
 
 __all__ = [

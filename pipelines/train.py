@@ -1,12 +1,13 @@
 """``deepwe train``: fit a DeepWe model on a cohort and write a model bundle.
 
-AdamW with a linear warm-up and cosine decay, gradient clipping, early stopping on validation AUROC,
+AdamW with a linear warm-up and cosine decay, gradient clipping, early stopping on validation
+log-loss (or AUROC),
 a checkpoint every epoch (``--resume`` continues from it), temperature scaling and a decision
 threshold on the validation split, a reference cohort of training patients for the patient graph,
 and test metrics. The same code runs on CPU and on a GPU (bf16 autocast there), and under
 ``torchrun`` with several processes (DDP; rank 0 writes).
 
-Early stopping looks at validation AUROC with the patient graph attending to the memory bank of
+Early stopping looks at the validation score with the patient graph attending to the memory bank of
 recent training embeddings (building the full reference cohort every epoch would cost a pass over
 the training set); the final calibration and test metrics use the fixed reference cohort, exactly
 as prediction will.
@@ -24,7 +25,7 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from deepwe_mm import DeepWe, DeepWeConfig, DeepWeLoss
 from encoders._registry import create_encoder
 from pipelines.bundle import training_fingerprint, write_bundle
 from pipelines.checkpoint import LoopState, load_checkpoint, save_checkpoint
+from pipelines.cohort import Cohort
 from pipelines.dataset import Batch, PatientCollator
 from pipelines.metrics import (
     binary_metrics,
@@ -47,7 +49,14 @@ from pipelines.metrics import (
     fit_temperature_and_shift,
     multiclass_auroc,
 )
-from pipelines.model import MultimodalModel, encoder_settings, fusion_settings, text_model_identity
+from pipelines.model import (
+    MultimodalModel,
+    encoder_settings,
+    ensemble_model,
+    fusion_settings,
+    set_numeric_edges,
+    text_model_identity,
+)
 from pipelines.model_card import render_model_card
 from pipelines.prepare import PreparedCohort, prepare_cohort, validated_cohort
 from pipelines.train_config import TrainConfig
@@ -159,12 +168,20 @@ def collect_logits(
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict[str, float]:
-    """Binary: AUROC/AUPRC/Brier/ECE of the positive class; multiclass: macro AUROC."""
-    probabilities = torch.softmax(logits / temperature, dim=1).numpy()
+    """Binary: AUROC/AUPRC/Brier/ECE of the positive class; multiclass: macro AUROC; both: log-loss."""
+    scaled = logits / temperature
+    probabilities = torch.softmax(scaled, dim=1).numpy()
+    log_loss = float(torch.nn.functional.cross_entropy(scaled, labels)) if len(labels) else math.nan
     y = labels.numpy()
     if probabilities.shape[1] == 2:
-        return binary_metrics(y, probabilities[:, 1])
-    return {"auroc": multiclass_auroc(y, probabilities), "n": len(y)}
+        return binary_metrics(y, probabilities[:, 1]) | {"log_loss": log_loss}
+    return {"auroc": multiclass_auroc(y, probabilities), "log_loss": log_loss, "n": len(y)}
+
+
+def _stopping_score(val: dict[str, float], metric: str) -> float:
+    """Higher is better: AUROC, or minus the log-loss; -inf when undefined (one class in val)."""
+    value = val["auroc"] if metric == "auroc" else -val["log_loss"]
+    return value if math.isfinite(value) else float("-inf")
 
 
 def _fingerprint(data: str, config: TrainConfig, settings: dict[str, Any]) -> str:
@@ -182,8 +199,13 @@ def train(
     device: str = "auto",
     resume: bool = False,
     progress: bool = True,
+    cohort: Cohort | None = None,
 ) -> TrainResult:
     """Train on the cohort at ``spec_path`` and write the bundle to ``out``.
+
+    Args:
+        cohort: the cohort already validated and loaded from ``spec_path``, possibly cut to some
+            of its rows (``deepwe tune`` leaves the test rows out); read from ``spec_path`` when None.
 
     Raises:
         SpecError: the cohort does not validate (the same report as ``deepwe validate``).
@@ -194,15 +216,95 @@ def train(
     out = Path(out)
     torch_device = pick_device(device)
     rank = dist.get_rank() if dist.is_initialized() else 0
-    cohort = validated_cohort(spec_path)
+    cohort = cohort if cohort is not None else validated_cohort(spec_path)
     text_cache = config.text_cache or str(out.parent / ".text-cache")
-    prepared = prepare_cohort(cohort, text_cache=text_cache)
-    seed_everything(config.seed)
+    prepared = prepare_cohort(
+        cohort,
+        text_cache=text_cache,
+        sensor_token_choice=config.encoders.get("sensor", {}).get("tokens"),
+        bins=config.bins,
+    )
     settings = encoder_settings(cohort.spec, prepared.preprocessing, config)
-    model, loss_fn = _build(prepared, settings, config)
+    data_fingerprint = training_fingerprint(cohort.spec, cohort.table_path)
+    fingerprint = _fingerprint(data_fingerprint, config, settings)
+    checkpoints = out.parent / f"{out.name}{CHECKPOINTS}"
+    if not resume and rank == 0:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    fits = []
+    for member in range(config.ensemble):
+        if config.ensemble > 1 and rank == 0 and progress:
+            tqdm.write(f"ensemble member {member + 1} of {config.ensemble} (seed {config.seed + member})")
+        folder = checkpoints / f"member-{member}" if config.ensemble > 1 else checkpoints
+        fits.append(
+            _fit_member(
+                prepared,
+                settings,
+                replace(config, seed=config.seed + member),
+                torch_device,
+                folder,
+                f"{fingerprint}-{member}",
+                resume=resume,
+                progress=progress and rank == 0,
+            )
+        )
+    model = fits[0].model if len(fits) == 1 else ensemble_model([fit.model for fit in fits])
     prepared.preprocessing["text_models"] = text_model_identity(model)
-    model.to(torch_device)
-    loss_fn.to(torch_device)
+    collate = PatientCollator(model.encoders)
+    # The reference cohort first: calibration and test must see the model as it will predict.
+    reference, reference_ids = _reference_cohort(model, prepared, collate, config, torch_device)
+    metrics, calibration = _calibrate_and_test(model, prepared, collate, config, torch_device, fits)
+    if rank == 0:
+        write_bundle(
+            out,
+            spec=cohort.spec,
+            data_fingerprint=data_fingerprint,
+            config={
+                "encoders": settings,
+                "fusion": model.core.config.to_dict(),
+                "ensemble": config.ensemble,
+                "train": config.to_dict(),
+            },
+            weights=model.state_dict(),
+            preprocessing=prepared.preprocessing,
+            reference=reference,
+            reference_ids=reference_ids,
+            calibration=calibration,
+            metrics=metrics,
+            model_card=render_model_card(cohort.spec, prepared, metrics, calibration, config),
+        )
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    epochs = sum(fit.loop.epoch for fit in fits)
+    seconds = tuple(s for fit in fits for s in fit.epoch_seconds)
+    return TrainResult(out, metrics, time.perf_counter() - started, epochs, seconds)
+
+
+@dataclass
+class _Fit:
+    """One trained member: its model at the best epoch, its loop state and epoch timings."""
+
+    model: MultimodalModel
+    loop: LoopState
+    epoch_seconds: list[float]
+
+
+def _fit_member(
+    prepared: PreparedCohort,
+    settings: dict[str, Any],
+    config: TrainConfig,
+    device: torch.device,
+    checkpoints: Path,
+    fingerprint: str,
+    *,
+    resume: bool,
+    progress: bool,
+) -> _Fit:
+    """Train one model with ``config.seed``: the epoch loop, early stopping and checkpoints."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    seed_everything(config.seed)
+    model, loss_fn = _build(prepared, settings, config)
+    set_numeric_edges(model, prepared.preprocessing)
+    model.to(device)
+    loss_fn.to(device)
     collate = PatientCollator(model.encoders)
     train_set, val_set = prepared.dataset("train"), prepared.dataset("val")
     steps_per_epoch = math.ceil(
@@ -214,9 +316,6 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(steps_per_epoch * config.epochs, config.warmup_fraction)
     )
-    data_fingerprint = training_fingerprint(cohort.spec, cohort.table_path)
-    fingerprint = _fingerprint(data_fingerprint, config, settings)
-    checkpoints = out.parent / f"{out.name}{CHECKPOINTS}"
     loop = LoopState(history=[])
     if resume:
         restored = load_checkpoint(
@@ -230,25 +329,23 @@ def train(
         if restored is not None:
             loop = restored
             log.info("resuming at epoch %d", loop.epoch + 1)
-    elif rank == 0:
-        shutil.rmtree(checkpoints, ignore_errors=True)
     trained = model
     if dist.is_initialized():
         trained = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    val_loader = _loader(val_set, collate, config, torch_device, shuffle=False)
+    val_loader = _loader(val_set, collate, config, device, shuffle=False)
     epoch_seconds: list[float] = []
     while loop.epoch < config.epochs and loop.epochs_without_improvement < config.patience:
         epoch_started = time.perf_counter()
-        loader = _loader(train_set, collate, config, torch_device, shuffle=True, epoch=loop.epoch)
+        loader = _loader(train_set, collate, config, device, shuffle=True, epoch=loop.epoch)
         train_loss = _train_epoch(
-            trained, loss_fn, loader, optimizer, scheduler, config, torch_device, loop, progress and rank == 0
+            trained, loss_fn, loader, optimizer, scheduler, config, device, loop, progress
         )
-        val = score(*collect_logits(model, val_loader, torch_device))
+        val = score(*collect_logits(model, val_loader, device))
+        current = _stopping_score(val, config.early_stopping)
         if dist.is_initialized():  # every rank must take the same early-stopping decision: rank 0's
-            shared = torch.tensor([val["auroc"]], dtype=torch.float64)
+            shared = torch.tensor([current], dtype=torch.float64)
             dist.broadcast(shared, src=0)
-            val["auroc"] = float(shared)
-        current = val["auroc"] if math.isfinite(val["auroc"]) else float("-inf")  # NaN: one class in val
+            current = float(shared)
         improved = current > loop.best_score or loop.best_epoch < 0
         if improved:
             loop.best_score, loop.best_epoch, loop.epochs_without_improvement = current, loop.epoch, 0
@@ -256,12 +353,19 @@ def train(
                 _save_best(checkpoints, model)
         else:
             loop.epochs_without_improvement += 1
-        loop.history.append({"epoch": loop.epoch + 1, "train_loss": train_loss, "val_auroc": val["auroc"]})
+        loop.history.append(
+            {
+                "epoch": loop.epoch + 1,
+                "train_loss": train_loss,
+                "val_auroc": val["auroc"],
+                "val_log_loss": val["log_loss"],
+            }
+        )
         epoch_seconds.append(time.perf_counter() - epoch_started)
-        if rank == 0 and progress:
+        if progress:
             tqdm.write(
-                f"epoch {loop.epoch + 1}: train loss {train_loss:.4f}, val AUROC {val['auroc']:.4f}"
-                + (" *" if improved else "")
+                f"epoch {loop.epoch + 1}: train loss {train_loss:.4f}, val log-loss {val['log_loss']:.4f}, "
+                f"val AUROC {val['auroc']:.4f}" + (" *" if improved else "")
             )
         loop.epoch += 1
         if rank == 0:
@@ -275,34 +379,18 @@ def train(
                 fingerprint=fingerprint,
             )
     _load_best(checkpoints, model)
-    # The reference cohort first: calibration and test must see the model as it will predict.
-    reference, reference_ids = _reference_cohort(model, prepared, collate, config, torch_device)
-    metrics, calibration = _calibrate_and_test(model, prepared, collate, config, torch_device, loop)
-    if rank == 0:
-        write_bundle(
-            out,
-            spec=cohort.spec,
-            data_fingerprint=data_fingerprint,
-            config={"encoders": settings, "fusion": model.core.config.to_dict(), "train": config.to_dict()},
-            weights=model.state_dict(),
-            preprocessing=prepared.preprocessing,
-            reference=reference,
-            reference_ids=reference_ids,
-            calibration=calibration,
-            metrics=metrics,
-            model_card=render_model_card(cohort.spec, prepared, metrics, calibration, config),
-        )
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    return TrainResult(out, metrics, time.perf_counter() - started, loop.epoch, tuple(epoch_seconds))
+    return _Fit(model, loop, epoch_seconds)
 
 
 def _build(
     prepared: PreparedCohort, settings: dict[str, Any], config: TrainConfig
 ) -> tuple[MultimodalModel, DeepWeLoss]:
     encoders = {name: create_encoder(s["encoder"], **s["config"]) for name, s in settings.items()}
-    train_labels = prepared.labels[prepared.splits == "train"]
-    counts = np.bincount(train_labels, minlength=len(prepared.classes)).astype(float)
-    class_weights = (counts.sum() / (len(counts) * np.maximum(counts, 1))).round(6).tolist()
+    class_weights = None
+    if config.class_weights == "balanced":
+        train_labels = prepared.labels[prepared.splits == "train"]
+        counts = np.bincount(train_labels, minlength=len(prepared.classes)).astype(float)
+        class_weights = (counts.sum() / (len(counts) * np.maximum(counts, 1))).round(6).tolist()
     fusion = fusion_settings(encoders, len(prepared.classes), class_weights, config)
     model = MultimodalModel(encoders, DeepWe(DeepWeConfig.from_dict(fusion)))
     return model, DeepWeLoss(model.core.config)
@@ -358,21 +446,56 @@ def _load_best(folder: Path, model: MultimodalModel) -> None:
     model.load_state_dict({k: v.to(next(model.parameters()).device) for k, v in state.items()})
 
 
-def _calibrate_and_test(model, prepared, collate, config, device, loop: LoopState) -> tuple[dict, dict]:
-    val_logits, val_labels = collect_logits(
-        model, _loader(prepared.dataset("val"), collate, config, device, shuffle=False), device
-    )
+def _fit_calibration(val_logits: torch.Tensor, val_labels: torch.Tensor, binary: bool) -> tuple[float, float]:
+    """Temperature and positive-logit shift on the validation split (shift 0 unless binary with both
+    classes in validation)."""
+    if binary and val_labels.unique().numel() == 2:
+        return fit_temperature_and_shift(val_logits, val_labels)
+    return fit_temperature(val_logits, val_labels), 0.0
+
+
+def _shifted(logits: torch.Tensor, shift: float) -> torch.Tensor:
+    return logits + torch.tensor([0.0, shift]) if shift else logits
+
+
+def _calibrate_and_test(model, prepared, collate, config, device, fits: list[_Fit]) -> tuple[dict, dict]:
+    def logits_of(net, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return collect_logits(
+            net, _loader(prepared.dataset(split), collate, config, device, shuffle=False), device
+        )
+
+    binary = len(prepared.classes) == 2
+    has_test = bool((prepared.splits == "test").any())
+    members = []
+    if len(fits) > 1:  # each member scored alone, calibrated as a one-model bundle would be
+        for i, fit in enumerate(fits):
+            member_val = logits_of(fit.model, "val")
+            temperature, shift = _fit_calibration(*member_val, binary)
+            scored = {
+                "seed": config.seed + i,
+                "best_epoch": fit.loop.best_epoch + 1,
+                "epochs_run": fit.loop.epoch,
+            }
+            scored["epoch_seconds_total"] = round(sum(fit.epoch_seconds), 1)
+            scored |= {
+                "history": fit.loop.history,
+                "val": score(_shifted(member_val[0], shift), member_val[1], temperature),
+            }
+            if has_test:
+                member_test = logits_of(fit.model, "test")
+                scored["test"] = score(_shifted(member_test[0], shift), member_test[1], temperature)
+            members.append(scored)
+    val_logits, val_labels = logits_of(model, "val")
     uncalibrated = score(val_logits, val_labels)
-    if len(prepared.classes) == 2 and val_labels.unique().numel() == 2:
-        temperature, shift = fit_temperature_and_shift(val_logits, val_labels)
-        _shift_positive_logit(model, shift)
-        val_logits = val_logits + torch.tensor([0.0, shift])
+    temperature, shift = _fit_calibration(val_logits, val_labels, binary)
+    if shift:
+        model.core.shift_positive_logit(shift)
+        val_logits = _shifted(val_logits, shift)
         method = (
             "temperature and a positive-logit shift (Platt scaling) fitted on the validation split; "
             "the shift is folded into the output layer's bias"
         )
     else:
-        temperature, shift = fit_temperature(val_logits, val_labels), 0.0
         method = "temperature scaling on the validation split (Guo et al. 2017)"
     calibration: dict[str, Any] = {
         "temperature": temperature,
@@ -380,6 +503,7 @@ def _calibrate_and_test(model, prepared, collate, config, device, loop: LoopStat
         "method": method,
         "classes": prepared.classes,
     }
+    loop = fits[0].loop
     metrics: dict[str, Any] = {
         "best_epoch": loop.best_epoch + 1,
         "epochs_run": loop.epoch,
@@ -388,7 +512,7 @@ def _calibrate_and_test(model, prepared, collate, config, device, loop: LoopStat
         "val": score(val_logits, val_labels, temperature),
         "split_sizes": {s: int((prepared.splits == s).sum()) for s in ("train", "val", "test")},
     }
-    if len(prepared.classes) == 2:
+    if binary:
         risk = torch.softmax(val_logits / temperature, dim=1)[:, 1].numpy()
         threshold = choose_threshold(val_labels.numpy(), risk, target_sensitivity=config.target_sensitivity)
         calibration["threshold"] = {
@@ -397,20 +521,11 @@ def _calibrate_and_test(model, prepared, collate, config, device, loop: LoopStat
             "val_sensitivity": threshold.sensitivity,
             "val_specificity": threshold.specificity,
         }
-    if (prepared.splits == "test").any():
-        test_logits, test_labels = collect_logits(
-            model, _loader(prepared.dataset("test"), collate, config, device, shuffle=False), device
-        )
-        metrics["test"] = score(test_logits, test_labels, temperature)
+    if members:
+        metrics["members"] = members
+    if has_test:
+        metrics["test"] = score(*logits_of(model, "test"), temperature)
     return metrics, calibration
-
-
-@torch.no_grad()
-def _shift_positive_logit(model: MultimodalModel, shift: float) -> None:
-    """Add ``shift`` to the bias of the positive class in the output layer (so the saved weights
-    give the shifted logits everywhere: prediction, explanations, the dashboard)."""
-    output = model.core.head[-1]
-    output.bias[1] += shift
 
 
 @torch.no_grad()

@@ -18,15 +18,23 @@ class TrainConfig:
     """Everything ``deepwe train`` needs besides the cohort.
 
     Attributes:
-        epochs: most epochs; early stopping on validation AUROC usually ends sooner.
-        patience: epochs without a better validation AUROC before stopping.
+        epochs: most epochs; early stopping usually ends sooner.
+        patience: epochs without a better validation score before stopping.
+        early_stopping: the validation score that picks the best epoch: ``"log_loss"`` (lower
+            is better; steadier than AUROC on a small validation split) or ``"auroc"``.
         batch_size: patients per step.
         lr, weight_decay: AdamW settings.
         warmup_fraction: share of the steps with a linear learning-rate warm-up before the cosine decay.
         grad_clip: gradient norm clip.
         seed: seeds the split-independent randomness (initialisation, shuffling, dropout).
+        ensemble: k, models trained with seeds ``seed .. seed + k - 1`` into one bundle whose
+            logits are their mean (each member stops early on its own).
         num_workers: DataLoader worker processes reading files (0 = in the main process).
         token_dim: width of every encoder's tokens.
+        bins: quantile bins of the numerical embeddings of scalar tokens (tabular numbers, sensor
+            statistics).
+        class_weights: ``None`` (plain cross-entropy; calibration fixes the base rate) or
+            ``"balanced"`` (weights inverse to the training class frequencies).
         encoders: per modality kind, overrides of that encoder's config fields.
         fusion: overrides of :class:`deepwe_mm.DeepWeConfig` fields (hidden_dim, ablations, lambdas).
         target_sensitivity: choose the threshold for this sensitivity instead of Youden's J.
@@ -34,15 +42,19 @@ class TrainConfig:
     """
 
     epochs: int = 30
-    patience: int = 5
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    patience: int = 6
+    early_stopping: str = "log_loss"
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
     warmup_fraction: float = 0.05
     grad_clip: float = 1.0
     seed: int = 0
+    ensemble: int = 1
     num_workers: int = 0
-    token_dim: int = 64
+    token_dim: int = 32
+    bins: int = 8
+    class_weights: str | None = None
     encoders: dict[str, dict[str, Any]] = field(default_factory=dict)
     fusion: dict[str, Any] = field(default_factory=dict)
     target_sensitivity: float | None = None
@@ -54,6 +66,18 @@ class TrainConfig:
             raise ValueError(
                 f"train config encoders: unknown kinds {unknown}; known: {', '.join(ENCODER_KINDS)}"
             )
+        if self.early_stopping not in ("log_loss", "auroc"):
+            raise ValueError(
+                f"train config early_stopping must be 'log_loss' or 'auroc', got {self.early_stopping!r}"
+            )
+        if self.class_weights not in (None, "balanced"):
+            raise ValueError(
+                f"train config class_weights must be null or 'balanced', got {self.class_weights!r}"
+            )
+        if self.ensemble < 1:
+            raise ValueError(f"train config ensemble must be >= 1, got {self.ensemble}")
+        if self.bins < 1:
+            raise ValueError(f"train config bins must be >= 1, got {self.bins}")
         if self.epochs < 1 or self.batch_size < 2 or self.patience < 1:
             raise ValueError("train config needs epochs >= 1, batch_size >= 2 and patience >= 1")
 

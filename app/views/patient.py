@@ -187,6 +187,21 @@ def tabular_panel(
     )
 
 
+def statistics_panel(item: ModalityExplanation) -> None:
+    """Per-channel statistic tokens ("Lactate (last)"): the measured ones with their value,
+    attribution and weight, the largest attributions charted."""
+    frame = _token_frame(item)
+    values = item.extras["input"].reshape(-1).tolist()
+    frame.insert(1, "value", [f"{v:.4g}" for v in values] + [""] * (len(frame) - len(values)))
+    frame = frame[item.feature_weights.numpy() > 0].reset_index(drop=True)
+    st.dataframe(frame, hide_index=True, width="stretch")
+    largest = frame.reindex(frame["attribution"].abs().sort_values(ascending=False).index).head(25)
+    st.altair_chart(
+        charts.signed_bars(largest, "token", "attribution", "Largest attributions per statistic"),
+        width="stretch",
+    )
+
+
 def text_panel(item: ModalityExplanation) -> None:
     """The note with each word shaded by its attribution."""
     words = item.extras.get("words")
@@ -297,6 +312,8 @@ def modality_panels(current: Served, explained: PatientExplanation) -> None:
                 image_panel(item)
             elif item.kind == "audio":
                 audio_panel(current, name, item)
+            elif item.kind == "sensor" and item.extras.get("statistics"):
+                statistics_panel(item)
             elif item.kind == "sensor":
                 sensor_panel(current, name, item)
 

@@ -10,7 +10,8 @@ Four file formats, chosen by extension:
   admission and ``-1`` for an unknown value.
 
 Grid cell ``i`` covers ``[start + i / rate_hz, start + (i + 1) / rate_hz)``. Samples falling in the
-same cell are averaged; a cell with no sample stays unobserved (0.0 and ``observed=False``) and is
+same cell are averaged (summed for the ``summed`` channels: amounts such as urine output); a cell
+with no sample stays unobserved (0.0 and ``observed=False``) and is
 never forward-filled, so the encoder sees exactly what was measured.
 """
 
@@ -72,6 +73,7 @@ def read_sensor(
     time_unit: str = "s",
     duration_s: float | None = None,
     max_samples: int = 200_000,
+    summed: Sequence[str] = (),
 ) -> SensorArray:
     """Read a sensor file onto a regular grid of ``rate_hz``.
 
@@ -84,6 +86,7 @@ def read_sensor(
         time_unit: unit of that column: ``"s"``, ``"min"`` or ``"h"``.
         duration_s: grid length in seconds (crop or pad); up to the last sample when ``None``.
         max_samples: most grid cells ``T`` allowed.
+        summed: channels whose samples in one cell add up instead of being averaged.
 
     Returns:
         A :class:`SensorArray` with ``values`` and ``observed`` of shape ``(T, C)``.
@@ -115,7 +118,7 @@ def read_sensor(
     start = 0.0 if samples.times_s.min() >= 0 else float(samples.times_s.min())
     n_cells = _n_cells(path, samples.times_s.max() - start, rate_hz, duration_s, max_samples)
     cells = np.floor((samples.times_s - start) * rate_hz + _EDGE_EPS).astype(np.int64)
-    values, observed = _grid(cells, samples.values, n_cells)
+    values, observed = _grid(cells, samples.values, n_cells, [name in summed for name in channels])
     return SensorArray(values, observed, channels, float(rate_hz), start)
 
 
@@ -151,12 +154,15 @@ def _round_down(x: float, digits: int = 6) -> str:
     return f"{math.floor(x / scale) * scale:.{digits}g}"
 
 
-def _grid(cells: np.ndarray, samples: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """Average samples into cells.
+def _grid(
+    cells: np.ndarray, samples: np.ndarray, n_cells: int, summed: Sequence[bool] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Average (or, for ``summed`` channels, add) samples into cells.
 
     Args:
         cells: ``(N,)`` int64 grid cell of each sample (outside ``[0, n_cells)`` is dropped).
         samples: ``(N, C)`` float64, NaN where not observed.
+        summed: per channel, True to add its samples up (default: average every channel).
 
     Returns:
         ``values`` ``(n_cells, C)`` float32, 0.0 where unobserved, and ``observed`` (same shape).
@@ -170,7 +176,8 @@ def _grid(cells: np.ndarray, samples: np.ndarray, n_cells: int) -> tuple[np.ndar
         counts = np.bincount(cells[keep], minlength=n_cells)
         sums = np.bincount(cells[keep], weights=samples[keep, c], minlength=n_cells)
         observed[:, c] = counts > 0
-        values[observed[:, c], c] = sums[observed[:, c]] / counts[observed[:, c]]
+        divisor = 1 if c < len(summed) and summed[c] else counts[observed[:, c]]
+        values[observed[:, c], c] = sums[observed[:, c]] / divisor
     return values, observed
 
 

@@ -26,7 +26,8 @@ ID = "RecordID"
 OUTCOME = "In-hospital_death"
 BASELINES = ("SAPS-I", "SOFA")
 UNKNOWN = -1.0
-PERIOD_S = 3600
+PERIOD_S = 60  # times are HH:MM: on a one-minute grid every measurement keeps its own cell
+SUMMED = ("Urine",)  # urine output is an amount per measurement: two in one cell add up
 DURATION_S = 48 * 3600
 HEADER = "Time,Parameter,Value"
 LAYOUT = "a PhysioNet 2012 folder: set-*/NNNNNN.txt record files and Outcomes-*.txt tables"
@@ -129,6 +130,7 @@ def _spec(src: Path, channels: list[str]) -> dict[str, object]:
                 "kind": "sensor",
                 "column": "record_path",
                 "channels": channels,
+                "summed_channels": [name for name in SUMMED if name in channels],
                 "period_s": PERIOD_S,
                 "duration_s": DURATION_S,
             },

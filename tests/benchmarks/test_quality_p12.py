@@ -13,6 +13,7 @@ from benchmarks.deepwe_vs_baselines import GB, p12_cohort
 from benchmarks.quality_p12 import (
     ABLATION_NAMES,
     DEEPWE,
+    SERIES_AS_WINDOWS,
     Settings,
     main,
     summary_rows,
@@ -20,6 +21,7 @@ from benchmarks.quality_p12 import (
 )
 from benchmarks.suite import validate_row
 from deepwe_mm.config import ABLATIONS
+from pipelines.train_config import TrainConfig
 
 
 def _fold(deepwe: float, gb: float, ablation: float) -> dict[str, dict[str, float]]:
@@ -52,9 +54,9 @@ def test_rows_average_the_folds_and_anchor_deepwe_on_gb_and_ablations_on_deepwe(
 
 def test_the_verdict_says_plainly_whether_deepwe_beats_gradient_boosting():
     loses = summary_rows([_fold(0.80, 0.84, 0.8), _fold(0.81, 0.86, 0.8), _fold(0.79, 0.85, 0.8)], folds=3)
-    assert verdict(loses).startswith("DeepWe loses to gradient boosting")
+    assert verdict(loses).startswith(f"{DEEPWE} loses to gradient boosting on summary features: test AUROC")
     beats = summary_rows([_fold(0.90, 0.84, 0.8), _fold(0.91, 0.86, 0.8), _fold(0.89, 0.85, 0.8)], folds=3)
-    assert verdict(beats).startswith("DeepWe beats gradient boosting")
+    assert verdict(beats).startswith(f"{DEEPWE} beats gradient boosting")
     tied = summary_rows([_fold(0.90, 0.84, 0.8), _fold(0.80, 0.86, 0.8), _fold(0.85, 0.85, 0.8)], folds=3)
     assert "is within one sd of" in verdict(tied)
 
@@ -68,16 +70,20 @@ def test_a_fold_where_a_metric_is_undefined_is_left_out_of_its_mean():
     assert row["n"] == 1 and row["sd"] is None
 
 
-def test_each_ablation_turns_exactly_its_switch_off_and_keeps_the_rest():
+def test_deepwe_runs_with_the_defaults_and_each_ablation_changes_exactly_one_part():
     settings = Settings()
     full = settings.train_config(Path("cache"))
-    assert set(ABLATION_NAMES) == set(ABLATIONS)
+    assert full == TrainConfig(seed=settings.seed, text_cache="cache")  # what a user gets
+    assert set(ABLATION_NAMES) == {*ABLATIONS, SERIES_AS_WINDOWS}
     for name, switch in ABLATIONS.items():
         config = settings.train_config(Path("cache"), name)
         assert config.fusion == full.fusion | switch
         assert (config.encoders, config.token_dim, config.seed) == (full.encoders, full.token_dim, full.seed)
+    windows = settings.train_config(Path("cache"), SERIES_AS_WINDOWS)
+    assert windows.encoders == {"sensor": {"tokens": "windows"}} and windows.fusion == full.fusion
+    assert settings.train_config(Path("cache"), ensemble=5).ensemble == 5
     quick = Settings.quick().train_config(Path("cache"))
-    assert quick.encoders["sensor"]["hidden"] == 32 and quick.fusion["hidden_dim"] == 32
+    assert quick.epochs == 3 and quick.patience <= 3
 
 
 def test_absent_data_and_unknown_ablations_are_refused_with_exit_2(tmp_path: Path, capsys):

@@ -1,4 +1,4 @@
-"""Feature gates: weights per token, exactly 0 off the mask, and the weighted mean pooling."""
+"""Feature gates: weights per token, exactly 0 off the mask, gated tokens moved towards a baseline."""
 
 from __future__ import annotations
 
@@ -16,17 +16,37 @@ def _tokens() -> tuple[torch.Tensor, torch.Tensor]:
     return values, valid
 
 
-@pytest.mark.parametrize("kind", ["sigmoid", "sparsemax", None])
-def test_pooled_token_is_the_mean_of_weighted_observed_tokens(kind: str | None) -> None:
+@pytest.mark.parametrize("kind", ["sigmoid", "sparsemax"])
+def test_a_gated_token_moves_from_its_value_towards_the_baseline(kind: str) -> None:
     values, valid = _tokens()
-    weights, pooled = FeatureGate(11, 17, kind)(values, valid)
-    assert weights.shape == (13, 9) and pooled.shape == (13, 11)
+    gate = FeatureGate(11, 17, kind)
+    with torch.no_grad():
+        gate.baseline.normal_()
+    weights, gated = gate(values, valid)
+    assert weights.shape == (13, 9) and gated.shape == (13, 9, 11)
     assert (weights[~valid] == 0).all()
-    for row in (0, 7):
-        observed = valid[row]
-        expected = (values[row, observed] * weights[row, observed, None]).mean(0)
-        assert torch.allclose(pooled[row], expected, atol=1e-6)
-    assert torch.equal(pooled[4], torch.zeros(11))
+    assert (gated[~valid] == 0).all()
+    w = weights[valid].unsqueeze(-1)
+    torch.testing.assert_close(gated[valid], w * values[valid] + (1 - w) * gate.baseline)
+
+
+def test_without_a_gate_every_observed_token_passes_unchanged() -> None:
+    values, valid = _tokens()
+    weights, gated = FeatureGate(11, 17, None)(values, valid)
+    assert torch.equal(weights, valid.float())
+    assert torch.equal(gated, values)
+
+
+def test_a_gate_with_context_weighs_a_token_by_the_rest_of_the_patient() -> None:
+    values, valid = _tokens()
+    changed = values.clone()
+    changed[0, 1:] = torch.where(valid[0, 1:].unsqueeze(-1), torch.randn(8, 11), 0.0)
+    torch.manual_seed(0)
+    with_context = FeatureGate(11, 17, "sigmoid", context=True)
+    torch.manual_seed(0)
+    alone = FeatureGate(11, 17, "sigmoid", context=False)
+    assert with_context.weights(values, valid)[0, 0] != with_context.weights(changed, valid)[0, 0]
+    assert alone.weights(values, valid)[0, 0] == alone.weights(changed, valid)[0, 0]
 
 
 def test_sigmoid_weights_lie_strictly_between_zero_and_one() -> None:

@@ -16,10 +16,15 @@ def test_reference_neighbours_are_its_nearest_rows_and_are_stored_outside_the_st
     data = make_batch()
     with torch.no_grad():
         fused = model.embed(*data)
-    # The reference holds the batch itself: each patient's nearest row is its own.
+    # The reference holds the batch itself: a patient's own row is identical, so it is taken to be
+    # the patient and skipped (a training patient must not read its own outcome); the first
+    # neighbour is the nearest other row.
     model.set_reference(fused, ids=[f"p{i}" for i in range(BATCH)], outcomes=torch.arange(BATCH) % 2)
     output = model(*data)
-    assert torch.equal(output.neighbours[:, 0], torch.arange(BATCH))
+    similarity = torch.nn.functional.normalize(fused, dim=1) @ torch.nn.functional.normalize(fused, dim=1).T
+    similarity.fill_diagonal_(-2)
+    assert not (output.neighbours == torch.arange(BATCH)[:, None]).any()
+    assert torch.equal(output.neighbours[:, 0], similarity.argmax(1))
     assert model.reference.ids[3] == "p3" and model.reference.outcomes.shape == (BATCH,)
     assert not any(key.startswith("reference") for key in model.state_dict())
     model.clear_reference()

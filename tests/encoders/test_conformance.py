@@ -44,8 +44,15 @@ def _import_encoder_modules() -> None:
 
 _import_encoder_modules()
 NAMES = list_encoders()
-TINY = [name for name in NAMES if name.endswith("-tiny")]
 DEFAULTS = [name for name in NAMES if not name.endswith("-tiny")]
+# Registered names, plus "name:mode" for an encoder that builds another token mode on request.
+TOKEN_MODES = {"sensor-tiny:variables": ("sensor-tiny", {"tokens": "variables"})}
+TINY = [name for name in NAMES if name.endswith("-tiny")] + list(TOKEN_MODES)
+
+
+def _tiny(case: str) -> ModalityEncoder:
+    name, config = TOKEN_MODES.get(case, (case, {}))
+    return create_encoder(name, **config)
 
 
 def _samples(encoder: ModalityEncoder, n: int, missing: tuple[int, ...] = ()) -> list[Any]:
@@ -75,7 +82,8 @@ def test_the_registry_holds_the_four_array_kinds():
 
 @pytest.mark.parametrize("name", DEFAULTS)
 def test_every_kind_has_a_tiny_variant(name):
-    assert f"{name}-tiny" in TINY
+    tiny_names = [n for n in NAMES if n.endswith("-tiny")]
+    assert f"{name}-tiny" in tiny_names
 
 
 @pytest.mark.parametrize("name", DEFAULTS)
@@ -89,8 +97,8 @@ def test_the_default_variant_builds(name):
 
 @pytest.mark.parametrize("name", TINY)
 def test_tokens_have_the_contract_shapes(name):
-    encoder = create_encoder(name).eval()
-    assert encoder.kind == name.removesuffix("-tiny")
+    encoder = _tiny(name).eval()
+    assert encoder.kind == name.split(":")[0].removesuffix("-tiny")
     batch = encoder.collate(_samples(encoder, 5, missing=(1, 3)))
     assert isinstance(batch, EncoderBatch)
     assert batch.present.dtype == torch.bool
@@ -114,7 +122,7 @@ def test_tokens_have_the_contract_shapes(name):
 
 @pytest.mark.parametrize("name", TINY)
 def test_a_batch_with_every_patient_missing_is_finite_and_masked(name):
-    encoder = create_encoder(name).eval()
+    encoder = _tiny(name).eval()
     batch = encoder.collate([None, None, None])
     with torch.no_grad():
         tokens = encoder(batch)
@@ -127,7 +135,7 @@ def test_a_batch_with_every_patient_missing_is_finite_and_masked(name):
 
 @pytest.mark.parametrize("name", TINY)
 def test_a_gradient_reaches_every_trainable_parameter(name):
-    encoder = create_encoder(name).train()
+    encoder = _tiny(name).train()
     batch = encoder.collate(_samples(encoder, 4, missing=(2,)))
     # A random read-out: a plain sum would see no gradient through a final LayerNorm.
     readout = torch.randn(encoder.out_dim)
@@ -151,7 +159,7 @@ def test_a_gradient_reaches_every_trainable_parameter(name):
 
 @pytest.mark.parametrize("name", TINY)
 def test_a_patients_tokens_do_not_depend_on_the_batch(name):
-    encoder = create_encoder(name).eval()
+    encoder = _tiny(name).eval()
     samples = _samples(encoder, 5, missing=(2,))
     with torch.no_grad():
         together = encoder(encoder.collate(samples))
@@ -175,7 +183,7 @@ def test_a_patients_tokens_do_not_depend_on_the_batch(name):
 
 @pytest.mark.parametrize("name", TINY)
 def test_example_samples_are_reproducible(name):
-    encoder = create_encoder(name)
+    encoder = _tiny(name)
     first = encoder.collate(encoder.example_samples(3, np.random.default_rng(11)))
     second = encoder.collate(encoder.example_samples(3, np.random.default_rng(11)))
     assert first.tensors.keys() == second.tensors.keys()

@@ -129,6 +129,10 @@ def test_a_tampered_manifest_is_refused(bundle_path, tmp_path):
     (target / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="format version 99"):
         load_bundle(target)
+    manifest["format_version"] = 1
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"format version 1; .* train the model again"):
+        load_bundle(target)
 
 
 class _RunsCode:

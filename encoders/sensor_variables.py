@@ -1,0 +1,229 @@
+"""Sensor encoder for measurement series: per-variable, time-aware statistic tokens.
+
+Bedside vitals and labs (PhysioNet 2012, a vitals CSV) are irregular, sparse measurements. What a
+clinician — and a gradient-boosted model — reads from them is per variable: the first and last
+value, the extremes, the mean, how often it was measured, how long ago the last measurement was and
+where it is heading. This encoder emits exactly those, one token per (channel, statistic), named
+``"Lactate (last)"``, ``"HR (slope)"``, so that feature weights weigh variables and statistics a
+clinician can check, not hours.
+
+Each statistic is embedded with a piecewise-linear encoding over training-quantile bins
+(:class:`~encoders.numeric_embedding.PiecewiseLinearEmbedding`), which also clips extreme values at
+the training quantiles. A channel never measured has all its statistics masked (never 0); the slope
+needs two measurements at different times. One last token, ``"measured channels"``, embeds which
+channels were measured at all, since being measured is itself informative.
+
+The tokens of a channel form one group (:attr:`SensorVariableEncoder.token_groups`): the fusion
+core weighs every token, then lets the channels interact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from encoders.base import ModalityEncoder
+from encoders.numeric_embedding import DEFAULT_BINS, PiecewiseLinearEmbedding
+from encoders.tokens import EncoderBatch, Tokens
+
+SERIES_STATISTICS = ("first", "last", "min", "max", "mean", "count", "hours since last", "slope")
+SLOPE = SERIES_STATISTICS.index("slope")
+PATTERN_TOKEN = "measured channels"
+
+
+class GriddedSeries(Protocol):
+    """What this encoder reads of :class:`encoders.readers.sensor.SensorArray`."""
+
+    values: np.ndarray  # (T, C) float32, 0 where unobserved
+    observed: np.ndarray  # (T, C) bool
+    rate_hz: float
+    start_s: float
+
+
+@dataclass(frozen=True)
+class SeriesStatistics:
+    """The statistics of one series.
+
+    Attributes:
+        values: ``(C, S)`` float32 in the channel's units (count: measurements; hours since last:
+            hours from the last measurement to the end of the series; slope: units per hour);
+            0 where not observed.
+        observed: ``(C, S)`` bool.
+    """
+
+    values: np.ndarray
+    observed: np.ndarray
+
+
+def series_statistics(series: GriddedSeries) -> SeriesStatistics:
+    """The :data:`SERIES_STATISTICS` of every channel of a gridded series.
+
+    A cell's time is its centre, ``start_s + (i + 0.5) / rate_hz``; the series ends at the end of its
+    last cell.
+    """
+    values = np.asarray(series.values, dtype=np.float64)
+    observed = np.asarray(series.observed, dtype=bool)
+    steps, channels = values.shape
+    hours = (float(series.start_s) + (np.arange(steps) + 0.5) / float(series.rate_hz)) / 3600.0
+    end = (float(series.start_s) + steps / float(series.rate_hz)) / 3600.0
+    count = observed.sum(axis=0)
+    seen = count > 0
+    columns = np.arange(channels)
+    first = values[np.argmax(observed, axis=0), columns]
+    last_index = steps - 1 - np.argmax(observed[::-1], axis=0)
+    last = values[last_index, columns]
+    low = np.where(observed, values, np.inf).min(axis=0)
+    high = np.where(observed, values, -np.inf).max(axis=0)
+    total = np.where(observed, values, 0.0).sum(axis=0)
+    mean = total / np.maximum(count, 1)
+    mean_hour = (observed * hours[:, None]).sum(axis=0) / np.maximum(count, 1)
+    centred = np.where(observed, hours[:, None] - mean_hour, 0.0)
+    spread = (centred**2).sum(axis=0)
+    has_slope = (count >= 2) & (spread > 1e-12)
+    slope = np.where(
+        has_slope,
+        (centred * np.where(observed, values - mean, 0.0)).sum(axis=0) / np.maximum(spread, 1e-12),
+        0.0,
+    )
+    stats = np.stack([first, last, low, high, mean, count, end - hours[last_index], slope], axis=1)
+    mask = np.repeat(seen[:, None], len(SERIES_STATISTICS), axis=1)
+    mask[:, SLOPE] = has_slope
+    stats = np.where(mask & np.isfinite(stats), stats, 0.0)
+    return SeriesStatistics(stats.astype(np.float32), mask & np.isfinite(stats))
+
+
+@dataclass(frozen=True)
+class SensorVariableConfig:
+    """Settings of :class:`SensorVariableEncoder`.
+
+    Attributes:
+        channels: C, the number of channels (the cohort spec's channel list).
+        names: the C channel names, for token names (``ch0``... when empty).
+        out_dim: token width D.
+        bins: K, quantile bins of each statistic's numerical embedding.
+        tokens: always ``"variables"`` (the ``sensor`` registry entry dispatches on it).
+    """
+
+    channels: int
+    names: tuple[str, ...] = ()
+    out_dim: int = 128
+    bins: int = DEFAULT_BINS
+    tokens: str = "variables"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
+        if self.channels < 1 or self.out_dim < 1 or self.bins < 1:
+            raise ValueError(
+                f"sensor variable encoder needs channels, out_dim and bins >= 1, got {self.channels}, "
+                f"{self.out_dim} and {self.bins}"
+            )
+        if self.names and len(self.names) != self.channels:
+            raise ValueError(f"sensor variable encoder: {len(self.names)} names for {self.channels} channels")
+        if self.tokens != "variables":
+            raise ValueError(f"SensorVariableConfig.tokens must be 'variables', got {self.tokens!r}")
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        return self.names or tuple(f"ch{c}" for c in range(self.channels))
+
+
+class SensorVariableEncoder(ModalityEncoder):
+    """One token per (channel, statistic), plus the measured-channels token.
+
+    Args:
+        config: channels, names, width and bins.
+    """
+
+    kind: ClassVar[str] = "sensor"
+
+    def __init__(self, config: SensorVariableConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.out_dim = config.out_dim
+        stats = len(SERIES_STATISTICS)
+        self.statistics = PiecewiseLinearEmbedding(config.channels * stats, config.bins, config.out_dim)
+        self.pattern = nn.Linear(config.channels, config.out_dim)
+        self.norm = nn.LayerNorm(config.out_dim)
+        self.token_names = [
+            *(f"{channel} ({stat})" for channel in config.channel_names for stat in SERIES_STATISTICS),
+            PATTERN_TOKEN,
+        ]
+        # The tokens of channel c are group c; the measured-channels token is a group of its own.
+        self.token_groups = tuple(
+            [c for c in range(config.channels) for _ in SERIES_STATISTICS] + [config.channels]
+        )
+
+    def example_samples(self, n: int, rng: np.random.Generator) -> list[GriddedSeries]:
+        """``n`` hourly series of 3 to 12 hours, each with some channels never measured."""
+        from encoders.readers.sensor import SensorArray
+
+        channels = self.config.channels
+        samples = []
+        for _ in range(n):
+            length = int(rng.integers(3, 13))
+            observed = rng.random((length, channels)) < 0.4
+            observed[:, rng.random(channels) < 0.3] = False
+            observed[0, 0] = True
+            values = np.where(observed, rng.normal(5.0, 3.0, (length, channels)), 0.0)
+            samples.append(
+                SensorArray(values.astype(np.float32), observed, self.config.channel_names, 1 / 3600, 0.0)
+            )
+        return samples
+
+    def collate(self, samples: Sequence[GriddedSeries | SeriesStatistics | None]) -> EncoderBatch:
+        """Statistics per patient.
+
+        Args:
+            samples: per patient a gridded series (``values``/``observed`` (T, C)), its
+                :class:`SeriesStatistics` (computed once by the data pipeline), or None.
+
+        Returns:
+            tensors ``statistics`` (B, C, S) float32 and ``observed`` (B, C, S) bool.
+
+        Raises:
+            ValueError: a sample has the wrong number of channels.
+        """
+        channels, stats = self.config.channels, len(SERIES_STATISTICS)
+        values = np.zeros((len(samples), channels, stats), dtype=np.float32)
+        observed = np.zeros((len(samples), channels, stats), dtype=bool)
+        for row, sample in enumerate(samples):
+            if sample is None:
+                continue
+            if not isinstance(sample, SeriesStatistics):
+                if np.asarray(sample.values).ndim != 2 or np.asarray(sample.values).shape[1] != channels:
+                    raise ValueError(
+                        f"sensor sample {row}: expected values of shape (T, {channels}), "
+                        f"got {np.asarray(sample.values).shape}"
+                    )
+                sample = series_statistics(sample)
+            if sample.values.shape != (channels, stats):
+                raise ValueError(
+                    f"sensor sample {row}: expected statistics of shape ({channels}, {stats}), got {sample.values.shape}"
+                )
+            values[row], observed[row] = sample.values, sample.observed
+        present = torch.tensor([sample is not None for sample in samples], dtype=torch.bool)
+        return EncoderBatch(
+            tensors={"statistics": torch.from_numpy(values), "observed": torch.from_numpy(observed)},
+            present=present,
+            names=[self.token_names for _ in samples],
+        )
+
+    def forward(self, batch: EncoderBatch) -> Tokens:
+        """Tokens ``values`` (B, C * S + 1, D); ``mask`` True for observed statistics and for the
+        measured-channels token of a present patient."""
+        statistics, observed = batch.tensors["statistics"], batch.tensors["observed"]
+        rows = statistics.shape[0]
+        tokens = self.statistics(statistics.reshape(rows, -1))
+        measured = observed.any(dim=2).float()
+        tokens = torch.cat([tokens, self.pattern(measured)[:, None]], dim=1)
+        mask = torch.cat([observed.reshape(rows, -1), torch.ones(rows, 1, dtype=torch.bool)], dim=1)
+        return Tokens(values=self.norm(tokens), mask=mask & batch.present[:, None], names=batch.names)
+
+
+def build(**config: Any) -> SensorVariableEncoder:
+    return SensorVariableEncoder(SensorVariableConfig(**config))
