@@ -744,6 +744,11 @@ def print_summary(report: ValidationReport) -> None:
         )
         console.print(f"outcome: {balance}; unlabelled: {summary.unlabelled}")
     console.print("split: " + ", ".join(f"{k}: {v}" for k, v in summary.split_counts.items()))
+    console.print(f"split unit: {summary.split_unit}")
+    if summary.group_sizes:
+        console.print("groups: " + ", ".join(f"{k}: {v}" for k, v in summary.group_sizes.items()))
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
     table = Table(title="availability per modality")
     table.add_column("modality")
     table.add_column("present", justify="right")
