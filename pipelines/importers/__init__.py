@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipelines.importers._common import ImportResult
 from pipelines.importers.cinc2017 import import_cinc2017
+from pipelines.importers.fhir import import_fhir
 from pipelines.importers.iu_xray import import_iu_xray
 from pipelines.importers.medmnist import import_medmnist
 from pipelines.importers.mimic_iv import import_mimic_iv
@@ -27,6 +28,7 @@ IMPORTERS: dict[str, Callable[..., ImportResult]] = {
     "medmnist": import_medmnist,
     "iu-xray": import_iu_xray,
     "mimic-iv": import_mimic_iv,
+    "fhir": import_fhir,
 }
 
 
