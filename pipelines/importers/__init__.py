@@ -17,6 +17,7 @@ from pipelines.importers.fhir import import_fhir
 from pipelines.importers.iu_xray import import_iu_xray
 from pipelines.importers.medmnist import import_medmnist
 from pipelines.importers.mimic_iv import import_mimic_iv
+from pipelines.importers.omop import import_omop
 from pipelines.importers.physionet2012 import import_physionet2012
 from pipelines.spec_io import did_you_mean
 
@@ -29,6 +30,7 @@ IMPORTERS: dict[str, Callable[..., ImportResult]] = {
     "iu-xray": import_iu_xray,
     "mimic-iv": import_mimic_iv,
     "fhir": import_fhir,
+    "omop": import_omop,
 }
 
 
