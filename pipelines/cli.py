@@ -145,6 +145,10 @@ def import_(
     limit_per_split: Annotated[
         int | None, typer.Option(help="medmnist: write at most this many images per split.")
     ] = None,
+    cxr: Annotated[
+        Path | None,
+        typer.Option(help="mimic-iv: a MIMIC-CXR-JPG folder; the latest in-window X-ray becomes an image."),
+    ] = None,
     check: Annotated[bool, typer.Option(help="Validate the written cohort (file headers not read).")] = True,
 ) -> None:
     """Convert a public dataset into a cohort (spec + table) that `deepwe validate` accepts.
@@ -159,7 +163,7 @@ def import_(
 
     options = {
         key: value
-        for key, value in {"task": task, "limit_per_split": limit_per_split}.items()
+        for key, value in {"task": task, "limit_per_split": limit_per_split, "cxr": cxr}.items()
         if value is not None
     }
     try:

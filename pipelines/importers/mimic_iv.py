@@ -2,7 +2,9 @@
 
 Layout of ``SRC``: ``hosp/`` (patients, admissions, labevents, d_labitems), ``icu/`` (icustays,
 inputevents, outputevents, chartevents, d_items) and, when present, ``note/`` (MIMIC-IV-Note:
-discharge, radiology), each table as ``.csv.gz`` or ``.csv``. Files are read as streams by DuckDB,
+discharge, radiology), each table as ``.csv.gz`` or ``.csv``. With ``cxr``, a MIMIC-CXR-JPG folder
+(``mimic-cxr-2.0.0-metadata.csv.gz`` and ``files/pNN/pSUBJECT/sSTUDY/DICOM_ID.jpg``) adds each stay's
+latest chest X-ray taken in the window as an image modality; the images stay where they are. Files are read as streams by DuckDB,
 never loaded whole. Event times: labevents and chartevents ``charttime``, outputevents
 ``charttime``, inputevents ``endtime`` (an infusion's amount is known only when it ends, so a
 infusion that runs past the window stays out of it).
@@ -64,14 +66,16 @@ EVENTS = {
 NOTES = ("note/discharge", "note/radiology")
 
 
-def import_mimic_iv(src: str | Path, out: str | Path, *, task: str | Path | None = None) -> ImportResult:
+def import_mimic_iv(
+    src: str | Path, out: str | Path, *, task: str | Path | None = None, cxr: str | Path | None = None
+) -> ImportResult:
     """Write a cohort of MIMIC-IV ICU stays: one row per stay, split by ``subject_id``.
 
     Table columns: ``stay_id``, ``subject_id`` (the split group), the outcome (default
     ``hospital_death``: the admission's ``hospital_expire_flag``), the task's static columns (age at
     ICU admission, gender, admission type and location, insurance, first care unit), ``age_band``,
     the latest in-window value of each tabular variable, ``series_path`` (``series/STAY.csv``) and,
-    with MIMIC-IV-Note, ``notes_path``. A missing event table (the demo has no chartevents) or one
+    with MIMIC-IV-Note, ``notes_path`` and, with ``cxr``, ``image_path``. A missing event table (the demo has no chartevents) or one
     lacking a column is said in the summary and the import goes on without it.
 
     Raises:
@@ -139,6 +143,8 @@ def import_mimic_iv(src: str | Path, out: str | Path, *, task: str | Path | None
             )
         )
     source.notes_sql = _notes_sql(con, src, source)
+    if cxr is not None:
+        source.images_sql = _images_sql(con, Path(cxr), source)
     return build_cohort(source, spec, Path(out), name=spec.name)
 
 
@@ -234,3 +240,28 @@ def _notes_sql(con, src: Path, source: SourceData) -> str | None:
         source.notes.append("no note/ folder (MIMIC-IV-Note): no text modality")
         return None
     return " UNION ALL ".join(parts)
+
+
+CXR_METADATA = "mimic-cxr-2.0.0-metadata"
+CXR_LAYOUT = f"a MIMIC-CXR-JPG folder with {CXR_METADATA}.csv.gz and files/pNN/pSUBJECT/sSTUDY/DICOM_ID.jpg"
+
+
+def _images_sql(con, cxr: Path, source: SourceData) -> str:
+    """MIMIC-CXR-JPG images as (subject, time, absolute path), timed by StudyDate and StudyTime."""
+    cxr = require_folder(cxr, CXR_LAYOUT)
+    path = _table_path(cxr, CXR_METADATA)
+    if path is None:
+        raise ValueError(f"{cxr}: expected {CXR_LAYOUT}, but {CXR_METADATA}.csv.gz is absent")
+    lacking = missing_columns(con, path, ["dicom_id", "subject_id", "study_id", "StudyDate", "StudyTime"])
+    if lacking:
+        raise ValueError(f"{path}: expected the MIMIC-CXR columns {', '.join(lacking)} in its header line")
+    root = str(cxr).replace("'", "''")
+    time = (
+        "try_strptime(trim(StudyDate) || lpad(split_part(trim(StudyTime), '.', 1), 6, '0'), '%Y%m%d%H%M%S')"
+    )
+    unreadable = con.execute(f"SELECT count(*) FROM {csv_source(path)} WHERE {time} IS NULL").fetchone()[0]
+    source.skipped[f"image without a readable StudyDate and StudyTime ({CXR_METADATA})"] += unreadable
+    return f"""SELECT trim(subject_id) AS subject, {time} AS time,
+        '{root}/files/p' || left(trim(subject_id), 2) || '/p' || trim(subject_id) || '/s' || trim(study_id)
+        || '/' || trim(dicom_id) || '.jpg' AS path
+        FROM {csv_source(path)} WHERE {time} IS NOT NULL"""

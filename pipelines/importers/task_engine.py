@@ -23,6 +23,7 @@ MIMIC-IV (``labevents`` alone is about 120 million rows) is imported within a fi
 from __future__ import annotations
 
 import csv
+import os
 import re
 import tempfile
 from collections import Counter
@@ -73,6 +74,7 @@ class SourceData:
         subgroups: columns of ``rows_sql`` to slice metrics by.
         events: the event tables.
         notes_sql: SQL of notes, or None when the source has none.
+        images_sql: SQL of image references (``subject, time, path`` with an absolute path), or None.
         code_names: source code -> its name in the source's dictionary.
         description: the cohort's description (source, licence, task).
         skipped: records left out by the adapter, by reason.
@@ -90,6 +92,7 @@ class SourceData:
     notes_sql: str | None
     code_names: dict[str, str]
     description: str
+    images_sql: str | None = None
     skipped: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
 
@@ -179,9 +182,11 @@ def build_cohort(source: SourceData, task: TaskSpec, out: Path, *, name: str) ->
     latest = _latest(con, [v.name for v in variables if v.tabular])
     channels = _write_series(con, out, [v.name for v in variables if v.sensor])
     notes = _write_notes(con, source, out) if task.notes and source.notes_sql else {}
+    images = _latest_images(con, source, flags) if source.images_sql else {}
+    data_root, files = _place_files(out, {"series_path": channels, "notes_path": notes}, images)
     with_values = set(_channels(con)) | {name for values in latest.values() for name in values}
     present = [v for v in variables if v.name in with_values]
-    columns, rows = _table(con, source, task, static, present, latest, channels, notes)
+    columns, rows = _table(con, source, task, static, present, latest, files)
     spec = _spec(
         source,
         task,
@@ -189,8 +194,10 @@ def build_cohort(source: SourceData, task: TaskSpec, out: Path, *, name: str) ->
         static,
         [v.name for v in present if v.tabular],
         [v.name for v in present if v.sensor],
-        notes,
+        files,
     )
+    if data_root is not None:
+        spec["data_root"] = data_root
     _write_catalogue(out, variables, units, flags)
     skipped = Counter(source.skipped)
     for (reason, _), count in flags.items():
@@ -439,6 +446,50 @@ def _write_notes(con: duckdb.DuckDBPyConnection, source: SourceData, out: Path) 
     return written
 
 
+def _latest_images(con: duckdb.DuckDBPyConnection, source: SourceData, flags: Counter) -> dict[str, str]:
+    """row_id -> the absolute path of its latest in-window image that exists on disk."""
+    result = con.execute(
+        f"""SELECT r.row_id, arg_max(i.path, i.time) FROM ({source.images_sql}) i
+        JOIN task_rows r ON r.subject = i.subject
+        WHERE i.time >= r.window_start AND i.time < r.window_end GROUP BY r.row_id"""
+    )
+    images = {}
+    for row_id, path in _batches(result):
+        if Path(path).is_file():
+            images[row_id] = str(Path(path).resolve())
+        else:
+            flags[("image listed in the source but absent on disk", "(images)")] += 1
+    later = con.execute(
+        f"""SELECT count(*) FROM ({source.images_sql}) i JOIN task_rows r ON r.subject = i.subject
+        WHERE i.time >= r.window_end"""
+    ).fetchone()[0]
+    flags[("image after a row's observation window (left out: no leakage)", "(images)")] += later
+    return images
+
+
+def _place_files(
+    out: Path, written: dict[str, dict[str, str]], images: dict[str, str]
+) -> tuple[str | None, dict[str, dict[str, str]]]:
+    """The cohort's data root and every file cell relative to it.
+
+    Files written by the import live under ``out``; images stay where the source keeps them. With
+    images the data root is the folder holding both, so that every cell is a relative path under it.
+    """
+    if not images:
+        return None, written
+    out = out.resolve()
+    root = Path(os.path.commonpath([out, *{Path(path).parent for path in images.values()}]))
+    prefix = out.relative_to(root)
+    placed = {
+        column: {row_id: (prefix / path).as_posix() for row_id, path in paths.items()}
+        for column, paths in written.items()
+    }
+    placed["image_path"] = {
+        row_id: Path(path).relative_to(root).as_posix() for row_id, path in images.items()
+    }
+    return str(root), placed
+
+
 def _table(
     con: duckdb.DuckDBPyConnection,
     source: SourceData,
@@ -446,8 +497,7 @@ def _table(
     static: list[str],
     variables: list[_Variable],
     latest: dict[str, dict[str, float]],
-    series: dict[str, str],
-    notes: dict[str, str],
+    files: dict[str, dict[str, str]],
 ) -> tuple[list[str], list[dict[str, str]]]:
     outcome = task.outcome.column
     extra = [c for c in source.subgroups if c not in static]
@@ -465,16 +515,14 @@ def _table(
             outcome: "" if record["outcome"] is None else str(int(record["outcome"])),
             **{c: _cell(record[c]) for c in [*static, *extra]},
             **{name: _number(value) for name, value in latest.get(row_id, {}).items()},
-            "series_path": series.get(row_id, ""),
-            "notes_path": notes.get(row_id, ""),
+            **{column: paths.get(row_id, "") for column, paths in files.items()},
         }
         rows.append(row)
     columns = [source.id_column]
     if source.group_column != source.id_column:
         columns.append(source.group_column)
     columns += [outcome, *static, *extra, *tabular, "series_path"]
-    if notes:
-        columns.append("notes_path")
+    columns += [column for column in ("notes_path", "image_path") if files.get(column)]
     return columns, rows
 
 
@@ -485,7 +533,7 @@ def _spec(
     static: list[str],
     tabular: list[str],
     channels: list[str],
-    notes: dict[str, str],
+    files: dict[str, dict[str, str]],
 ) -> dict[str, object]:
     modalities: dict[str, object] = {}
     if static:
@@ -506,8 +554,10 @@ def _spec(
             "time_unit": "h",
             "duration_s": (task.window.end_h - min(task.window.start_h, 0.0)) * 3600,
         }
-    if notes:
+    if files.get("notes_path"):
         modalities["notes"] = {"kind": "text", "column": "notes_path"}
+    if files.get("image_path"):
+        modalities["image"] = {"kind": "image", "column": "image_path"}
     if not modalities:
         raise ValueError(f"task {task.name!r}: no variable has a value in any row's window; nothing to write")
     spec: dict[str, object] = {
@@ -527,7 +577,7 @@ def _write_catalogue(
     out: Path, variables: list[_Variable], units: dict[str, str | None], flags: Counter
 ) -> None:
     """``variables.csv``: each variable's codes, modalities, unit, range and what became of its values."""
-    reasons = sorted({reason for reason, _ in flags if reason != "kept"})
+    reasons = sorted({reason for reason, variable in flags if reason != "kept" and variable != "(images)"})
     with (out / CATALOGUE).open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["variable", "codes", "to", "unit", "low", "high", "kept", *reasons])

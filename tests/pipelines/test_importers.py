@@ -44,8 +44,8 @@ def test_registry_names_every_importer_and_its_options():
     assert importer_options("cinc2017") == {"task": "af", "sample_rate": 300.0, "duration_s": None}
     assert importer_options("medmnist") == {"limit_per_split": None}
     assert importer_options("physionet2012") == {}
-    for name in ("mimic-iv", "fhir", "omop"):
-        assert importer_options(name) == {"task": None}
+    assert importer_options("mimic-iv") == {"task": None, "cxr": None}
+    assert importer_options("fhir") == importer_options("omop") == {"task": None}
 
 
 def test_unknown_importer_suggests_the_closest_name(tmp_path: Path):

@@ -224,3 +224,35 @@ def test_a_code_in_two_variables_is_refused(tiny_mimic, tmp_path):
         ValueError, match=r"code '50813' is listed by variables 'Lactate' and 'Lactate again'"
     ):
         import_dataset("mimic-iv", tiny_mimic, tmp_path / "out", task=path)
+
+
+def test_cxr_images_in_the_window_become_an_image_modality(tiny_mimic, task_file, tmp_path):
+    """MIMIC-CXR-JPG layout: the latest in-window study per stay; a later one and an absent file stay out."""
+    from PIL import Image
+
+    cxr = tmp_path / "cxr"
+    header = ["dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"]
+    studies = [
+        ["d-early", "1", "500", "PA", "21500101", "120000.000"],  # 2 h into stay 101
+        ["d-in", "1", "501", "AP", "21500101", "203000.5"],  # 10.5 h in: the latest in window
+        ["d-after", "1", "502", "AP", "21500103", "090000"],  # after the window
+        ["d-absent", "2", "600", "AP", "21600301", "050000"],  # in window, but no file
+    ]
+    _write(cxr / "mimic-cxr-2.0.0-metadata.csv.gz", [header, *studies])
+    for dicom, subject, study, *_ in studies[:3]:
+        path = cxr / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (16, 16), color=128).save(path)
+    out = tmp_path / "out"
+    result = import_dataset("mimic-iv", tiny_mimic, out, task=task_file, cxr=cxr)
+    rows = _rows(out)
+    assert rows["101"]["image_path"] == "cxr/files/p1/p1/s501/d-in.jpg"
+    assert rows["201"]["image_path"] == "" and rows["102"]["image_path"] == ""
+    assert result.skipped["image listed in the source but absent on disk"] == 1
+    assert result.skipped["image after a row's observation window (left out: no leakage)"] == 1
+    spec = yaml.safe_load(result.spec_path.read_text(encoding="utf-8"))
+    assert spec["modalities"]["image"] == {"kind": "image", "column": "image_path"}
+    assert spec["data_root"] == str(tmp_path)
+    assert rows["101"]["series_path"] == "out/series/101.csv"
+    report = validate_cohort(result.spec_path)
+    assert report.ok, [str(p) for p in report.problems]
