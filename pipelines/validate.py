@@ -270,7 +270,7 @@ def group_sizes(cohort: Cohort) -> dict[str, int] | None:
 
 
 _SUBJECT_COLUMN = re.compile(
-    r"(patient|subject|person|member|mrn|pid|client)([ _-]?(id|nr|no|number|key))?$", re.I
+    r"(?:^|[ _-])(?:patient|subject|person|member|mrn|pid|client)(?:[ _-]?(?:id|nr|no|number|key))?$", re.I
 )
 
 

@@ -43,6 +43,8 @@ NOTES_DIR = "notes"
 CATALOGUE = "variables.csv"
 TIME_COLUMN = "hours_since_index"
 FETCH_ROWS = 50_000
+MEMORY_ENV = "DEEPWE_IMPORT_MEMORY"
+DEFAULT_MEMORY = "2GB"
 AGE_BAND_SQL = (
     "CASE WHEN {age} IS NULL THEN NULL WHEN {age} < 50 THEN '<50' WHEN {age} < 65 THEN '50-64' "
     "WHEN {age} < 80 THEN '65-79' ELSE '80+' END"
@@ -108,8 +110,14 @@ class _Variable:
     high: float | None
 
 
-def connect(memory_limit: str = "2GB") -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection that spills to a temporary folder past ``memory_limit``."""
+def connect(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that spills to a temporary folder past ``memory_limit``.
+
+    The limit defaults to the environment variable ``DEEPWE_IMPORT_MEMORY``, else ``2GB``.
+    """
+    memory_limit = memory_limit or os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", memory_limit.strip()):
+        raise ValueError(f"{MEMORY_ENV}: expected a memory size such as 2GB or 500MB, got {memory_limit!r}")
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{_sql_text(memory_limit)}'")
     con.execute(f"SET temp_directory = '{_sql_text(tempfile.gettempdir())}/deepwe-duckdb'")
@@ -371,7 +379,7 @@ def _latest(con: duckdb.DuckDBPyConnection, names: list[str]) -> dict[str, dict[
     if not names:
         return latest
     result = con.execute(
-        "SELECT row_id, variable, arg_max(value, hours) FROM kept WHERE list_contains(?, variable) GROUP BY ALL",
+        "SELECT row_id, variable, arg_max(value, hours) FROM kept WHERE list_contains(?::VARCHAR[], variable) GROUP BY ALL",
         [names],
     )
     for row_id, variable, value in _batches(result):
@@ -392,7 +400,7 @@ def _write_series(con: duckdb.DuckDBPyConnection, out: Path, names: list[str]) -
     con.execute(
         """CREATE OR REPLACE TEMP TABLE series_values AS
         SELECT row_id, hours, variable, avg(value) AS value FROM kept
-        WHERE list_contains(?, variable) GROUP BY ALL""",
+        WHERE list_contains(?::VARCHAR[], variable) GROUP BY ALL""",
         [names],
     )
     folder = out / SERIES_DIR

@@ -256,3 +256,14 @@ def test_cxr_images_in_the_window_become_an_image_modality(tiny_mimic, task_file
     assert rows["101"]["series_path"] == "out/series/101.csv"
     report = validate_cohort(result.spec_path)
     assert report.ok, [str(p) for p in report.problems]
+
+
+def test_a_task_without_sensor_variables_writes_no_series(tiny_mimic, tmp_path):
+    path = tmp_path / "tabular.yaml"
+    variables = [{"name": "Lactate", "codes": ["50813"], "to": ["tabular"], "range": [0.1, 30]}]
+    path.write_text(yaml.safe_dump({**TASK, "variables": variables}), encoding="utf-8")
+    result = import_dataset("mimic-iv", tiny_mimic, tmp_path / "out", task=path)
+    spec = yaml.safe_load(result.spec_path.read_text(encoding="utf-8"))
+    assert set(spec["modalities"]) == {"demographics", "latest"}
+    assert _rows(tmp_path / "out")["101"]["Lactate"] == "2"
+    assert validate_cohort(result.spec_path).ok
