@@ -36,6 +36,7 @@ from pipelines.importers.task_engine import (
     build_cohort,
     connect,
     read_task,
+    reads_tables,
 )
 
 LAYOUT = "a folder of FHIR R4 Bundles (.json) or NDJSON files (.ndjson)"
@@ -102,6 +103,7 @@ class _Tables:
             self.rows[table] = []
 
 
+@reads_tables
 def import_fhir(src: str | Path, out: str | Path, *, task: str | Path | None = None) -> ImportResult:
     """Write a cohort of FHIR Patients: by default one row per Patient, indexed at their last
     encounter, outcome death within 365 days.

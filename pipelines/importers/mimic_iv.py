@@ -24,6 +24,7 @@ from pipelines.importers.task_engine import (
     csv_source,
     missing_columns,
     read_task,
+    reads_tables,
 )
 
 LAYOUT = "a MIMIC-IV folder with hosp/ and icu/ (tables as .csv.gz or .csv)"
@@ -66,6 +67,7 @@ EVENTS = {
 NOTES = ("note/discharge", "note/radiology")
 
 
+@reads_tables
 def import_mimic_iv(
     src: str | Path, out: str | Path, *, task: str | Path | None = None, cxr: str | Path | None = None
 ) -> ImportResult:

@@ -23,6 +23,7 @@ from pipelines.importers.task_engine import (
     csv_source,
     missing_columns,
     read_task,
+    reads_tables,
 )
 
 LAYOUT = "an OMOP CDM 5.x folder of CSV tables (PERSON.csv, VISIT_OCCURRENCE.csv, CONCEPT.csv, ...)"
@@ -55,6 +56,7 @@ EVENTS = {
 }
 
 
+@reads_tables
 def import_omop(src: str | Path, out: str | Path, *, task: str | Path | None = None) -> ImportResult:
     """Write a cohort of OMOP visits: one row per visit, split by ``person_id``.
 

@@ -23,11 +23,12 @@ MIMIC-IV (``labevents`` alone is about 120 million rows) is imported within a fi
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,23 @@ class _Variable:
     unit: str | None
     low: float | None
     high: float | None
+
+
+def reads_tables(importer: Callable[..., ImportResult]) -> Callable[..., ImportResult]:
+    """Turn a DuckDB error while reading a source (a truncated ``.gz``, a ragged line in a core table)
+    into a ValueError that names the source and DuckDB's reason, as every importer error is."""
+
+    @functools.wraps(importer)
+    def run(src: str | Path, out: str | Path, **options: object) -> ImportResult:
+        try:
+            return importer(src, out, **options)
+        except duckdb.Error as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ValueError(
+                f"{src}: a table could not be read ({error.__class__.__name__}: {reason})"
+            ) from None
+
+    return run
 
 
 def connect(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:

@@ -183,3 +183,50 @@ def test_deepwe_train_runs_end_to_end_on_the_fhir_cohort(fhir_cohort, tmp_path):
     result = runner.invoke(app, [*arguments, "--config", str(tmp_path / "one_epoch.yaml"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "model" / "weights.safetensors").is_file()
+
+
+def test_a_condition_outcome_and_one_row_per_encounter(tmp_path):
+    """``outcome.kind: condition`` after the index time; ``which: each`` rows grouped by patient."""
+    src = tmp_path / "fhir"
+    src.mkdir()
+    patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1950-02-01"}
+    encounters = [
+        {
+            "resourceType": "Encounter",
+            "id": encounter,
+            "subject": {"reference": "urn:uuid:p1"},
+            "class": {"code": "EMER"},
+            "period": {"start": start},
+        }
+        for encounter, start in (("e1", "2020-01-01T10:00:00Z"), ("e2", "2021-06-01T10:00:00Z"))
+    ]
+    condition = {
+        "resourceType": "Condition",
+        "id": "c1",
+        "subject": {"reference": "urn:uuid:p1"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006"}]},
+        "onsetDateTime": "2020-03-01T00:00:00Z",  # 60 days after e1, before e2
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in (patient, *encounters, condition)],
+    }
+    (src / "p1.json").write_text(json.dumps(bundle), encoding="utf-8")
+    task = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "pipelines/importers/tasks/fhir.yaml").read_text()
+    )
+    task["index"] = {"kind": "encounter", "which": "each", "classes": ["EMER"]}
+    task["outcome"] = {
+        "kind": "condition",
+        "codes": ["44054006"],
+        "within_days": 90,
+        "column": "diabetes_90d",
+    }
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump(task), encoding="utf-8")
+    result = import_dataset("fhir", src, tmp_path / "out", task=tmp_path / "task.yaml")
+    rows = {r["encounter_id"]: r for r in _rows(result.spec_path)}
+    assert {k: r["diabetes_90d"] for k, r in rows.items()} == {"e1": "1", "e2": "0"}
+    assert {r["patient_id"] for r in rows.values()} == {"p1"}
+    spec = yaml.safe_load(result.spec_path.read_text(encoding="utf-8"))
+    assert spec["split"]["group"] == "patient_id"

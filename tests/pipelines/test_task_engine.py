@@ -267,3 +267,10 @@ def test_a_task_without_sensor_variables_writes_no_series(tiny_mimic, tmp_path):
     assert set(spec["modalities"]) == {"demographics", "latest"}
     assert _rows(tmp_path / "out")["101"]["Lactate"] == "2"
     assert validate_cohort(result.spec_path).ok
+
+
+def test_a_truncated_core_table_is_a_clear_error(tiny_mimic, task_file, tmp_path):
+    path = tiny_mimic / "icu" / "icustays.csv.gz"
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ValueError, match=rf"{tiny_mimic}: a table could not be read \("):
+        import_dataset("mimic-iv", tiny_mimic, tmp_path / "out", task=task_file)
