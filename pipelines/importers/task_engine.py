@@ -199,7 +199,17 @@ def build_cohort(source: SourceData, task: TaskSpec, out: Path, *, name: str) ->
     con = source.con
     out = Path(out)
     static = _check_static(task, source)
-    variables = _variables(task, source.code_names)
+    taken = {
+        source.id_column,
+        source.group_column,
+        task.outcome.column,
+        *task.static,
+        *source.subgroups,
+        "series_path",
+        "notes_path",
+        "image_path",
+    }
+    variables = _variables(task, source.code_names, taken)
     _stage_rows(con, source, task)
     flags = _stage_events(con, source, variables)
     units = _units(con, variables)
@@ -251,7 +261,8 @@ def _check_static(task: TaskSpec, source: SourceData) -> list[str]:
     return list(task.static)
 
 
-def _variables(task: TaskSpec, code_names: dict[str, str]) -> list[_Variable]:
+def _variables(task: TaskSpec, code_names: dict[str, str], taken: set[str]) -> list[_Variable]:
+    """The task's variables, named; ``taken`` are the table's other column names."""
     variables, owner = [], {}
     for spec in task.variables:
         name = spec.name or code_names.get(spec.codes[0]) or f"code {spec.codes[0]}"
@@ -263,8 +274,11 @@ def _variables(task: TaskSpec, code_names: dict[str, str]) -> list[_Variable]:
                     f"{name!r}; give each code one variable"
                 )
             owner[code] = name
-        if name in task.static or any(v.name == name for v in variables):
-            raise ValueError(f"task {task.name!r}: variable name {name!r} is used twice")
+        if name in taken or any(v.name == name for v in variables):
+            raise ValueError(
+                f"task {task.name!r}: variable name {name!r} is already a column of the cohort; "
+                "give the variable another name"
+            )
         variables.append(
             _Variable(
                 name=name,

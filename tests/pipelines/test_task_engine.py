@@ -274,3 +274,11 @@ def test_a_truncated_core_table_is_a_clear_error(tiny_mimic, task_file, tmp_path
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(ValueError, match=rf"{tiny_mimic}: a table could not be read \("):
         import_dataset("mimic-iv", tiny_mimic, tmp_path / "out", task=task_file)
+
+
+def test_a_variable_named_like_another_column_is_refused(tiny_mimic, tmp_path):
+    path = tmp_path / "clash.yaml"
+    variables = [{"name": "age_band", "codes": ["50813"]}]
+    path.write_text(yaml.safe_dump({**TASK, "variables": variables}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"variable name 'age_band' is already a column of the cohort"):
+        import_dataset("mimic-iv", tiny_mimic, tmp_path / "out", task=path)
