@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+
 from pipelines.importers._common import ImportResult, require_folder
 from pipelines.importers.task_engine import (
     AGE_BAND_SQL,
@@ -25,6 +27,7 @@ from pipelines.importers.task_engine import (
     missing_columns,
     read_task,
     reads_tables,
+    skip_unreadable,
 )
 
 LAYOUT = "a MIMIC-IV folder with hosp/ and icu/ (tables as .csv.gz or .csv)"
@@ -115,39 +118,46 @@ def import_mimic_iv(
         ),
     )
     source.rows_sql = _rows_sql(con, core, spec, source)
-    for table, (time, value, unit) in EVENTS.items():
-        path = _table_path(src, table)
-        if path is None:
-            source.notes.append(
-                f"{table}.csv.gz is absent: its events are not imported"
-                + (
-                    " (no bedside vitals; the series holds labs, outputs and inputs)"
-                    if "chart" in table
-                    else ""
-                )
-            )
+    for table, columns in EVENTS.items():
+        try:
+            event = _event_table(con, src, table, columns, source)
+        except duckdb.Error as error:
+            skip_unreadable(source, table, error)
             continue
-        lacking = missing_columns(con, path, ["subject_id", "itemid", time, value, unit])
-        if lacking:
-            rows = con.execute(f"SELECT count(*) FROM {csv_source(path)}").fetchone()[0]
-            source.notes.append(
-                f"{path}: expected the columns {', '.join(lacking)} in its header line; the table's "
-                f"{rows} records were skipped"
-            )
-            source.skipped[f"record of an event table with a missing column ({table})"] += rows
-            continue
-        source.events.append(
-            EventTable(
-                name=table,
-                sql=f"""SELECT subject_id AS subject, TRY_CAST({time} AS TIMESTAMP) AS time,
-                    trim(itemid) AS code, TRY_CAST({value} AS DOUBLE) AS value, {unit} AS unit
-                    FROM {csv_source(path)}""",
-            )
-        )
+        if event is not None:
+            source.events.append(event)
     source.notes_sql = _notes_sql(con, src, source)
     if cxr is not None:
         source.images_sql = _images_sql(con, Path(cxr), source)
     return build_cohort(source, spec, Path(out), name=spec.name)
+
+
+def _event_table(
+    con, src: Path, table: str, columns: tuple[str, str, str], source: SourceData
+) -> EventTable | None:
+    """One MIMIC-IV event table as ``subject, time, code, value, unit``; None (said in the summary)
+    when it is absent or lacks a column."""
+    time, value, unit = columns
+    path = _table_path(src, table)
+    if path is None:
+        vitals = " (no bedside vitals; the series holds labs, outputs and inputs)" if "chart" in table else ""
+        source.notes.append(f"{table}.csv.gz is absent: its events are not imported{vitals}")
+        return None
+    lacking = missing_columns(con, path, ["subject_id", "itemid", time, value, unit])
+    if lacking:
+        rows = con.execute(f"SELECT count(*) FROM {csv_source(path)}").fetchone()[0]
+        source.notes.append(
+            f"{path}: expected the columns {', '.join(lacking)} in its header line; the table's "
+            f"{rows} records were skipped"
+        )
+        source.skipped[f"record of an event table with a missing column ({table})"] += rows
+        return None
+    return EventTable(
+        name=table,
+        sql=f"""SELECT subject_id AS subject, TRY_CAST({time} AS TIMESTAMP) AS time,
+            trim(itemid) AS code, TRY_CAST({value} AS DOUBLE) AS value, {unit} AS unit
+            FROM {csv_source(path)}""",
+    )
 
 
 def _table_path(src: Path, table: str) -> Path | None:

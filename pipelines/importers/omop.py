@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+
 from pipelines.importers._common import ImportResult, require_folder
 from pipelines.importers.task_engine import (
     AGE_BAND_SQL,
@@ -24,6 +26,7 @@ from pipelines.importers.task_engine import (
     missing_columns,
     read_task,
     reads_tables,
+    skip_unreadable,
 )
 
 LAYOUT = "an OMOP CDM 5.x folder of CSV tables (PERSON.csv, VISIT_OCCURRENCE.csv, CONCEPT.csv, ...)"
@@ -111,7 +114,11 @@ def import_omop(src: str | Path, out: str | Path, *, task: str | Path | None = N
     )
     source.rows_sql = _rows_sql(src, core, spec)
     for table, columns in EVENTS.items():
-        event = _events(con, src, table, columns, source)
+        try:
+            event = _events(con, src, table, columns, source)
+        except duckdb.Error as error:
+            skip_unreadable(source, table, error)
+            continue
         if event is not None:
             source.events.append(event)
     source.notes_sql = _notes_sql(con, src, source)

@@ -128,6 +128,13 @@ def reads_tables(importer: Callable[..., ImportResult]) -> Callable[..., ImportR
     return run
 
 
+def skip_unreadable(source: SourceData, table: str, error: duckdb.Error) -> None:
+    """Record an event table that cannot be read (a truncated ``.gz``, a ragged line): one unreadable
+    table must not lose the others, so it is skipped, counted and named in the summary."""
+    source.notes.append(f"{table}: could not be read ({error.__class__.__name__}); its events were skipped")
+    source.skipped[f"unreadable event table ({table})"] += 1
+
+
 def connect(memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection that spills to a temporary folder past ``memory_limit``.
 
@@ -333,12 +340,8 @@ def _stage_events(con: duckdb.DuckDBPyConnection, source: SourceData, variables:
                 FROM ({table.sql}) e JOIN task_codes c ON c.code = e.code"""
             )
         except duckdb.Error as error:
-            # One unreadable event table (a truncated .gz, a ragged line) must not lose the others.
             con.execute(f"DELETE FROM selected WHERE source = '{_sql_text(table.name)}'")
-            source.notes.append(
-                f"{table.name}: could not be read ({error.__class__.__name__}); its events were skipped"
-            )
-            source.skipped[f"unreadable event table ({table.name})"] += 1
+            skip_unreadable(source, table.name, error)
     flags: Counter = Counter()
     for name, variable, count in con.execute(
         "SELECT source, variable, count(*) FROM selected WHERE time IS NULL GROUP BY ALL"

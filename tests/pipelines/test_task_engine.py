@@ -282,3 +282,20 @@ def test_a_variable_named_like_another_column_is_refused(tiny_mimic, tmp_path):
     path.write_text(yaml.safe_dump({**TASK, "variables": variables}), encoding="utf-8")
     with pytest.raises(ValueError, match=r"variable name 'age_band' is already a column of the cohort"):
         import_dataset("mimic-iv", tiny_mimic, tmp_path / "out", task=path)
+
+
+@pytest.mark.slow
+def test_an_event_table_truncated_deep_inside_is_skipped_and_the_rest_imported(
+    tiny_mimic, task_file, tmp_path
+):
+    many = [_lab(100 + n, "1", "2150-01-05 00:00:00", "50912", "1.0", "mg/dL") for n in range(60_000)]
+    path = tiny_mimic / "hosp" / "labevents.csv.gz"
+    _write(path, [*LABEVENTS, *many])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 3 // 4])
+    result = import_dataset("mimic-iv", tiny_mimic, tmp_path / "out", task=task_file)
+    assert result.skipped["unreadable event table (hosp/labevents)"] == 1
+    assert any(n.startswith("hosp/labevents: could not be read") for n in result.notes)
+    rows = _rows(tmp_path / "out")
+    assert len(rows) == 3 and "Lactate" not in rows["101"]  # no lab survives from the broken table
+    assert _series(tmp_path / "out", rows["101"])[0]["Urine"] == "300"  # outputevents still imported
