@@ -25,6 +25,7 @@ from data_schemas.records import (
     PredictionRecord,
     TokenWeight,
 )
+from data_schemas.task import TaskSpec
 
 __all__ = [
     "MODALITY_KINDS",
@@ -42,6 +43,7 @@ __all__ = [
     "SensorModality",
     "SplitSpec",
     "TabularModality",
+    "TaskSpec",
     "TextModality",
     "TokenWeight",
 ]

@@ -83,10 +83,13 @@ class SplitSpec(_Strict):
     """Where the train/val/test split comes from.
 
     With ``column``, each row names its split (``train``, ``val`` or ``test``). Without it the split is
-    drawn per patient from ``seed`` and ``fractions``.
+    drawn from ``seed`` and ``fractions``: per row id, or, with ``group`` (a column such as
+    ``subject_id``), per group, so that all rows of a group (one patient's stays or visits) fall in
+    the same split.
     """
 
     column: str | None = None
+    group: str | None = None
     seed: int = 0
     fractions: dict[Literal["train", "val", "test"], float] = Field(
         default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15}
@@ -98,6 +101,15 @@ class SplitSpec(_Strict):
         if any(f < 0 for f in value.values()) or abs(sum(value.values()) - 1.0) > 1e-6:
             raise ValueError(f"split.fractions must be non-negative and sum to 1, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _group_or_column(self) -> SplitSpec:
+        if self.column is not None and self.group is not None:
+            raise ValueError(
+                "split.group applies to a drawn split; with split.column each row already names its "
+                "split, so give one of them"
+            )
+        return self
 
 
 class TabularModality(_Strict):
@@ -239,7 +251,7 @@ class CohortSpec(_Strict):
     def _columns_have_one_role(self) -> CohortSpec:
         seen: dict[str, str] = {}
         for column, role in self.column_roles():
-            if role.startswith("subgroup"):
+            if role.startswith("subgroup") or role == "split.group":
                 continue
             if column in seen and seen[column] != role:
                 raise ValueError(f"column {column!r} is used as both {seen[column]} and {role}")
@@ -253,6 +265,8 @@ class CohortSpec(_Strict):
             roles.append((self.outcome.column, "outcome.column"))
         if self.split is not None and self.split.column is not None:
             roles.append((self.split.column, "split.column"))
+        if self.split is not None and self.split.group is not None:
+            roles.append((self.split.group, "split.group"))
         for name, modality in self.modalities.items():
             roles += [(column, f"modalities.{name}") for column in modality.columns()]
         roles += [(column, "subgroups") for column in self.subgroups]

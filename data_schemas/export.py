@@ -16,6 +16,7 @@ from data_schemas.bundle import BundleManifest
 from data_schemas.cohort import CohortSpec
 from data_schemas.problems import Problem
 from data_schemas.records import PatientRecord, PredictionRecord
+from data_schemas.task import TaskSpec
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "cohort_spec": CohortSpec,
@@ -24,6 +25,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "bundle_manifest": BundleManifest,
     "audit_record": AuditRecord,
     "problem": Problem,
+    "import_task": TaskSpec,
 }
 JSON_DIR = Path(__file__).parent / "json"
 

@@ -127,15 +127,28 @@ def synth(
 @app.command("import")
 def import_(
     name: Annotated[
-        str, typer.Argument(help="physionet2012, cinc2017, medmnist or iu-xray.", show_default=False)
+        str,
+        typer.Argument(
+            help="physionet2012, cinc2017, medmnist, iu-xray, mimic-iv, fhir or omop.", show_default=False
+        ),
     ],
     src: Annotated[
         Path, typer.Argument(help="The dataset's folder (or .npz / .csv file).", show_default=False)
     ],
     out: Annotated[Path, typer.Option(help="Folder to write cohort.yaml and its table into.")],
-    task: Annotated[str | None, typer.Option(help="cinc2017: 'af' (AF vs rest) or 'four' (N/A/O/~).")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="cinc2017: 'af' (AF vs rest) or 'four' (N/A/O/~); mimic-iv, fhir, omop: a task YAML "
+            "(index time, window, outcome, code -> modality; see docs/importers.md) instead of the built-in one."
+        ),
+    ] = None,
     limit_per_split: Annotated[
         int | None, typer.Option(help="medmnist: write at most this many images per split.")
+    ] = None,
+    cxr: Annotated[
+        Path | None,
+        typer.Option(help="mimic-iv: a MIMIC-CXR-JPG folder; the latest in-window X-ray becomes an image."),
     ] = None,
     check: Annotated[bool, typer.Option(help="Validate the written cohort (file headers not read).")] = True,
 ) -> None:
@@ -143,13 +156,15 @@ def import_(
 
     physionet2012 reads a folder laid out as set-*/NNNNNN.txt + Outcomes-*.txt (any set, or several);
     cinc2017 a folder of WFDB .hea/.mat records with REFERENCE.csv; medmnist an .npz file (images are
-    written as PNG files); iu-xray indiana_reports.csv (notes are written as .txt files).
+    written as PNG files); iu-xray indiana_reports.csv (notes are written as .txt files); mimic-iv a
+    MIMIC-IV folder (hosp/, icu/, note/); fhir a folder of FHIR R4 Bundles (.json or .ndjson); omop an
+    OMOP CDM 5.x folder of CSV tables.
     """
     from pipelines.importers import import_dataset
 
     options = {
         key: value
-        for key, value in {"task": task, "limit_per_split": limit_per_split}.items()
+        for key, value in {"task": task, "limit_per_split": limit_per_split, "cxr": cxr}.items()
         if value is not None
     }
     try:
@@ -807,6 +822,11 @@ def print_summary(report: ValidationReport) -> None:
         )
         console.print(f"outcome: {balance}; unlabelled: {summary.unlabelled}")
     console.print("split: " + ", ".join(f"{k}: {v}" for k, v in summary.split_counts.items()))
+    console.print(f"split unit: {summary.split_unit}")
+    if summary.group_sizes:
+        console.print("split groups: " + ", ".join(f"{k}: {v}" for k, v in summary.group_sizes.items()))
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
     table = Table(title="availability per modality")
     table.add_column("modality")
     table.add_column("present", justify="right")

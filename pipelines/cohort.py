@@ -60,11 +60,16 @@ class Cohort:
         return path
 
     def split_of(self, row: int) -> str | None:
-        """The split of a 1-based row: from the split column, else a stable hash of the patient id."""
+        """The split of a 1-based row: from the split column, else a stable hash of its group (with
+        ``split.group``) or of its id."""
         split = self.spec.split
         if split is not None and split.column is not None:
             value = self.table.at[row - 1, split.column]
             return None if is_missing(value) else str(value).strip().lower()
+        if split is not None and split.group is not None:
+            group = self.table.at[row - 1, split.group]
+            if not is_missing(group):
+                return assign_split(f"group:{str(group).strip()}", split)
         return assign_split(str(self.table.at[row - 1, self.spec.id]), split)
 
     def records(self, positions: Sequence[int] | None = None) -> Iterator[PatientRecord]:
@@ -99,6 +104,16 @@ class Cohort:
                 texts=texts,
                 subgroups={c: None if is_missing(row[c]) else str(row[c]) for c in spec.subgroups},
             )
+
+
+def split_unit(spec: CohortSpec) -> str:
+    """In words, what the train/val/test split was drawn over (for reports and model cards)."""
+    split = spec.split
+    if split is not None and split.column is not None:
+        return f"the spec's split column {split.column!r}"
+    if split is not None and split.group is not None:
+        return f"drawn per group {split.group!r} (all rows of a group in one split) from a seeded hash"
+    return f"drawn per row id {spec.id!r} from a seeded hash"
 
 
 def assign_split(patient_id: str, split: object | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from data_schemas import CohortSpec
+from pipelines.cohort import split_unit
 
 
 def _fmt(value: Any) -> str:
@@ -32,12 +33,7 @@ def render_model_card(
         f"- Modalities: {', '.join(f'{n} ({m.kind})' for n, m in spec.modalities.items())}",
         f"- Patients: train {sizes['train']}, validation {sizes['val']}, test {sizes['test']}; "
         f"{prepared.unlabelled} unlabelled rows not used",
-        "- Preprocessing fitted on the training split only; the split is "
-        + (
-            "the spec's split column"
-            if spec.split and spec.split.column
-            else "drawn per patient from a seeded hash"
-        ),
+        f"- Preprocessing fitted on the training split only; the split is {split_unit(spec)}",
         *data_notes(prepared.preprocessing),
         "",
         "## Performance",

@@ -28,7 +28,7 @@ from explain.faithfulness import precision_at_k, rank_agreement
 from explain.report import Figure, RawHtml, Report, Section, Table, write_html, write_pdf
 from explain.shapley import exact_shapley
 from pipelines.bundle import code_version
-from pipelines.cohort import Cohort
+from pipelines.cohort import Cohort, split_unit
 from pipelines.dataset import label_index
 from pipelines.evaluation import Evaluation, evaluate_predictions, format_interval
 from pipelines.explaining import PatientExplanation, explain_patient, reference_base_rate
@@ -353,7 +353,7 @@ def data_section(inputs: ReportInputs) -> Section:
     )
     blocks: list = [
         f"{len(cohort.table)} rows in the cohort; {evaluation.n} evaluated "
-        f"(split: {evaluation.split or 'all labelled rows'}); excluded: "
+        f"(split: {evaluation.split or 'all labelled rows'}; split unit: {split_unit(cohort.spec)}); excluded: "
         + (", ".join(f"{k} {v}" for k, v in evaluation.excluded.items() if v) or "none")
         + ".",
         Table(["split", *balance.columns.astype(str)], rows, caption=f"Outcome ({outcome}) by split"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from pathlib import Path
 from data_schemas import CohortSpec, Problem
 from data_schemas.cohort import SPLIT_VALUES, canonical_label
 from encoders.readers import sniff_file
-from pipelines.cohort import Cohort, is_missing, read_table
+from pipelines.cohort import Cohort, is_missing, read_table, split_unit
 from pipelines.decoded_files import remembered
 from pipelines.spec_io import did_you_mean, read_spec
 
@@ -26,6 +27,9 @@ class CohortSummary:
     split_counts: dict[str, int]
     availability: dict[str, int]
     patterns: list[tuple[str, int]]
+    split_unit: str = ""
+    group_sizes: dict[str, int] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -35,6 +39,9 @@ class CohortSummary:
             "split_counts": self.split_counts,
             "availability": self.availability,
             "patterns": [{"present": p, "rows": n} for p, n in self.patterns],
+            "split_unit": self.split_unit,
+            "group_sizes": self.group_sizes,
+            "warnings": self.warnings,
         }
 
 
@@ -140,6 +147,7 @@ def _check_rows(cohort: Cohort, file: str, check_files: bool) -> list[Problem]:
     problems: list[Problem] = []
     classes = spec.outcome.class_labels() if spec.outcome is not None else None
     split_column = spec.split.column if spec.split is not None else None
+    group_column = spec.split.group if spec.split is not None else None
     for row, values in enumerate(table.to_dict("records"), start=1):
 
         def problem(column: str | None, value: object, expected: str, row: int = row) -> None:
@@ -161,6 +169,8 @@ def _check_rows(cohort: Cohort, file: str, check_files: bool) -> list[Problem]:
                     raw,
                     f"one of {', '.join(SPLIT_VALUES)}{did_you_mean(raw, SPLIT_VALUES)}",
                 )
+        if group_column is not None and is_missing(values[group_column]):
+            problem(group_column, None, "a group value for split.group (rows are split by group)")
         any_present = False
         for name, modality in spec.modalities.items():
             if modality.kind == "tabular":
@@ -239,4 +249,47 @@ def summarise(cohort: Cohort) -> CohortSummary:
         split_counts=dict(sorted(splits.items())),
         availability=availability,
         patterns=patterns.most_common(5),
+        split_unit=split_unit(spec),
+        group_sizes=group_sizes(cohort),
+        warnings=repeated_subject_warnings(cohort),
     )
+
+
+def group_sizes(cohort: Cohort) -> dict[str, int] | None:
+    """Groups of ``split.group`` and their sizes (rows per group), or None without a group."""
+    split = cohort.spec.split
+    if split is None or split.group is None:
+        return None
+    sizes = cohort.table[split.group].astype(str).str.strip().value_counts()
+    return {
+        "groups": len(sizes),
+        "rows": int(sizes.sum()),
+        "largest": int(sizes.max()) if len(sizes) else 0,
+        "groups_with_several_rows": int((sizes > 1).sum()),
+    }
+
+
+_SUBJECT_COLUMN = re.compile(
+    r"(?:^|[ _-])(?:patient|subject|person|member|mrn|pid|client)(?:[ _-]?(?:id|nr|no|number|key))?$", re.I
+)
+
+
+def repeated_subject_warnings(cohort: Cohort) -> list[str]:
+    """A warning for each column named like a patient or subject id whose values repeat while the
+    split is drawn per row: one patient's rows would then land in train and test alike."""
+    split = cohort.spec.split
+    if split is not None and (split.group is not None or split.column is not None):
+        return []
+    warnings = []
+    for column in cohort.table.columns:
+        if column == cohort.spec.id or not _SUBJECT_COLUMN.search(str(column)):
+            continue
+        values = cohort.table[column].dropna().astype(str).str.strip()
+        repeats = int(values.duplicated().sum())
+        if repeats:
+            warnings.append(
+                f"column {column!r} looks like a patient id and repeats ({repeats} rows share a value "
+                f"with an earlier row), but the split is drawn per row: set split.group: {column} so "
+                "that one patient's rows cannot land in both train and test"
+            )
+    return warnings

@@ -13,8 +13,11 @@ from pathlib import Path
 
 from pipelines.importers._common import ImportResult
 from pipelines.importers.cinc2017 import import_cinc2017
+from pipelines.importers.fhir import import_fhir
 from pipelines.importers.iu_xray import import_iu_xray
 from pipelines.importers.medmnist import import_medmnist
+from pipelines.importers.mimic_iv import import_mimic_iv
+from pipelines.importers.omop import import_omop
 from pipelines.importers.physionet2012 import import_physionet2012
 from pipelines.spec_io import did_you_mean
 
@@ -25,6 +28,9 @@ IMPORTERS: dict[str, Callable[..., ImportResult]] = {
     "cinc2017": import_cinc2017,
     "medmnist": import_medmnist,
     "iu-xray": import_iu_xray,
+    "mimic-iv": import_mimic_iv,
+    "fhir": import_fhir,
+    "omop": import_omop,
 }
 
 

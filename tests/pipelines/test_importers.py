@@ -40,10 +40,12 @@ def _assert_valid(result, *, check_files: bool = True) -> None:
 
 
 def test_registry_names_every_importer_and_its_options():
-    assert set(IMPORTERS) == {"physionet2012", "cinc2017", "medmnist", "iu-xray"}
+    assert set(IMPORTERS) == {"physionet2012", "cinc2017", "medmnist", "iu-xray", "mimic-iv", "fhir", "omop"}
     assert importer_options("cinc2017") == {"task": "af", "sample_rate": 300.0, "duration_s": None}
     assert importer_options("medmnist") == {"limit_per_split": None}
     assert importer_options("physionet2012") == {}
+    assert importer_options("mimic-iv") == {"task": None, "cxr": None}
+    assert importer_options("fhir") == importer_options("omop") == {"task": None}
 
 
 def test_unknown_importer_suggests_the_closest_name(tmp_path: Path):
