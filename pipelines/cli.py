@@ -637,6 +637,49 @@ def _audit_hook(path: Path | None, bundle):
     return lambda records: log.append(records, user=user, code_version=version, redact_tokens=hidden)
 
 
+export_app = typer.Typer(help="Export a model bundle for other platforms.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("mlflow")
+def export_mlflow_command(
+    model: Annotated[Path, typer.Argument(help="The model bundle folder.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="The MLflow model folder to write (must not exist).")],
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder that file cells of served rows are relative to (default: the working folder "
+            "of the process serving the model)."
+        ),
+    ] = None,
+) -> None:
+    """Write the bundle as an MLflow pyfunc model (models from code: no pickle; the bundle is an
+    artifact verified on load). Serve it with `mlflow models serve -m OUT --env-manager local`.
+
+    Input: a DataFrame of cohort rows (the model's id and modality columns); output: the prediction
+    table of `deepwe predict`. Files that rows name must be readable where the model is served.
+    """
+    try:
+        from pipelines.mlflow_export import export_mlflow
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != "mlflow":
+            raise
+        _console(stderr=True).print(
+            "[red]cannot export:[/] export mlflow needs MLflow: pip install 'deepwe-mm\\[mlflow]'"
+        )
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    from pipelines.bundle import BundleError
+
+    try:
+        written = export_mlflow(model, out, data_root=data_root)
+    except (BundleError, FileExistsError) as error:
+        _console(stderr=True).print(f"[red]cannot export:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    _console().print(
+        f"MLflow model -> {written} (serve: mlflow models serve -m {written} --env-manager local)"
+    )
+
+
 audit_app = typer.Typer(help="Check and replay the prediction audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
