@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from data_schemas import Problem
 from pipelines.cohort import Cohort
 from pipelines.loading import Bundle
 from pipelines.predict import PredictOptions, check_compatible, iter_predictions, records_table
@@ -24,12 +25,30 @@ def predict_frame(
             refused for that row.
 
     Raises:
-        SpecError: a column the model needs is absent, or a patient id is blank or repeated (every
-            problem listed, with row and column).
+        SpecError: a column the model needs is absent, a patient id is blank or repeated, or a file
+            cell escapes ``data_root`` (every problem listed, with row and column).
     """
     cohort = Cohort.from_frame(bundle.spec, frame, data_root)
     problems = check_compatible(bundle, cohort)
+    if not problems:
+        problems = _escaping_paths(cohort)
     if problems:
         raise SpecError(problems)
     records = list(iter_predictions(bundle, cohort, range(len(cohort.table)), options or PredictOptions()))
     return records_table(bundle, records).to_pandas()
+
+
+def _escaping_paths(cohort: Cohort) -> list[Problem]:
+    """A problem per file cell that resolves outside the data root (the path itself is not shown)."""
+    problems = []
+    for modality in cohort.spec.file_modalities().values():
+        for row, cell in enumerate(cohort.table[modality.column], start=1):
+            if cell is None:
+                continue
+            try:
+                cohort.resolve(str(cell))
+            except ValueError as error:
+                problems.append(
+                    Problem(file=str(cohort.spec_path), row=row, column=modality.column, expected=str(error))
+                )
+    return problems

@@ -65,8 +65,8 @@ def signature(bundle: Bundle) -> ModelSignature:
 
 
 def input_schema(spec: CohortSpec) -> Schema:
-    """The id column (required) and every column of the model's modalities (optional: a blank or absent
-    cell is a missing modality).
+    """The id column and every column of the model's modalities, each required (a blank cell, not an
+    absent column, is a missing modality: a misspelt column name is refused, not ignored).
 
     Cells are typed ``Any``: DeepWe checks them per row (a non-number in a numeric column is missing,
     with the reason), where MLflow's strict types would refuse a whole request for an integer age
@@ -74,7 +74,7 @@ def input_schema(spec: CohortSpec) -> Schema:
     """
     columns = [ColSpec(AnyType(), spec.id)]
     for modality in spec.modalities.values():
-        columns += [ColSpec(AnyType(), column, required=False) for column in modality.columns()]
+        columns += [ColSpec(AnyType(), column) for column in modality.columns()]
     return Schema(columns)
 
 

@@ -73,10 +73,14 @@ def test_a_row_with_nothing_usable_is_an_error_row_with_null_risk(exported, coho
     assert got.loc[1, "risk"] is None and "no usable modality" in got.loc[1, "error"]
 
 
-def test_a_missing_column_is_refused_naming_it(exported, cohort_60):
-    rows = _rows(cohort_60).drop(columns=["ecg_path"])
+def test_a_missing_column_or_an_escaping_path_is_refused_naming_it(exported, cohort_60):
+    model = mlflow.pyfunc.load_model(str(exported))
     with pytest.raises(Exception, match="ecg_path"):
-        mlflow.pyfunc.load_model(str(exported)).predict(rows)
+        model.predict(_rows(cohort_60).drop(columns=["ecg_path"]))
+    rows = _rows(cohort_60).head(3).copy()
+    rows.loc[2, "cxr_path"] = "../../outside.dcm"
+    with pytest.raises(Exception, match="row 3, column 'cxr_path'; expected a path inside"):
+        model.predict(rows)
 
 
 def test_export_refuses_an_existing_folder_and_an_altered_bundle(bundle_path, tmp_path):
