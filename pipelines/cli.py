@@ -313,10 +313,10 @@ def predict(
         _console(stderr=True).print(f"[red]cannot predict:[/] --engine must be local or ray, got {engine!r}")
         raise typer.Exit(EXIT_BAD_INPUT)
     with _handled(spec, "predict", failed=(PredictAborted,)):
-        chunk_engine = None
+        chunk_engine, bundle = None, None
         if engine == "ray":
-            chunk_engine = _ray_engine(
-                ray_address, 2 if workers is None else workers, cpus_per_worker, gpus_per_worker
+            chunk_engine, bundle = _ray_engine(
+                model, ray_address, 2 if workers is None else workers, cpus_per_worker, gpus_per_worker
             )
         options = PredictOptions(
             on_bad_file=on_bad_file,
@@ -326,7 +326,7 @@ def predict(
             chunk_size=chunk_size,
             num_workers=0 if engine == "ray" or workers is None else workers,
         )
-        bundle = load_bundle(model, device="cpu" if engine == "ray" else pick_device(device))
+        bundle = bundle or load_bundle(model, device=pick_device(device))
         log = _audit_hook(audit_log, bundle)
         summary = predict_cohort(
             bundle, spec, out, options, resume=resume, on_records=log, engine=chunk_engine
@@ -608,10 +608,13 @@ def dashboard(
     raise typer.Exit(subprocess.call(command))
 
 
-def _ray_engine(address: str | None, workers: int, cpus_per_worker: float, gpus_per_worker: float):
-    """The Ray engine with these settings; without the ``ray`` extra, one line saying how to install it."""
+def _ray_engine(
+    model: Path, address: str | None, workers: int, cpus_per_worker: float, gpus_per_worker: float
+):
+    """The Ray engine with these settings and the driver's bundle (verified; the workers load the
+    model); without the ``ray`` extra, one line saying how to install it."""
     try:
-        from pipelines.ray_engine import RayEngine, RaySettings
+        from pipelines.ray_engine import RayEngine, RaySettings, driver_bundle
     except ModuleNotFoundError as error:
         if error.name != "ray":
             raise
@@ -619,7 +622,7 @@ def _ray_engine(address: str | None, workers: int, cpus_per_worker: float, gpus_
             "[red]cannot predict:[/] --engine ray needs Ray: pip install 'deepwe-mm\\[ray]'"
         )
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    return RayEngine(RaySettings(address, workers, cpus_per_worker, gpus_per_worker))
+    return RayEngine(RaySettings(address, workers, cpus_per_worker, gpus_per_worker)), driver_bundle(model)
 
 
 def _audit_hook(path: Path | None, bundle):

@@ -22,8 +22,8 @@ import ray
 import torch
 
 from data_schemas import PredictionRecord
-from pipelines.bundle import BundleError
-from pipelines.loading import load_bundle
+from pipelines.bundle import BundleError, read_bundle
+from pipelines.loading import Bundle, load_bundle
 from pipelines.predict import (
     ChunkJob,
     PredictOptions,
@@ -63,6 +63,15 @@ class RaySettings:
             raise ValueError(f"--cpus-per-worker must be above 0, got {self.cpus_per_worker}")
         if self.gpus_per_worker < 0:
             raise ValueError(f"--gpus-per-worker must be 0 or more, got {self.gpus_per_worker}")
+
+
+def driver_bundle(path: str | Path) -> Bundle:
+    """The bundle at ``path``, every hash verified, without building its model.
+
+    The driver only plans the chunks, appends to the audit log and assembles the output; the workers
+    load the model. Skipping it saves the driver a model's memory (the text model included).
+    """
+    return Bundle(contents=read_bundle(path), model=None, device=torch.device("cpu"))
 
 
 class ChunkWorker:
@@ -136,6 +145,9 @@ class RayEngine:
                 ray.get(call)
                 yield read_chunk(job.part(number))
         finally:
+            _, queued = ray.wait(calls, num_returns=len(calls), timeout=0) if calls else ([], [])
+            for call in queued:  # calls not started are dropped, not retried on a dying worker
+                ray.cancel(call)
             for worker in workers:
                 ray.kill(worker, no_restart=True)
             if calls:
