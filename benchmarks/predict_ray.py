@@ -82,12 +82,19 @@ def run(command: list[str]) -> dict[str, float]:
             "load_average": (load + os.getloadavg()[0]) / 2}  # fmt: skip
 
 
-def predict_command(model: Path, spec: Path, out: Path, engine: str, workers: int, cpus: float) -> list[str]:
+def predict_command(model: Path, spec: Path, out: Path, options: list[str]) -> list[str]:
     command = [sys.executable, "-m", "pipelines.cli", "predict", str(model), str(spec), "--out", str(out)]
-    command += ["--device", "cpu", "--engine", engine]
-    if engine == "ray":
-        command += ["--workers", str(workers), "--cpus-per-worker", str(cpus)]
-    return command
+    return [*command, "--device", "cpu", *options]
+
+
+def configurations(workers: int, cpus: float) -> dict[str, list[str]]:
+    """The runs compared: the local engine reading files in its main process (the default) and with
+    as many DataLoader processes as Ray workers, and the Ray engine."""
+    return {
+        "local": ["--engine", "local"],
+        f"local --workers {workers}": ["--engine", "local", "--workers", str(workers)],
+        "ray": ["--engine", "ray", "--workers", str(workers), "--cpus-per-worker", str(cpus)],
+    }
 
 
 def main() -> None:
@@ -101,48 +108,39 @@ def main() -> None:
     small, large = (int(s) for s in args.sizes.split(","))
     # its own model (benchmarks.predict trains model-all on its smallest cohort)
     model = trained(cohort(max(small, 200), args.set), WORK / f"model-ray-{args.set.replace('+', '-')}")
-    rows, times = [], {"local": {}, "ray": {}}
+    runs = configurations(args.workers, args.cpus_per_worker)
+    rows, times, outputs = [], {name: {} for name in runs}, {name: {} for name in runs}
     for n in (small, large):
-        for engine in ("local", "ray"):  # alternate, so that both meet the same background load
-            out = WORK / f"pred-{engine}-{n}-{args.set}.parquet"
+        for name, options in runs.items():  # in turn, so that every run meets the same background load
+            out = WORK / f"pred-{name.replace(' ', '').replace('--', '-')}-{n}-{args.set}.parquet"
             out.unlink(missing_ok=True)
             shutil.rmtree(model.parent / ".text-cache", ignore_errors=True)  # cold notes, every run
-            command = predict_command(
-                model, cohort(n, args.set), out, engine, args.workers, args.cpus_per_worker
-            )
-            measured = run(command)
-            times[engine][n] = measured["seconds"]
-            rows.append({"benchmark": "predict-engine", "engine": engine, "set": args.set, "n": n,
-                         "workers": args.workers if engine == "ray" else 1,
-                         "cpus_per_worker": args.cpus_per_worker if engine == "ray" else None,
+            measured = run(predict_command(model, cohort(n, args.set), out, options))
+            times[name][n], outputs[name][n] = measured["seconds"], out
+            ray = name == "ray"
+            rows.append({"benchmark": "predict-engine", "run": name, "set": args.set, "n": n,
                          "seconds": round(measured["seconds"], 1),
                          "patients_per_s": round(n / measured["seconds"], 2),
-                         "cpu_seconds": round(measured["cpu_seconds"], 1),
+                         # Ray's workers are not reaped by the run's process: their CPU is not counted
+                         "cpu_seconds": None if ray else round(measured["cpu_seconds"], 1),
                          "peak_tree_rss_mib": round(measured["peak_mib"], 1),
                          "load_average": round(measured["load_average"], 1)})  # fmt: skip
             print(rows[-1], flush=True)
-    fits = {}
-    for engine, seconds in times.items():
+    summary: dict = {"benchmark": "predict-engine-fit", "set": args.set, "sizes": [small, large]}
+    for name, seconds in times.items():
         slope = (seconds[large] - seconds[small]) / (large - small)
-        fits[engine] = {"seconds_per_patient": slope, "fixed_seconds": seconds[small] - small * slope}
+        summary[f"{name}: fixed seconds"] = round(seconds[small] - small * slope, 1)
+        summary[f"{name}: steady patients/s"] = round(1 / slope, 2)
+    summary["ray extra start-up seconds"] = round(
+        summary["ray: fixed seconds"] - summary["local: fixed seconds"], 1
+    )
     risk_gap, same_decisions = 0.0, True
     for n in (small, large):
-        local = pd.read_parquet(WORK / f"pred-local-{n}-{args.set}.parquet")
-        remote = pd.read_parquet(WORK / f"pred-ray-{n}-{args.set}.parquet")
+        local, remote = (pd.read_parquet(outputs[name][n]) for name in ("local", "ray"))
         risk_gap = max(risk_gap, float((local["risk"] - remote["risk"]).abs().max()))
         same_decisions &= local[["row", "status", "label"]].equals(remote[["row", "status", "label"]])
-    summary = {
-        "benchmark": "predict-engine-fit",
-        "set": args.set,
-        "local_fixed_seconds": round(fits["local"]["fixed_seconds"], 1),
-        "ray_fixed_seconds": round(fits["ray"]["fixed_seconds"], 1),
-        "ray_extra_startup_seconds": round(fits["ray"]["fixed_seconds"] - fits["local"]["fixed_seconds"], 1),
-        "local_steady_patients_per_s": round(1 / fits["local"]["seconds_per_patient"], 2),
-        "ray_steady_patients_per_s": round(1 / fits["ray"]["seconds_per_patient"], 2),
-        # the CLI's local engine runs 2 torch threads, each Ray worker 1: float32 sums differ in the last bit
-        "max_abs_risk_difference": risk_gap,
-        "same_rows_status_labels": same_decisions,
-    }
+    summary["max |risk local - risk ray|"] = risk_gap
+    summary["same rows, statuses and labels"] = same_decisions
     rows.append(summary)
     print(summary, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

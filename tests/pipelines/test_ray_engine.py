@@ -100,13 +100,23 @@ def _no_workers_left(seconds: float = 20.0) -> bool:
     return True
 
 
-# Before any test that starts the module's cluster: this one needs Ray stopped.
+# Before any test that starts the module's cluster: these two need Ray stopped.
 def test_too_many_cpus_for_a_local_cluster_is_refused_in_one_line(bundle, cohort_60, tmp_path):
     assert not ray.is_initialized()
     engine = RayEngine(RaySettings(workers=3, cpus_per_worker=float(os.cpu_count())))
     with pytest.raises(ValueError, match="lower --workers or --cpus-per-worker"):
         predict_cohort(bundle, cohort_60, tmp_path / "p.parquet", progress=False, engine=engine)
     assert not ray.is_initialized(), "the local cluster started for the run must be stopped"
+
+
+def test_engine_ray_refuses_an_altered_bundle_before_starting_ray(bundle_path, cohort_60, tmp_path):
+    altered = tmp_path / "model"
+    shutil.copytree(bundle_path, altered)
+    (altered / "calibration.json").write_text('{"temperature": 0.5}\n')
+    args = ["predict", str(altered), str(cohort_60), "--out", str(tmp_path / "p.parquet"), "--engine", "ray"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "calibration.json" in result.output and "sha256" in result.output
+    assert not ray.is_initialized()
 
 
 def test_ray_output_and_audit_records_equal_the_local_engine(cluster, bundle, broken_cohort, tmp_path):
