@@ -536,9 +536,10 @@ def predict_cohort(
     """Predict every row (or every row of a shard) of a cohort into ``out`` (.parquet or .csv).
 
     Args:
-        on_records: called with each finished chunk's records, in input order (the audit log hooks in
-            here). When the run stops early, the chunk files it did not pass here are removed, so a
-            resume predicts (and reports) them again.
+        on_records: called once with each finished chunk's records, in input order (the audit log
+            hooks in here). A ``chunk-NNNNNN.taken`` file marks a chunk passed here; a resume passes
+            finished chunks without it (written by workers after the driver stopped, or whose call
+            failed), so each row reaches the audit log once.
         engine: where chunks are predicted (default: :class:`LocalEngine`, this process).
 
     Raises:
@@ -569,7 +570,7 @@ def predict_cohort(
         partial.mkdir(parents=True)
         (partial / "state.json").write_text(json.dumps({"fingerprint": fingerprint, "chunks": len(chunks)}))
     todo = [number for number in range(len(chunks)) if not job.part(number).is_file()]
-    fresh, taken, pending = engine.predict_chunks(job, todo), set(), set(todo)
+    fresh, pending = engine.predict_chunks(job, todo), set(todo)
     bar = tqdm(
         total=sum(map(len, chunks)), unit="patient", desc="predict", disable=None if progress else True
     )
@@ -580,9 +581,11 @@ def predict_cohort(
                 summary.resumed_chunks += 1
             else:
                 records = next(fresh)
+            taken = job.part(number).with_suffix(".taken")
+            if not taken.exists():  # also a finished chunk that a stopped run never passed on
                 if on_records is not None:
                     on_records(records)
-                taken.add(number)
+                taken.touch()
             _count(summary, records)
             bar.update(len(chunk))
             if options.max_errors is not None and summary.errors > options.max_errors:
@@ -594,8 +597,6 @@ def predict_cohort(
     finally:
         bar.close()
         fresh.close()
-        for number in pending - taken:
-            job.part(number).unlink(missing_ok=True)
     _assemble(bundle, partial, len(chunks), out)
     shutil.rmtree(partial)
     summary.seconds = time.perf_counter() - started

@@ -125,8 +125,8 @@ class RayEngine:
     """Predicts chunks on Ray workers; yields them in input order as their files appear.
 
     Chunk ``k`` of the work goes to worker ``k % workers``; each worker runs its calls one at a time.
-    Closing the iterator (the driver stopped: ``--max-errors``, an error, Ctrl+C) kills the workers
-    and waits until they are gone, so no chunk file appears after the driver has cleaned up.
+    Closing the iterator (the driver stopped: ``--max-errors``, an error, Ctrl+C) drops the calls not
+    started, kills the workers and waits until they are gone, so a stopped run leaves no work running.
     """
 
     def __init__(self, settings: RaySettings | None = None) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -182,11 +183,13 @@ def test_a_fault_mid_run_then_resume_loses_and_repeats_no_row(cluster, bundle, b
             engine=RayEngine(SETTINGS),
         )
     assert not out.exists()
-    kept = sorted(p.name for p in (tmp_path / "ray.parquet.partial").glob("chunk-*.parquet"))
-    assert kept == ["chunk-000000.parquet", "chunk-000001.parquet", "chunk-000002.parquet"]
+    partial = tmp_path / "ray.parquet.partial"
+    taken = sorted(p.name for p in partial.glob("chunk-*.taken"))
+    assert taken == ["chunk-000000.taken", "chunk-000001.taken", "chunk-000002.taken"]
+    assert (partial / "chunk-000003.parquet").is_file(), "a finished chunk is kept, taken or not"
     assert _no_workers_left(), "the Ray workers outlived the stopped run"
     summary, resumed = _run(bundle, broken_cohort, out, options, RayEngine(SETTINGS), resume=True)
-    assert summary.resumed_chunks == 3
+    assert summary.resumed_chunks >= 4
     assert [r.row for r in audited + resumed] == list(range(1, 61))
     pd.testing.assert_frame_equal(read_predictions(out), read_predictions(tmp_path / "local.parquet"))
 
@@ -199,16 +202,20 @@ def test_max_errors_aborts_cleanly_and_resumes_with_a_higher_limit(cluster, bund
     table.to_csv(folder / "cohort.csv", index=False)
     spec, out = folder / "cohort.yaml", tmp_path / "ray.parquet"
     strict = PredictOptions(on_bad_file="error", max_errors=3, chunk_size=10)
+    audited = []
     with pytest.raises(PredictAborted, match="exceed --max-errors 3"):
-        _run(bundle, spec, out, strict, RayEngine(SETTINGS))
-    assert not out.exists()
-    assert [p.name for p in (tmp_path / "ray.parquet.partial").glob("chunk-*.parquet")] == [
-        "chunk-000000.parquet"
+        predict_cohort(
+            bundle, spec, out, strict, progress=False, on_records=audited.extend, engine=RayEngine(SETTINGS)
+        )
+    assert not out.exists() and [r.row for r in audited] == list(range(1, 11))
+    assert [p.name for p in (tmp_path / "ray.parquet.partial").glob("chunk-*.taken")] == [
+        "chunk-000000.taken"
     ]
     assert _no_workers_left(), "the Ray workers outlived the aborted run"
     lenient = PredictOptions(on_bad_file="error", chunk_size=10)
-    summary, _ = _run(bundle, spec, out, lenient, RayEngine(SETTINGS), resume=True)
-    assert summary.resumed_chunks == 1 and summary.rows == 60 and summary.errors == 39
+    summary, resumed = _run(bundle, spec, out, lenient, RayEngine(SETTINGS), resume=True)
+    assert summary.resumed_chunks >= 1 and summary.rows == 60 and summary.errors == 39
+    assert [r.row for r in audited + resumed] == list(range(1, 61))
     _run(bundle, spec, tmp_path / "local.parquet", lenient)
     pd.testing.assert_frame_equal(read_predictions(out), read_predictions(tmp_path / "local.parquet"))
 
@@ -242,3 +249,53 @@ def test_without_the_extra_engine_ray_says_how_to_install_it(bundle_path, cohort
     assert "pip install 'deepwe-mm[ray]'" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "p.parquet").exists()
+
+
+def _ray_processes_of_session(driver_pid: int) -> list[int]:
+    """Processes of the local Ray cluster that the driver ``driver_pid`` started (by its session name)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"/ray/session_" in command and f"_{driver_pid}".encode() in command:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_driver_killed_then_resume_audits_every_row_once(bundle_path, cohort_60, tmp_path):
+    out, log = tmp_path / "ray.parquet", tmp_path / "audit.jsonl"
+    command = [sys.executable, "-m", "pipelines.cli", "predict", str(bundle_path), str(cohort_60), "--out", str(out),
+               "--chunk-size", "4", "--engine", "ray", "--workers", "2", "--cpus-per-worker", "0.5",
+               "--audit-log", str(log)]  # fmt: skip
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / "ray.parquet.partial"
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(partial.glob("chunk-*.taken"))) < 3 and driver.poll() is None:
+            assert time.monotonic() < deadline, "no chunk was taken within 300 s"
+            time.sleep(0.05)
+        assert driver.poll() is None, "the run finished before it could be killed"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    finally:
+        time.sleep(2)
+        for pid in _ray_processes_of_session(driver.pid):  # Ray's agents can outlive a killed driver
+            os.kill(pid, signal.SIGKILL)
+    assert not out.exists()
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "chunks resumed" in resumed.stdout
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["output"]["row"] for e in entries] == list(range(1, 61))
+    predict_cohort(
+        load_bundle(bundle_path),
+        cohort_60,
+        tmp_path / "local.parquet",
+        PredictOptions(chunk_size=4),
+        progress=False,
+    )
+    pd.testing.assert_frame_equal(read_predictions(out), read_predictions(tmp_path / "local.parquet"))
