@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv when missing.
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv when missing
+# (with the optional ray and mlflow extras, so that their tests run too).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray,mlflow]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -171,7 +171,7 @@ def prediction_time_shares(stats: pstats.Stats) -> dict[str, float]:
         "collating other modalities": cumulative_seconds(stats, PatientCollator.__call__) - text,
         "model forward": cumulative_seconds(stats, MultimodalModel.forward),
         "output rows and files": sum(
-            cumulative_seconds(stats, f) for f in (predict._record, predict._table, predict._assemble)
+            cumulative_seconds(stats, f) for f in (predict._record, predict.records_table, predict._assemble)
         ),
     }
     seconds["other Python"] = max(0.0, total - sum(seconds.values()))

@@ -335,8 +335,25 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Patients per forward pass.", min=1)] = 64,
     chunk_size: Annotated[int, typer.Option(help="Rows per checkpointed chunk.", min=1)] = 256,
     workers: Annotated[
-        int, typer.Option(help="DataLoader worker processes reading files (0 = in the main process).", min=0)
-    ] = 0,
+        int | None,
+        typer.Option(
+            help="local engine: DataLoader worker processes reading files (default 0 = in the main "
+            "process); ray engine: Ray workers, each holding the model (default 2).",
+            min=0,
+        ),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="local (this process) or ray (Ray workers; pip install 'deepwe-mm[ray]').")
+    ] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="ray engine: the cluster to join (default: start a local one).")
+    ] = None,
+    cpus_per_worker: Annotated[
+        float, typer.Option(help="ray engine: CPUs reserved per Ray worker (fractions allowed).", min=0.01)
+    ] = 1.0,
+    gpus_per_worker: Annotated[
+        float, typer.Option(help="ray engine: GPUs per Ray worker (above 0 predicts on the GPU).", min=0.0)
+    ] = 0.0,
     audit_log: Annotated[
         Path | None, typer.Option(help="Append one hash-chained JSONL record per prediction to this log.")
     ] = None,
@@ -348,6 +365,9 @@ def predict(
     out-of-distribution flag and score, and the sha256 of the model and of the row's input. A bad file
     fails its modality, not the job. The output is written to a temporary file and renamed when
     complete; after a crash, --resume continues from the last finished chunk.
+
+    --engine ray predicts the same chunks on Ray workers (a local cluster, or --ray-address) and
+    writes the same output; the driver keeps the audit log, --max-errors and --resume.
     """
     from pipelines.predict import PredictAborted, merge_shards, parse_shard
 
@@ -367,18 +387,28 @@ def predict(
     from pipelines.predict import PredictOptions, predict_cohort
     from pipelines.train import pick_device
 
+    if engine not in ("local", "ray"):
+        _console(stderr=True).print(f"[red]cannot predict:[/] --engine must be local or ray, got {engine!r}")
+        raise typer.Exit(EXIT_BAD_INPUT)
     with _handled(spec, "predict", failed=(PredictAborted,)):
+        chunk_engine, bundle = None, None
+        if engine == "ray":
+            chunk_engine, bundle = _ray_engine(
+                model, ray_address, 2 if workers is None else workers, cpus_per_worker, gpus_per_worker
+            )
         options = PredictOptions(
             on_bad_file=on_bad_file,
             max_errors=max_errors,
             shard=parse_shard(shard) if shard else None,
             batch_size=batch_size,
             chunk_size=chunk_size,
-            num_workers=workers,
+            num_workers=0 if engine == "ray" or workers is None else workers,
         )
-        bundle = load_bundle(model, device=pick_device(device))
+        bundle = bundle or load_bundle(model, device=pick_device(device))
         log = _audit_hook(audit_log, bundle)
-        summary = predict_cohort(bundle, spec, out, options, resume=resume, on_records=log)
+        summary = predict_cohort(
+            bundle, spec, out, options, resume=resume, on_records=log, engine=chunk_engine
+        )
     console.print(
         f"{summary.rows} rows -> {summary.output}: {summary.ok} ok, {summary.errors} error"
         f" ({summary.rows_per_second:.1f} patients/s"
@@ -656,6 +686,23 @@ def dashboard(
     raise typer.Exit(subprocess.call(command))
 
 
+def _ray_engine(
+    model: Path, address: str | None, workers: int, cpus_per_worker: float, gpus_per_worker: float
+):
+    """The Ray engine with these settings and the driver's bundle (verified; the workers load the
+    model); without the ``ray`` extra, one line saying how to install it."""
+    try:
+        from pipelines.ray_engine import RayEngine, RaySettings, driver_bundle
+    except ModuleNotFoundError as error:
+        if error.name != "ray":
+            raise
+        _console(stderr=True).print(
+            "[red]cannot predict:[/] --engine ray needs Ray: pip install 'deepwe-mm\\[ray]'"
+        )
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    return RayEngine(RaySettings(address, workers, cpus_per_worker, gpus_per_worker)), driver_bundle(model)
+
+
 def _audit_hook(path: Path | None, bundle):
     """A callback appending each finished chunk's predictions to the audit log, or None."""
     if path is None:
@@ -669,6 +716,49 @@ def _audit_hook(path: Path | None, bundle):
     log, user, version = AuditLog(path), getpass.getuser(), code_version()
     hidden = token_modalities(bundle)
     return lambda records: log.append(records, user=user, code_version=version, redact_tokens=hidden)
+
+
+export_app = typer.Typer(help="Export a model bundle for other platforms.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("mlflow")
+def export_mlflow_command(
+    model: Annotated[Path, typer.Argument(help="The model bundle folder.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="The MLflow model folder to write (must not exist).")],
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder that file cells of served rows are relative to (default: the working folder "
+            "of the process serving the model)."
+        ),
+    ] = None,
+) -> None:
+    """Write the bundle as an MLflow pyfunc model (models from code: no pickle; the bundle is an
+    artifact verified on load). Serve it with `mlflow models serve -m OUT --env-manager local`.
+
+    Input: a DataFrame of cohort rows (the model's id and modality columns); output: the prediction
+    table of `deepwe predict`. Files that rows name must be readable where the model is served.
+    """
+    try:
+        from pipelines.mlflow_export import export_mlflow
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != "mlflow":
+            raise
+        _console(stderr=True).print(
+            "[red]cannot export:[/] export mlflow needs MLflow: pip install 'deepwe-mm\\[mlflow]'"
+        )
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    from pipelines.bundle import BundleError
+
+    try:
+        written = export_mlflow(model, out, data_root=data_root)
+    except (BundleError, FileExistsError) as error:
+        _console(stderr=True).print(f"[red]cannot export:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    _console().print(
+        f"MLflow model -> {written} (serve: mlflow models serve -m {written} --env-manager local)"
+    )
 
 
 audit_app = typer.Typer(help="Check and replay the prediction audit log.", no_args_is_help=True)

@@ -59,6 +59,19 @@ class Cohort:
             raise ValueError(f"a path inside {self.data_root}; this one resolves outside it")
         return path
 
+    @classmethod
+    def from_frame(cls, spec: CohortSpec, frame: pd.DataFrame, data_root: str | Path) -> Cohort:
+        """A cohort of the rows of ``frame`` (a notebook's or a served request's), read with ``spec``.
+
+        File cells resolve under ``data_root``. Subgroups, outcome and split are dropped: the rows are
+        only predicted on. Nothing is checked here (``predict.check_compatible`` does that).
+        """
+        root = Path(data_root).resolve()
+        served = spec.model_copy(
+            update={"data_root": str(root), "subgroups": [], "outcome": None, "split": None}
+        )
+        return cls(spec=served, spec_path=root / "<data frame>", table=table_cells(frame))
+
     def split_of(self, row: int) -> str | None:
         """The split of a 1-based row: from the split column, else a stable hash of its group (with
         ``split.group``) or of its id."""
@@ -147,6 +160,11 @@ def read_table(path: Path) -> pd.DataFrame:
             frame = pd.read_parquet(path)
     except (UnicodeDecodeError, pd.errors.ParserError, OSError, ValueError) as error:
         raise ValueError(f"a readable {path.suffix} table ({error.__class__.__name__})") from error
+    return table_cells(frame)
+
+
+def table_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """The cells of a table as a cohort holds them: text stripped, every missing token None."""
     frame = frame.astype(object)
     frame = frame.map(lambda v: None if is_missing(v) else (v.strip() if isinstance(v, str) else v))
     return frame.reset_index(drop=True)

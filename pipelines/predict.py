@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -436,7 +436,8 @@ def output_schema(bundle: Bundle) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _table(bundle: Bundle, records: Sequence[PredictionRecord]) -> pa.Table:
+def records_table(bundle: Bundle, records: Sequence[PredictionRecord]) -> pa.Table:
+    """The output table of these records (the columns of :func:`output_schema`)."""
     schema = output_schema(bundle)
     rows = [record_to_row(r) for r in records]
     return pa.Table.from_pylist(
@@ -448,12 +449,77 @@ def _fingerprint(bundle: Bundle, cohort: Cohort, options: PredictOptions, positi
     digest = hashlib.sha256(bundle.sha256.encode())
     digest.update(hashlib.sha256(cohort.table_path.read_bytes()).digest())
     digest.update(json.dumps(cohort.spec.model_dump(mode="json"), sort_keys=True).encode())
+    # Speed settings and --max-errors do not change a row's output: a resume may change them.
     options_without_speed = {
-        k: v for k, v in asdict(options).items() if k not in ("batch_size", "num_workers")
+        k: v for k, v in asdict(options).items() if k not in ("batch_size", "num_workers", "max_errors")
     }
     digest.update(json.dumps(options_without_speed, sort_keys=True).encode())
     digest.update(str(len(positions)).encode())
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """One prediction run cut into chunks: what every engine needs to predict chunk ``n``.
+
+    Attributes:
+        chunks: 0-based table positions of each chunk, in output order.
+        partial: the folder of finished chunk files (``<output>.partial``).
+        fingerprint: sha256 of the model, the cohort, the options and the row count; a resume or a
+            worker with another fingerprint is refused.
+    """
+
+    bundle: Bundle
+    cohort: Cohort
+    options: PredictOptions
+    chunks: list[list[int]]
+    partial: Path
+    fingerprint: str
+
+    def part(self, number: int) -> Path:
+        """The file of finished chunk ``number``."""
+        return self.partial / f"chunk-{number:06d}.parquet"
+
+
+def chunk_job(bundle: Bundle, cohort: Cohort, options: PredictOptions, partial: Path) -> ChunkJob:
+    """The chunks of a run over ``cohort`` (its shard only, when ``options.shard`` is set)."""
+    positions = list(range(len(cohort.table)))
+    if options.shard is not None:
+        positions = [p for p in positions if p % options.shard[1] == options.shard[0]]
+    chunks = [positions[i : i + options.chunk_size] for i in range(0, len(positions), options.chunk_size)]
+    fingerprint = _fingerprint(bundle, cohort, options, positions)
+    return ChunkJob(bundle, cohort, options, chunks, Path(partial), fingerprint)
+
+
+def predict_chunk(job: ChunkJob, number: int) -> list[PredictionRecord]:
+    """Predict chunk ``number`` and write its file (to a temporary name, then renamed)."""
+    records = list(iter_predictions(job.bundle, job.cohort, job.chunks[number], job.options))
+    part = job.part(number)
+    tmp = part.with_suffix(f".tmp-{os.getpid()}")
+    pq.write_table(records_table(job.bundle, records), tmp)
+    os.replace(tmp, part)
+    return records
+
+
+def read_chunk(part: Path) -> list[PredictionRecord]:
+    """The records of a finished chunk file."""
+    return [row_to_record(r) for r in pd.read_parquet(part).to_dict("records")]
+
+
+class LocalEngine:
+    """Predicts the chunks one after another in this process (the default engine)."""
+
+    def predict_chunks(self, job: ChunkJob, numbers: Sequence[int]) -> Iterator[list[PredictionRecord]]:
+        """The records of each chunk in ``numbers``, in that order, each chunk file written first."""
+        for number in numbers:
+            yield predict_chunk(job, number)
+
+
+class ChunkEngine(Protocol):
+    """Where chunks are predicted. ``predict_chunks`` yields the records of the chunks ``numbers`` in
+    that order, each only once its chunk file is written; closing the iterator stops the work."""
+
+    def predict_chunks(self, job: ChunkJob, numbers: Sequence[int]) -> Iterator[list[PredictionRecord]]: ...
 
 
 def predict_cohort(
@@ -465,11 +531,16 @@ def predict_cohort(
     resume: bool = False,
     progress: bool = True,
     on_records=None,
+    engine: ChunkEngine | None = None,
 ) -> PredictSummary:
     """Predict every row (or every row of a shard) of a cohort into ``out`` (.parquet or .csv).
 
     Args:
-        on_records: called with each finished chunk's records (the audit log hooks in here).
+        on_records: called once with each finished chunk's records, in input order (the audit log
+            hooks in here). A ``chunk-NNNNNN.taken`` file marks a chunk passed here; a resume passes
+            finished chunks without it (written by workers after the driver stopped, or whose call
+            failed), so each row reaches the audit log once.
+        engine: where chunks are predicted (default: :class:`LocalEngine`, this process).
 
     Raises:
         SpecError: the cohort's spec or table does not fit the model (every problem listed), or ids
@@ -478,18 +549,15 @@ def predict_cohort(
         ValueError: a resume with another model, cohort or options, or a bad output name.
     """
     options = options or PredictOptions()
+    engine = engine or LocalEngine()
     started = time.perf_counter()
     out = Path(out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ValueError(f"{out}: the output must end in .parquet or .csv")
     cohort = compatible_cohort(bundle, spec_path)
-    positions = list(range(len(cohort.table)))
-    if options.shard is not None:
-        positions = [p for p in positions if p % options.shard[1] == options.shard[0]]
-    partial = out.with_name(out.name + ".partial")
-    fingerprint = _fingerprint(bundle, cohort, options, positions)
+    job = chunk_job(bundle, cohort, options, out.with_name(out.name + ".partial"))
+    partial, fingerprint, chunks = job.partial, job.fingerprint, job.chunks
     summary = PredictSummary(output=out)
-    chunks = [positions[i : i + options.chunk_size] for i in range(0, len(positions), options.chunk_size)]
     if partial.exists() and resume:
         state = json.loads((partial / "state.json").read_text()) if (partial / "state.json").is_file() else {}
         if state.get("fingerprint") != fingerprint:
@@ -501,29 +569,34 @@ def predict_cohort(
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         (partial / "state.json").write_text(json.dumps({"fingerprint": fingerprint, "chunks": len(chunks)}))
-    bar = tqdm(total=len(positions), unit="patient", desc="predict", disable=None if progress else True)
-    for number, chunk in enumerate(chunks):
-        part = partial / f"chunk-{number:06d}.parquet"
-        if part.is_file():
-            records = [row_to_record(r) for r in pd.read_parquet(part).to_dict("records")]
-            summary.resumed_chunks += 1
-        else:
-            records = list(iter_predictions(bundle, cohort, chunk, options))
-            tmp = part.with_suffix(".tmp")
-            pq.write_table(_table(bundle, records), tmp)
-            os.replace(tmp, part)
-            if on_records is not None:
-                on_records(records)
-        _count(summary, records)
-        bar.update(len(chunk))
-        if options.max_errors is not None and summary.errors > options.max_errors:
-            bar.close()
-            raise PredictAborted(
-                f"{summary.errors} error rows exceed --max-errors {options.max_errors}; stopped after "
-                f"{summary.rows} rows. Finished chunks are kept in {partial}; fix the inputs and rerun "
-                "without --resume, or raise --max-errors and rerun with --resume."
-            )
-    bar.close()
+    todo = [number for number in range(len(chunks)) if not job.part(number).is_file()]
+    fresh, pending = engine.predict_chunks(job, todo), set(todo)
+    bar = tqdm(
+        total=sum(map(len, chunks)), unit="patient", desc="predict", disable=None if progress else True
+    )
+    try:
+        for number, chunk in enumerate(chunks):
+            if number not in pending:
+                records = read_chunk(job.part(number))
+                summary.resumed_chunks += 1
+            else:
+                records = next(fresh)
+            taken = job.part(number).with_suffix(".taken")
+            if not taken.exists():  # also a finished chunk that a stopped run never passed on
+                if on_records is not None:
+                    on_records(records)
+                taken.touch()
+            _count(summary, records)
+            bar.update(len(chunk))
+            if options.max_errors is not None and summary.errors > options.max_errors:
+                raise PredictAborted(
+                    f"{summary.errors} error rows exceed --max-errors {options.max_errors}; stopped after "
+                    f"{summary.rows} rows. Finished chunks are kept in {partial}; fix the inputs and rerun "
+                    "without --resume, or raise --max-errors and rerun with --resume."
+                )
+    finally:
+        bar.close()
+        fresh.close()
     _assemble(bundle, partial, len(chunks), out)
     shutil.rmtree(partial)
     summary.seconds = time.perf_counter() - started
@@ -557,7 +630,7 @@ def _assemble(bundle: Bundle, partial: Path, n_chunks: int, out: Path) -> None:
                 for number in range(n_chunks):
                     writer.write_table(pq.read_table(partial / f"chunk-{number:06d}.parquet", schema=schema))
         else:
-            _table(bundle, []).to_pandas().to_csv(tmp, index=False)
+            records_table(bundle, []).to_pandas().to_csv(tmp, index=False)
             for number in range(n_chunks):
                 frame = pq.read_table(partial / f"chunk-{number:06d}.parquet", schema=schema).to_pandas()
                 frame.to_csv(tmp, mode="a", header=False, index=False)

@@ -12,7 +12,7 @@ from pipelines.cli import EXIT_BAD_INPUT, app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", ["validate", "synth", "demo", "import", "train", "predict"])
+@pytest.mark.parametrize("command", ["validate", "synth", "demo", "import", "train", "predict", "export"])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
