@@ -87,8 +87,22 @@ def validate(
         _write_report_json(report, json_out)
     if not report.ok:
         print_problems(report, max_shown)
+        print_files(report, stderr=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     print_summary(report)
+    print_files(report)
+
+
+def print_files(report: ValidationReport, *, stderr: bool = False) -> None:
+    """How many files were checked and how, and the lines their readers skipped, per reason."""
+    files = report.files
+    console = _console(stderr=stderr)
+    how = "headers read" if files.headers else "existence only, headers not read"
+    console.print(f"files checked: {files.checked} ({how}; {files.read} sensor files read whole)")
+    for name, reasons in sorted(files.skipped.items()):
+        rows = files.rows_with_skipped.get(name, 0)
+        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            console.print(f"  {count:6d}  skipped in {name!r} files ({rows} rows affected): {reason}")
 
 
 @app.command()
@@ -262,6 +276,15 @@ def predict(
     audit_log: Annotated[
         Path | None, typer.Option(help="Append one hash-chained JSONL record per prediction to this log.")
     ] = None,
+    allow_missing_share: Annotated[
+        float,
+        typer.Option(
+            help="Exit 1 (the output is still written) when more than this share of rows lose a "
+            "modality because its file failed.",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.1,
 ) -> None:
     """Batch prediction: one output row per input row, in input order, errors captured per row.
 
@@ -309,6 +332,24 @@ def predict(
     )
     for reason, count in sorted(summary.error_reasons.items(), key=lambda kv: -kv[1]):
         console.print(f"  {count:6d}  {reason}")
+    print_degraded(summary)
+    too_many = summary.too_many_missing(allow_missing_share)
+    for line in too_many:
+        _console(stderr=True).print(f"[red]failed:[/] {line}; the output is complete in {summary.output}")
+    if too_many:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def print_degraded(summary) -> None:
+    """Rows predicted without a modality whose file failed, and lines skipped in files, per reason."""
+    console = _console()
+    for name, reasons in sorted(summary.without.items()):
+        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            console.print(f"  {count:6d}  rows predicted without {name!r}: {reason}")
+    for name, reasons in sorted(summary.skipped_lines.items()):
+        rows = summary.rows_with_skipped.get(name, 0)
+        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            console.print(f"  {count:6d}  skipped in {name!r} files ({rows} rows affected): {reason}")
 
 
 @app.command()
@@ -765,6 +806,7 @@ def _write_report_json(report: ValidationReport, path: Path) -> None:
         "ok": report.ok,
         "problems": [p.model_dump() for p in report.problems],
         "summary": report.summary.as_dict() if report.summary else None,
+        "files": report.files.as_dict(),
     }
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 

@@ -8,7 +8,7 @@ missing. Collation asks each modality's encoder to batch its samples.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,11 @@ UNLABELLED = -1
 
 @dataclass
 class PatientSample:
-    """One patient's inputs after reading: ``inputs[m]`` is None when modality m is missing or failed."""
+    """One patient's inputs after reading: ``inputs[m]`` is None when modality m is missing or failed.
+
+    ``errors[m]`` says why modality m failed; ``skipped[m]`` counts, per reason, the lines of m's
+    file that were skipped while the rest was read.
+    """
 
     index: int
     row: int
@@ -48,6 +52,7 @@ class PatientSample:
     label: int
     inputs: dict[str, Any]
     errors: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,7 +106,7 @@ def standardise(array: SensorArray, stats: Mapping[str, Any]) -> SensorArray:
     mean = np.asarray(stats["mean"], dtype=np.float32)
     std = np.asarray(stats["std"], dtype=np.float32)
     values = np.where(array.observed, (array.values - mean) / std, 0.0).astype(np.float32)
-    return SensorArray(values, array.observed, array.channels, array.rate_hz, array.start_s)
+    return replace(array, values=values)
 
 
 def file_reader(
@@ -188,6 +193,7 @@ class CohortDataset(Dataset):
         record = self.records[index]
         inputs: dict[str, Any] = {}
         errors: dict[str, str] = {}
+        skipped: dict[str, dict[str, int]] = {}
         for name, modality in self.spec.modalities.items():
             if modality.kind == "tabular":
                 inputs[name] = self._tabular_row(name, index)
@@ -196,7 +202,10 @@ class CohortDataset(Dataset):
                 inputs[name] = None if text is None else inline_text(text).text
             else:
                 inputs[name] = self._read_file(name, record.paths.get(name), errors)
-        return PatientSample(index, record.row, record.patient_id, int(self.labels[index]), inputs, errors)
+                if getattr(inputs[name], "skipped", None):
+                    skipped[name] = dict(inputs[name].skipped)
+        label = int(self.labels[index])
+        return PatientSample(index, record.row, record.patient_id, label, inputs, errors, skipped)
 
     def _tabular_row(self, name: str, index: int) -> dict[str, np.ndarray] | None:
         arrays = self.tabular[name]

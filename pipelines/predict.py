@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -44,6 +45,7 @@ JSON_COLUMNS = (
     "modality_present",
     "modality_weights",
     "modality_errors",
+    "skipped_lines",
     "top_features",
     "neighbours",
 )
@@ -86,17 +88,43 @@ class PredictOptions:
 
 @dataclass
 class PredictSummary:
+    """What a prediction run did.
+
+    Attributes:
+        error_reasons: reason -> error rows.
+        without: modality -> reason -> ok rows predicted without that modality because its file
+            failed (a blank cell is a normal missing modality and is not counted).
+        skipped_lines: modality -> reason -> lines, rows or cells skipped in that modality's files.
+        rows_with_skipped: modality -> rows whose file had something skipped.
+    """
+
     output: Path
     rows: int = 0
     ok: int = 0
     errors: int = 0
     error_reasons: dict[str, int] = field(default_factory=dict)
+    without: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped_lines: dict[str, dict[str, int]] = field(default_factory=dict)
+    rows_with_skipped: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     resumed_chunks: int = 0
 
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else math.nan
+
+    def missing_shares(self) -> dict[str, float]:
+        """Modality -> share of all rows predicted without it because its file failed."""
+        return {m: sum(reasons.values()) / self.rows for m, reasons in self.without.items() if self.rows}
+
+    def too_many_missing(self, allowed_share: float) -> list[str]:
+        """One line per modality lost (file failed) in more than ``allowed_share`` of the rows."""
+        return [
+            f"{share:.1%} of rows were predicted without {name!r} (its file failed), more than "
+            f"--allow-missing-share {allowed_share:g}"
+            for name, share in sorted(self.missing_shares().items())
+            if share > allowed_share
+        ]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -284,6 +312,7 @@ def _error_record(sample: PatientSample, digest: str, bundle: Bundle, reason: st
         status="error",
         error=reason,
         modality_errors=sample.errors,
+        skipped_lines=sample.skipped,
         model_sha256=bundle.sha256,
         input_sha256=digest,
     )
@@ -381,6 +410,7 @@ def _record(
         modality_present=present,
         modality_weights=weights,
         modality_errors=sample.errors,
+        skipped_lines=sample.skipped,
         top_features=tokens[: options.top_features],
         neighbours=neighbours,
         ood=ood_flag or bool(outside),
@@ -536,10 +566,24 @@ def _count(summary: PredictSummary, records: Sequence[PredictionRecord]) -> None
         summary.rows += 1
         if record.status == "ok":
             summary.ok += 1
+            for name, reason in record.modality_errors.items():
+                without = summary.without.setdefault(name, {})
+                kind = _general(reason)
+                without[kind] = without.get(kind, 0) + 1
         else:
             summary.errors += 1
             reasons[_reason_kind(record.error or "")] += 1
+        for name, skipped in record.skipped_lines.items():
+            summary.rows_with_skipped[name] = summary.rows_with_skipped.get(name, 0) + 1
+            totals = summary.skipped_lines.setdefault(name, {})
+            for why, n in skipped.items():
+                totals[why] = totals.get(why, 0) + n
     summary.error_reasons = dict(reasons)
+
+
+def _general(reason: str) -> str:
+    """A per-file reason with its numbers as ``N``, so that rows failing the same way count together."""
+    return re.sub(r"\d+(\.\d+)?", "N", reason)
 
 
 def _reason_kind(reason: str) -> str:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_schemas import CohortSpec, Problem
-from data_schemas.cohort import SPLIT_VALUES, canonical_label
-from encoders.readers import sniff_file
+from data_schemas.cohort import SPLIT_VALUES, SensorModality, canonical_label
+from encoders.readers import ReaderError, sniff_file
 from pipelines.cohort import Cohort, is_missing, read_table
 from pipelines.decoded_files import remembered
 from pipelines.spec_io import did_you_mean, read_spec
@@ -39,6 +39,40 @@ class CohortSummary:
 
 
 @dataclass
+class FileTally:
+    """How many referenced files validate looked at, and what their readers skipped.
+
+    Attributes:
+        checked: files found on disk (with ``headers`` their headers were read too).
+        read: sensor files read whole, the way ``predict`` reads them.
+        headers: whether headers were checked (False under ``--skip-file-headers``).
+        skipped: modality -> reason -> lines, rows or cells skipped in its files.
+        rows_with_skipped: modality -> rows whose file had something skipped.
+    """
+
+    checked: int = 0
+    read: int = 0
+    headers: bool = True
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    rows_with_skipped: dict[str, int] = field(default_factory=dict)
+
+    def add_skipped(self, modality: str, skipped: dict[str, int]) -> None:
+        self.rows_with_skipped[modality] = self.rows_with_skipped.get(modality, 0) + 1
+        totals = self.skipped.setdefault(modality, {})
+        for reason, count in skipped.items():
+            totals[reason] = totals.get(reason, 0) + count
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "checked": self.checked,
+            "read": self.read,
+            "headers": self.headers,
+            "skipped": self.skipped,
+            "rows_with_skipped": self.rows_with_skipped,
+        }
+
+
+@dataclass
 class ValidationReport:
     """Problems (empty when the cohort is valid) and, for a valid cohort, its summary and the loaded cohort."""
 
@@ -46,6 +80,7 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     summary: CohortSummary | None = None
     cohort: Cohort | None = None
+    files: FileTally = field(default_factory=FileTally)
 
     @property
     def ok(self) -> bool:
@@ -53,9 +88,14 @@ class ValidationReport:
 
 
 def validate_cohort(spec_path: str | Path, *, check_files: bool = True) -> ValidationReport:
-    """Check a cohort spec, its table and (``check_files``) the header of every referenced file."""
+    """Check a cohort spec, its table and every referenced file.
+
+    With ``check_files`` the header of every file is read, and every sensor file is read whole the
+    way ``predict`` reads it (skipped lines are counted in ``report.files``); without it, files are
+    only checked to exist.
+    """
     spec_path = Path(spec_path).resolve()
-    report = ValidationReport(spec_path=spec_path)
+    report = ValidationReport(spec_path=spec_path, files=FileTally(headers=check_files))
     spec, report.problems = read_spec(spec_path)
     if spec is None:
         return report
@@ -83,7 +123,7 @@ def validate_cohort(spec_path: str | Path, *, check_files: bool = True) -> Valid
     # Check the rows as if the missing columns were blank, so one run finds everything.
     for problem in missing_columns:
         table[problem.column] = None
-    report.problems += _check_rows(cohort, str(table_path), check_files)
+    report.problems += _check_rows(cohort, str(table_path), report.files)
     if report.ok:
         report.summary = summarise(cohort)
         report.cohort = cohort
@@ -135,7 +175,7 @@ def id_problems(ids: Iterable[object], column: str, file: str) -> list[Problem]:
     return problems
 
 
-def _check_rows(cohort: Cohort, file: str, check_files: bool) -> list[Problem]:
+def _check_rows(cohort: Cohort, file: str, files: FileTally) -> list[Problem]:
     spec, table = cohort.spec, cohort.table
     problems: list[Problem] = []
     classes = spec.outcome.class_labels() if spec.outcome is not None else None
@@ -180,7 +220,7 @@ def _check_rows(cohort: Cohort, file: str, check_files: bool) -> list[Problem]:
             any_present = True
             if modality.kind == "text" and modality.inline:
                 continue
-            reason = _check_path(cohort, str(cell), modality.kind, check_files)
+            reason = _check_path(cohort, str(cell), name, modality, files)
             if reason:
                 problem(modality.column, cell, reason)
         if not any_present:
@@ -193,16 +233,31 @@ def _check_rows(cohort: Cohort, file: str, check_files: bool) -> list[Problem]:
     return sorted(problems, key=lambda p: p.row or 0)
 
 
-def _check_path(cohort: Cohort, cell: str, kind: str, check_files: bool) -> str | None:
+def _check_path(cohort: Cohort, cell: str, name: str, modality: object, files: FileTally) -> str | None:
+    """What is wrong with a file cell (None when nothing is), counting it in ``files``."""
+    kind = modality.kind
     try:
         path = cohort.resolve(cell)
     except ValueError as error:
         return str(error)
     if not path.exists():
         return f"an existing {kind} file under {cohort.data_root}"
-    if not check_files:
+    files.checked += 1
+    if not files.headers:
         return None
-    return remembered(("sniff", kind), str(path), lambda file: sniff_file(file, kind))
+    problem = remembered(("sniff", kind), str(path), lambda file: sniff_file(file, kind))
+    if problem is not None or not isinstance(modality, SensorModality):
+        return problem
+    from pipelines.dataset import read_sensor_file  # torch comes with it: only when files are read
+
+    files.read += 1
+    try:
+        array = read_sensor_file(str(path), modality)
+    except ReaderError as error:
+        return f"a readable {kind} file; {error.reason}"
+    if array.skipped:
+        files.add_skipped(name, dict(array.skipped))
+    return None
 
 
 def _is_finite_number(value: object) -> bool:
