@@ -59,6 +59,17 @@ class Cohort:
             raise ValueError(f"a path inside {self.data_root}; this one resolves outside it")
         return path
 
+    def _path_cell(self, cell: object, row: int, column: str, refused: dict[int, str] | None) -> str | None:
+        if is_missing(cell):
+            return None
+        try:
+            return str(self.resolve(str(cell)))
+        except ValueError as error:
+            if refused is None:
+                raise
+            refused[row - 1] = f"row {row}, column {column!r}: path refused ({error})"
+            return None
+
     def split_of(self, row: int) -> str | None:
         """The split of a 1-based row: from the split column, else a stable hash of the patient id."""
         split = self.spec.split
@@ -67,11 +78,21 @@ class Cohort:
             return None if is_missing(value) else str(value).strip().lower()
         return assign_split(str(self.table.at[row - 1, self.spec.id]), split)
 
-    def records(self, positions: Sequence[int] | None = None) -> Iterator[PatientRecord]:
+    def records(
+        self,
+        positions: Sequence[int] | None = None,
+        *,
+        refused: dict[int, str] | None = None,
+    ) -> Iterator[PatientRecord]:
         """One :class:`PatientRecord` per table row (file paths resolved, None = missing).
 
         Args:
             positions: 0-based rows to build, in this order; every row when None.
+            refused: when given, a path that escapes the data root does not raise: its modality is
+                left missing and ``refused[position]`` says which row and column, and why.
+
+        Raises:
+            ValueError: a path escapes the data root (when ``refused`` is None).
         """
         spec = self.spec
         chosen = list(range(len(self.table)) if positions is None else positions)
@@ -84,8 +105,7 @@ class Cohort:
                 elif modality.kind == "text" and modality.inline:
                     texts[name] = None if is_missing(row[modality.column]) else str(row[modality.column])
                 else:
-                    cell = row[modality.column]
-                    paths[name] = None if is_missing(cell) else str(self.resolve(str(cell)))
+                    paths[name] = self._path_cell(row[modality.column], index, modality.column, refused)
             outcome = None
             if spec.outcome is not None and not is_missing(row[spec.outcome.column]):
                 outcome = canonical_label(row[spec.outcome.column])

@@ -43,7 +43,8 @@ class PatientSample:
     """One patient's inputs after reading: ``inputs[m]`` is None when modality m is missing or failed.
 
     ``errors[m]`` says why modality m failed; ``skipped[m]`` counts, per reason, the lines of m's
-    file that were skipped while the rest was read.
+    file that were skipped while the rest was read; ``refused`` says why the whole row is refused
+    (a path escaping the data root), else None.
     """
 
     index: int
@@ -53,6 +54,7 @@ class PatientSample:
     inputs: dict[str, Any]
     errors: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    refused: str | None = None
 
 
 @dataclass
@@ -101,12 +103,29 @@ def label_index(spec: CohortSpec, classes: Sequence[str]) -> Callable[[str | Non
     return lambda label: UNLABELLED if label is None else lookup[label]
 
 
+MAX_STANDARD_SCORE = 1e4
+"""A standardised value beyond this many training standard deviations is read as unobserved: no
+measurement lies that far out, and it would overflow the model's float32 arithmetic."""
+SKIP_FAR_OUT = f"value more than {MAX_STANDARD_SCORE:g} training SDs from the mean (read as unobserved)"
+
+
 def standardise(array: SensorArray, stats: Mapping[str, Any]) -> SensorArray:
-    """Observed values minus the training mean, over the training std, per channel (0 elsewhere)."""
-    mean = np.asarray(stats["mean"], dtype=np.float32)
-    std = np.asarray(stats["std"], dtype=np.float32)
-    values = np.where(array.observed, (array.values - mean) / std, 0.0).astype(np.float32)
-    return replace(array, values=values)
+    """Observed values minus the training mean, over the training std, per channel (0 elsewhere).
+
+    An observed value more than :data:`MAX_STANDARD_SCORE` SDs out becomes unobserved and is counted
+    in ``skipped``.
+    """
+    mean = np.asarray(stats["mean"], dtype=np.float64)
+    std = np.asarray(stats["std"], dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = (array.values.astype(np.float64) - mean) / std
+    far = array.observed & ~(np.abs(scores) <= MAX_STANDARD_SCORE)
+    observed = array.observed & ~far
+    values = np.where(observed, scores, 0.0).astype(np.float32)
+    if not far.any():
+        return replace(array, values=values)
+    skipped = {**array.skipped, SKIP_FAR_OUT: int(far.sum())}
+    return replace(array, values=values, observed=observed, skipped=skipped)
 
 
 def file_reader(

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from data_schemas import NeighbourWeight, PatientRecord, PredictionRecord, Problem, TokenWeight
 from pipelines.cohort import Cohort, is_missing, load_cohort
-from pipelines.dataset import Batch, CohortDataset, PatientCollator, PatientSample
+from pipelines.dataset import MAX_STANDARD_SCORE, Batch, CohortDataset, PatientCollator, PatientSample
 from pipelines.loading import Bundle
 from pipelines.ood import range_violations
 from pipelines.prepare import tabular_arrays
@@ -199,9 +199,11 @@ class PredictionDataset(Dataset):
         table: pd.DataFrame,
         *,
         hash_inputs: bool = True,
+        refused: dict[int, str] | None = None,
     ) -> None:
         self.bundle, self.cohort, self.records = bundle, cohort, list(records)
         self.hash_inputs = hash_inputs
+        self.refused = refused or {}
         cleaned, self.cell_errors = _clean_numeric(bundle, table)
         self.rows = table.to_dict("records")
         self.inner = CohortDataset(
@@ -217,6 +219,7 @@ class PredictionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[PatientSample, str, list[str]]:
         sample = self.inner[index]
+        sample.refused = self.refused.get(index)
         for name, reason in self.cell_errors.get(index, {}).items():
             sample.errors.setdefault(name, reason)
         outside = [
@@ -229,20 +232,29 @@ class PredictionDataset(Dataset):
 
 
 def _clean_numeric(bundle: Bundle, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, dict[str, str]]]:
-    """Non-numbers in numeric columns become missing, with the reason kept per row (no value shown)."""
+    """Numeric cells the model cannot use become missing, with the reason kept per row (no value
+    shown): a non-number, or a number more than ``MAX_STANDARD_SCORE`` training SDs from the mean
+    (such a value is also listed in the row's ``out_of_range``)."""
     cleaned = table.copy()
     errors: dict[int, dict[str, str]] = {}
-    for name, modality in bundle.spec.modalities.items():
-        if modality.kind != "tabular":
-            continue
-        for column in modality.numeric:
-            numbers = pd.to_numeric(cleaned[column], errors="coerce")
-            bad = numbers.isna() & ~cleaned[column].map(is_missing) | ~np.isfinite(numbers.fillna(0))
-            for index in np.flatnonzero(bad.to_numpy()):
+    for name, state in bundle.preprocessing["tabular"].items():
+        for item in state["numeric"]:
+            column = item["name"]
+            numbers = pd.to_numeric(cleaned[column], errors="coerce").astype("float64")
+            not_number = numbers.isna() & ~cleaned[column].map(is_missing)
+            with np.errstate(over="ignore", invalid="ignore"):
+                scores = ((numbers - item["mean"]) / item["std"]).abs()
+            far = numbers.notna() & ~(scores <= MAX_STANDARD_SCORE)
+            for index in np.flatnonzero(not_number.to_numpy()):
                 errors.setdefault(int(index), {})[name] = (
                     f"column {column!r} is not a number; treated as missing"
                 )
-            cleaned[column] = numbers.where(~bad)
+            for index in np.flatnonzero(far.to_numpy()):
+                errors.setdefault(int(index), {})[name] = (
+                    f"column {column!r} is more than {MAX_STANDARD_SCORE:g} training SDs from the mean "
+                    "(out of range); treated as missing"
+                )
+            cleaned[column] = numbers.where(~(not_number | far))
     return cleaned, errors
 
 
@@ -282,9 +294,11 @@ def prediction_loader(
     """Batches ``(samples, input sha256s, out-of-range variables)`` of the rows at 0-based
     ``positions`` (the dataset is ``loader.dataset``), and the collator that makes a model
     :class:`Batch` of samples."""
-    chosen = list(cohort.records(positions))
+    by_position: dict[int, str] = {}
+    chosen = list(cohort.records(positions, refused=by_position))
     table = cohort.table.iloc[list(positions)].reset_index(drop=True)
-    dataset = PredictionDataset(bundle, cohort, chosen, table, hash_inputs=hash_inputs)
+    refused = {i: by_position[p] for i, p in enumerate(positions) if p in by_position}
+    dataset = PredictionDataset(bundle, cohort, chosen, table, hash_inputs=hash_inputs, refused=refused)
     collate = _Collate(bundle.model.encoders)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
     return loader, collate.patients
@@ -325,7 +339,9 @@ def predict_batch(bundle, collate, samples, hashes, outside, options, distance) 
     usable = []
     for i, sample in enumerate(samples):
         present = [name for name, value in sample.inputs.items() if value is not None]
-        if sample.errors and options.on_bad_file == "error":
+        if sample.refused is not None:
+            results[i] = _error_record(sample, hashes[i], bundle, sample.refused)
+        elif sample.errors and options.on_bad_file == "error":
             failed = sorted(sample.errors)
             results[i] = _error_record(
                 sample,
@@ -342,26 +358,45 @@ def predict_batch(bundle, collate, samples, hashes, outside, options, distance) 
             results[i] = _error_record(sample, hashes[i], bundle, reason)
         else:
             usable.append(i)
-    if usable:
-        batch: Batch = collate([samples[i] for i in usable]).to(bundle.device)
-        output = bundle.model(batch)
-        ood_rank, ood_flag = distance.score(output.fused)
-        probabilities = torch.softmax(output.logits.float() / bundle.temperature, dim=1).cpu()
-        for j, i in enumerate(usable):
-            results[i] = _record(
-                bundle,
-                batch,
-                output,
-                j,
-                samples[i],
-                hashes[i],
-                outside[i],
-                probabilities[j],
-                float(ood_rank[j]),
-                bool(ood_flag[j]),
-                options,
-            )
+    context = (bundle, collate, samples, hashes, outside, options, distance)
+    try:
+        results |= _forward(context, usable)
+    except (ValueError, RuntimeError):
+        # One row the model refuses must not take the batch with it: retry the rows one by one.
+        for i in usable:
+            try:
+                results |= _forward(context, [i])
+            except (ValueError, RuntimeError) as error:
+                reason = f"the model could not use this row's inputs ({type(error).__name__}: {error})"
+                results[i] = _error_record(samples[i], hashes[i], bundle, reason)
     return [results[i] for i in range(len(samples))]
+
+
+def _forward(context, usable: Sequence[int]) -> dict[int, PredictionRecord]:
+    """Records of the samples at positions ``usable`` of the batch, from one forward pass."""
+    bundle, collate, samples, hashes, outside, options, distance = context
+    if not usable:
+        return {}
+    batch: Batch = collate([samples[i] for i in usable]).to(bundle.device)
+    output = bundle.model(batch)
+    ood_rank, ood_flag = distance.score(output.fused)
+    probabilities = torch.softmax(output.logits.float() / bundle.temperature, dim=1).cpu()
+    return {
+        i: _record(
+            bundle,
+            batch,
+            output,
+            j,
+            samples[i],
+            hashes[i],
+            outside[i],
+            probabilities[j],
+            float(ood_rank[j]),
+            bool(ood_flag[j]),
+            options,
+        )
+        for j, i in enumerate(usable)
+    }
 
 
 def _record(
@@ -587,8 +622,8 @@ def _general(reason: str) -> str:
 
 
 def _reason_kind(reason: str) -> str:
-    """The reason without per-file detail, for counting."""
-    return reason.split(":")[0] if reason.startswith("unreadable input") else reason.split(" (")[0]
+    """The reason without per-file detail or numbers, for counting."""
+    return _general(reason.split(":")[0] if reason.startswith("unreadable input") else reason.split(" (")[0])
 
 
 def _assemble(bundle: Bundle, partial: Path, n_chunks: int, out: Path) -> None:

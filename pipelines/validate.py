@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from pathlib import Path
 from data_schemas import CohortSpec, Problem
 from data_schemas.cohort import SPLIT_VALUES, SensorModality, canonical_label
 from encoders.readers import ReaderError, sniff_file
+from encoders.readers.tabular import FLOAT32_MAX
 from pipelines.cohort import Cohort, is_missing, read_table
 from pipelines.decoded_files import remembered
 from pipelines.spec_io import did_you_mean, read_spec
@@ -210,7 +210,8 @@ def _check_rows(cohort: Cohort, file: str, files: FileTally) -> list[Problem]:
                         problem(
                             column,
                             raw,
-                            f"a number for numeric variable {column!r} of {name!r}, or blank",
+                            f"a number for numeric variable {column!r} of {name!r} (finite, at "
+                            f"most {FLOAT32_MAX:.3g} in magnitude), or blank",
                         )
                 any_present |= any(not is_missing(values[c]) for c in modality.columns())
                 continue
@@ -261,8 +262,9 @@ def _check_path(cohort: Cohort, cell: str, name: str, modality: object, files: F
 
 
 def _is_finite_number(value: object) -> bool:
+    """A number the model can hold: finite and within float32 range."""
     try:
-        return math.isfinite(float(value))
+        return abs(float(value)) <= FLOAT32_MAX
     except (TypeError, ValueError):
         return False
 

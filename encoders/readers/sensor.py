@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from encoders.readers.errors import ReaderError
-from encoders.readers.tabular import numeric_column
+from encoders.readers.tabular import FLOAT32_MAX, numeric_column
 
 TIME_UNITS_S: dict[str, float] = {"s": 1.0, "min": 60.0, "h": 3600.0}
 P12_HEADER = "Time,Parameter,Value"
@@ -312,7 +312,7 @@ def _p12_samples(path: Path, channels: Sequence[str]) -> _Samples:
             value = float(fields[2])
         except ValueError:
             value = math.nan
-        if not math.isfinite(value):
+        if not abs(value) <= FLOAT32_MAX:  # NaN, infinite, or too large for float32
             skipped[SKIP_P12_VALUE] += 1
             continue
         parameters.add(fields[1])
