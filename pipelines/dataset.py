@@ -157,7 +157,7 @@ def file_reader(
 def read_sensor_file(path: str, modality: SensorModality) -> SensorArray:
     """Read a sensor file onto the grid its modality's spec describes (raw units)."""
     how = ("sensor", tuple(modality.channels or ()), modality.rate_hz, modality.time_column)
-    how += (modality.time_unit, modality.duration_s)
+    how += (modality.time_unit, modality.duration_s, modality.max_file_mb)
     return remembered(how, path, lambda p: _read_sensor_grid(p, modality))
 
 
@@ -169,6 +169,7 @@ def _read_sensor_grid(path: str, modality: SensorModality) -> SensorArray:
         time_column=modality.time_column,
         time_unit=modality.time_unit,
         duration_s=modality.duration_s,
+        max_bytes=round(modality.max_file_mb * 1_000_000),
     )
 
 

@@ -154,7 +154,8 @@ def check_compatible(bundle: Bundle, cohort: Cohort) -> list[Problem]:
                 )
             )
             continue
-        theirs, ours = given.model_dump(exclude={"column"}), modality.model_dump(exclude={"column"})
+        reading_only = {"column", "max_file_mb"}  # where and how much to read, not what the model sees
+        theirs, ours = given.model_dump(exclude=reading_only), modality.model_dump(exclude=reading_only)
         if theirs != ours:
             problems.append(
                 Problem(

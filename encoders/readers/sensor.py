@@ -82,6 +82,7 @@ def read_sensor(
     time_unit: str = "s",
     duration_s: float | None = None,
     max_samples: int = 200_000,
+    max_bytes: int | None = None,
 ) -> SensorArray:
     """Read a sensor file onto a regular grid of ``rate_hz``.
 
@@ -94,12 +95,15 @@ def read_sensor(
         time_unit: unit of that column: ``"s"``, ``"min"`` or ``"h"``.
         duration_s: grid length in seconds (crop or pad); up to the last sample when ``None``.
         max_samples: most grid cells ``T`` allowed.
+        max_bytes: largest CSV, Parquet or PhysioNet 2012 file read (they are read whole); None for
+            no limit. WFDB records are read only as far as the grid reaches, so they have none.
 
     Returns:
         A :class:`SensorArray` with ``values`` and ``observed`` of shape ``(T, C)``.
 
     Raises:
-        ReaderError: the file is unreadable, holds none of ``channels``, or the grid is too long.
+        ReaderError: the file is unreadable, larger than ``max_bytes``, holds none of ``channels``,
+            or the grid is too long.
     """
     path = Path(path)
     channels = tuple(channels)
@@ -112,6 +116,12 @@ def read_sensor(
     if not path.is_file():
         raise ReaderError(path, "expected a sensor file, but there is no such file")
     suffix = path.suffix.lower()
+    if suffix != ".hea" and max_bytes is not None and path.stat().st_size > max_bytes:
+        raise ReaderError(
+            path,
+            f"the file has {path.stat().st_size / 1e6:.1f} MB, more than the {max_bytes / 1e6:g} MB "
+            "allowed; raise max_file_mb of this sensor modality in the cohort spec to read it",
+        )
     if suffix == ".hea":
         return _read_wfdb(path, channels, rate_hz, duration_s, max_samples)
     if suffix == ".csv":
