@@ -34,9 +34,11 @@ app = typer.Typer(
 
 
 def _console(stderr: bool = False) -> Console:
-    """A console for the current streams; wide when the output is a file or a pipe, not a terminal."""
+    """A console for the current streams; wide when the output is a file or a pipe, not a terminal,
+    where a message also stays on one line (log readers grep for it)."""
     stream = sys.stderr if stderr else sys.stdout
-    return Console(file=stream, highlight=False, width=None if stream.isatty() else 160)
+    tty = stream.isatty()
+    return Console(file=stream, highlight=False, width=None if tty else 160, soft_wrap=not tty)
 
 
 @contextmanager
@@ -294,7 +296,8 @@ def predict(
     fails its modality, not the job. The output is written to a temporary file and renamed when
     complete; after a crash, --resume continues from the last finished chunk.
     """
-    from pipelines.predict import PredictAborted, merge_shards, parse_shard
+    from pipelines.partial_lock import OutputBusy
+    from pipelines.predict import OutputWriteError, PredictAborted, merge_shards, parse_shard
 
     console = _console()
     if merge:
@@ -312,7 +315,7 @@ def predict(
     from pipelines.predict import PredictOptions, predict_cohort
     from pipelines.train import pick_device
 
-    with _handled(spec, "predict", failed=(PredictAborted,)):
+    with _handled(spec, "predict", failed=(PredictAborted, OutputBusy, OutputWriteError, OSError)):
         options = PredictOptions(
             on_bad_file=on_bad_file,
             max_errors=max_errors,
@@ -641,27 +644,47 @@ app.add_typer(audit_app, name="audit")
 @audit_app.command("verify")
 def audit_verify(
     log: Annotated[Path, typer.Argument(help="The audit log (JSONL).", show_default=False)],
+    predictions: Annotated[
+        Path | None,
+        typer.Option(help="A deepwe predict output: also check that every row it delivered is logged."),
+    ] = None,
 ) -> None:
     """Check the hash chain of an audit log: an edited, removed or reordered record is reported by line.
 
-    Exits 0 when intact, 1 when not. Prints the head (last sequence and hash): store it elsewhere to
-    also detect records removed from the end.
+    Also checks the log against its head file (<log>.head, written by every append), so records
+    removed from the end are reported; with DEEPWE_AUDIT_KEY set, the head's HMAC too. Exits 0 when
+    intact, 1 when not. Prints the head (last sequence and hash): store it elsewhere as well.
     """
-    from pipelines.audit import verify_log
+    from pipelines.audit import unlogged, verify_log
 
     if not log.is_file():
         _console(stderr=True).print(f"[red]no such audit log:[/] {log}")
         raise typer.Exit(EXIT_BAD_INPUT)
     result = verify_log(log)
-    console = _console()
-    if result.ok:
-        console.print(
+    errors = _console(stderr=True)
+    missing: list[int] = []
+    if predictions is not None:
+        from pipelines.predict import read_predictions, row_to_record
+
+        try:
+            delivered = [row_to_record(r) for r in read_predictions(predictions).to_dict("records")]
+        except (OSError, ValueError) as error:
+            errors.print(f"[red]cannot read the predictions:[/] {predictions}: {type(error).__name__}")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        missing = unlogged(log, delivered)
+    for problem in result.problems:
+        errors.print(problem)
+    if missing:
+        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        errors.print(f"{len(missing)} delivered rows of {predictions} are not in the log: rows {shown}")
+    if result.ok and not missing:
+        checked = f"; all {len(delivered)} delivered rows logged" if predictions is not None else ""
+        _console().print(
             f"[green]intact[/]: {result.records} records; head {result.head_sequence} {result.head_hash}"
+            + checked
         )
         return
-    for problem in result.problems:
-        _console(stderr=True).print(problem)
-    _console(stderr=True).print(f"[red]the audit log is not intact[/] ({len(result.problems)} problem(s))")
+    errors.print(f"[red]the audit log is not intact[/] ({len(result.problems) + bool(missing)} problem(s))")
     raise typer.Exit(EXIT_FAILED)
 
 

@@ -182,6 +182,11 @@ def read_table(path: Path) -> pd.DataFrame:
             frame = pd.read_parquet(path)
     except (UnicodeDecodeError, pd.errors.ParserError, OSError, ValueError) as error:
         raise ValueError(f"a readable {path.suffix} table ({error.__class__.__name__})") from error
+    if len(frame.columns) == 1 and ";" in str(frame.columns[0]):
+        raise ValueError(
+            "a comma-separated table; its header line has ';' between the names: save it with commas "
+            "(in a spreadsheet: CSV UTF-8, comma-delimited)"
+        )
     frame = frame.astype(object)
     for column in frame.columns:
         frame[column] = _clean_cells(frame[column])

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -30,10 +29,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from data_schemas import NeighbourWeight, PatientRecord, PredictionRecord, Problem, TokenWeight
+from pipelines import partial_lock
 from pipelines.cohort import Cohort, is_missing, load_cohort
 from pipelines.dataset import MAX_STANDARD_SCORE, Batch, CohortDataset, PatientCollator, PatientSample
 from pipelines.loading import Bundle
 from pipelines.ood import range_violations
+from pipelines.partial_lock import locked_partial
 from pipelines.prepare import tabular_arrays
 from pipelines.spec_io import SpecError
 from pipelines.validate import id_problems, missing_column_problems
@@ -53,6 +54,22 @@ JSON_COLUMNS = (
 
 class PredictAborted(RuntimeError):
     """More error rows than ``--max-errors``; finished chunks are kept for ``--resume``."""
+
+
+class OutputWriteError(RuntimeError):
+    """Writing the output failed (disk full, quota, permissions); finished chunks are kept."""
+
+    def __init__(self, error: OSError, partial: Path) -> None:
+        where = f" ({error.filename})" if error.filename else ""
+        kept = (
+            f"finished chunks are kept in {partial}"
+            if any(partial.glob("chunk-*.parquet"))
+            else "no chunk was finished"
+        )
+        super().__init__(
+            f"could not write the output: {error.strerror or type(error).__name__}{where}; any earlier "
+            f"output is untouched and {kept}: free space and rerun with --resume"
+        )
 
 
 @dataclass(frozen=True)
@@ -219,8 +236,8 @@ class PredictionDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[PatientSample, str, list[str]]:
-        sample = self.inner[index]
-        sample.refused = self.refused.get(index)
+        sample, digest = self._read_with_digest(index)
+        sample.refused = sample.refused or self.refused.get(index)
         for name, reason in self.cell_errors.get(index, {}).items():
             sample.errors.setdefault(name, reason)
         outside = [
@@ -228,8 +245,28 @@ class PredictionDataset(Dataset):
             for name, state in self.bundle.preprocessing["tabular"].items()
             for variable in range_violations(state, self.rows[index])
         ]
-        digest = input_sha256(self.cohort, self.records[index], self.rows[index]) if self.hash_inputs else ""
         return sample, digest, outside
+
+    def _read_with_digest(self, index: int) -> tuple[PatientSample, str]:
+        """The row read, and the sha256 of exactly the bytes it was read from.
+
+        The files are hashed, then decoded, and their identity (inode, size, mtime, ctime) compared
+        before and after: a file rewritten in between is read again, and a row whose files keep
+        changing is refused rather than logged with the hash of bytes it did not use.
+        """
+        if not self.hash_inputs:
+            return self.inner[index], ""
+        record, row = self.records[index], self.rows[index]
+        for _ in range(READ_TRIES):
+            before = _identities(record)
+            digest = input_sha256(self.cohort, record, row)
+            sample = self.inner[index]
+            if _identities(record) == before:
+                return sample, digest
+        sample.refused = (
+            f"row {record.row}: its input files changed while they were read ({READ_TRIES} tries)"
+        )
+        return sample, digest
 
 
 def _clean_numeric(bundle: Bundle, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, dict[str, str]]]:
@@ -257,6 +294,23 @@ def _clean_numeric(bundle: Bundle, table: pd.DataFrame) -> tuple[pd.DataFrame, d
                 )
             cleaned[column] = numbers.where(~(not_number | far))
     return cleaned, errors
+
+
+READ_TRIES = 3
+
+
+def _identities(record: PatientRecord) -> dict[str, tuple[int, ...] | None]:
+    """Modality -> (inode, size, mtime ns, ctime ns) of its file, None when absent: a rewrite shows."""
+    found: dict[str, tuple[int, ...] | None] = {}
+    for name, path in record.paths.items():
+        try:
+            info = os.stat(path) if path is not None else None
+        except OSError:
+            info = None
+        found[name] = (
+            None if info is None else (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        )
+    return found
 
 
 def input_sha256(cohort: Cohort, record: PatientRecord, row: dict[str, Any]) -> str:
@@ -541,6 +595,8 @@ def predict_cohort(
         SpecError: the cohort's spec or table does not fit the model (every problem listed), or ids
             repeat.
         PredictAborted: more than ``max_errors`` error rows; finished chunks stay for ``--resume``.
+        OutputBusy: another run is writing the same output.
+        OutputWriteError: the disk is full or the output cannot be written; finished chunks stay.
         ValueError: a resume with another model, cohort or options, or a bad output name.
     """
     options = options or PredictOptions()
@@ -552,34 +608,75 @@ def predict_cohort(
     positions = list(range(len(cohort.table)))
     if options.shard is not None:
         positions = [p for p in positions if p % options.shard[1] == options.shard[0]]
-    partial = out.with_name(out.name + ".partial")
     fingerprint = _fingerprint(bundle, cohort, options, positions)
-    summary = PredictSummary(output=out)
     chunks = [positions[i : i + options.chunk_size] for i in range(0, len(positions), options.chunk_size)]
-    if partial.exists() and resume:
-        state = json.loads((partial / "state.json").read_text()) if (partial / "state.json").is_file() else {}
-        if state.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"{partial}: these partial results were made with another model, cohort or options; "
-                "rerun without --resume to start over"
+    with locked_partial(out) as partial:
+        resuming = _resumable(partial, fingerprint, resume)
+        if not resuming:
+            partial_lock.clear(partial)
+            (partial / "state.json").write_text(
+                json.dumps({"fingerprint": fingerprint, "chunks": len(chunks)})
             )
-    else:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        (partial / "state.json").write_text(json.dumps({"fingerprint": fingerprint, "chunks": len(chunks)}))
-    bar = tqdm(total=len(positions), unit="patient", desc="predict", disable=None if progress else True)
+        try:
+            summary = _run_chunks(bundle, cohort, chunks, partial, options, resuming, progress, on_records)
+            summary.output = out
+            _assemble(bundle, partial, len(chunks), out)
+        except BaseException as error:
+            # A run refused before it delivered a chunk leaves nothing behind; finished chunks stay.
+            if not any(partial.glob("chunk-*.parquet")):
+                partial_lock.remove(partial)
+            if isinstance(error, OSError):
+                raise OutputWriteError(error, partial) from error
+            raise
+        partial_lock.remove(partial)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _resumable(partial: Path, fingerprint: str, resume: bool) -> bool:
+    """Whether the locked ``partial`` holds chunks of this very run to continue.
+
+    Raises:
+        ValueError: ``resume`` was asked for, but the chunks were made with another model, cohort
+            or options (they are never taken over).
+    """
+    state_file = partial / "state.json"
+    if not (resume and state_file.is_file()):
+        return False
+    try:
+        state = json.loads(state_file.read_text())
+    except ValueError:
+        state = {}
+    if state.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"{partial}: these partial results were made with another model, cohort or options; "
+            "rerun without --resume to start over"
+        )
+    return True
+
+
+def _run_chunks(bundle, cohort, chunks, partial, options, resuming, progress, on_records) -> PredictSummary:
+    """Predict (or, when ``resuming``, take over) each chunk; a chunk is committed only after
+    ``on_records`` (the audit log) has taken its records, so no row is delivered unlogged."""
+    summary = PredictSummary(output=partial)
+    bar = tqdm(
+        total=sum(map(len, chunks)), unit="patient", desc="predict", disable=None if progress else True
+    )
     for number, chunk in enumerate(chunks):
         part = partial / f"chunk-{number:06d}.parquet"
-        if part.is_file():
+        if resuming and part.is_file():
             records = [row_to_record(r) for r in pd.read_parquet(part).to_dict("records")]
             summary.resumed_chunks += 1
         else:
             records = list(iter_predictions(bundle, cohort, chunk, options))
-            tmp = part.with_suffix(".tmp")
-            pq.write_table(_table(bundle, records), tmp)
-            os.replace(tmp, part)
             if on_records is not None:
                 on_records(records)
+            tmp = part.with_suffix(".tmp")
+            try:
+                pq.write_table(_table(bundle, records), tmp)
+                os.replace(tmp, part)
+            finally:
+                tmp.unlink(missing_ok=True)
         _count(summary, records)
         bar.update(len(chunk))
         if options.max_errors is not None and summary.errors > options.max_errors:
@@ -590,9 +687,6 @@ def predict_cohort(
                 "without --resume, or raise --max-errors and rerun with --resume."
             )
     bar.close()
-    _assemble(bundle, partial, len(chunks), out)
-    shutil.rmtree(partial)
-    summary.seconds = time.perf_counter() - started
     return summary
 
 
@@ -640,15 +734,49 @@ def _assemble(bundle: Bundle, partial: Path, n_chunks: int, out: Path) -> None:
             _table(bundle, []).to_pandas().to_csv(tmp, index=False)
             for number in range(n_chunks):
                 frame = pq.read_table(partial / f"chunk-{number:06d}.parquet", schema=schema).to_pandas()
-                frame.to_csv(tmp, mode="a", header=False, index=False)
+                neutralised(frame).to_csv(tmp, mode="a", header=False, index=False)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""Text a spreadsheet would run as a formula when it starts a cell (OWASP's CSV injection rule)."""
+_QUOTED_FORMULA = r"^'[=+\-@\t\r]"
+
+
+def neutralised(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell that starts like a formula prefixed by ``'`` (for CSV output).
+
+    A spreadsheet then shows the text instead of running it; :func:`read_predictions` removes the
+    prefix again.
+    """
+    frame = frame.copy()
+    for column in frame.columns:
+        if _is_text(frame[column]):
+            text = frame[column]
+            risky = text.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_START))
+            frame[column] = text.where(~risky, "'" + text.astype(str))
+    return frame
+
+
+def _is_text(series: pd.Series) -> bool:
+    return pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)
+
+
 def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A ``deepwe predict`` output (Parquet, or CSV with formula-like text un-neutralised)."""
     path = Path(path)
-    return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    frame = pd.read_csv(path)
+    for column in frame.columns:
+        if _is_text(frame[column]):
+            quoted = (
+                frame[column].astype(str).str.contains(_QUOTED_FORMULA, regex=True) & frame[column].notna()
+            )
+            frame[column] = frame[column].where(~quoted, frame[column].astype(str).str[1:])
+    return frame
 
 
 def merge_shards(paths: Sequence[str | Path], out: str | Path) -> int:
@@ -667,6 +795,6 @@ def merge_shards(paths: Sequence[str | Path], out: str | Path) -> int:
     if out.suffix.lower() == ".parquet":
         merged.to_parquet(tmp, index=False)
     else:
-        merged.to_csv(tmp, index=False)
+        neutralised(merged).to_csv(tmp, index=False)
     os.replace(tmp, out)
     return len(merged)

@@ -253,9 +253,11 @@ def _table_samples(
     frame, extra_fields = read
     skipped: Counter[str] = Counter({SKIP_EXTRA_FIELDS: extra_fields} if extra_fields else {})
     if time_column not in frame.columns:
+        semicolons = len(frame.columns) == 1 and ";" in str(frame.columns[0])
+        hint = "; the header has ';' between names: save the file with commas" if semicolons else ""
         raise ReaderError(
             path,
-            f"expected a time column {time_column!r}, but the columns are {list(frame.columns)}",
+            f"expected a time column {time_column!r}, but the columns are {list(frame.columns)}{hint}",
         )
     present = [name for name in channels if name in frame.columns and name != time_column]
     if not present:
