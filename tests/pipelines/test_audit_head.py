@@ -87,3 +87,21 @@ def test_unlogged_names_the_delivered_rows_the_log_lacks(tmp_path: Path):
     assert unlogged(path, delivered) == [4, 5]
     changed = delivered[1].model_copy(update={"risk": 0.5})
     assert unlogged(path, [changed]) == [2]
+
+
+def test_audit_verify_with_predictions_lists_undelivered_log_rows(tmp_path: Path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.predict import record_to_row
+
+    log, out = tmp_path / "log.jsonl", tmp_path / "p.csv"
+    _write_log(log, 3)
+    pd.DataFrame([record_to_row(_prediction(r)) for r in range(1, 6)]).to_csv(out, index=False)
+    result = CliRunner().invoke(app, ["audit", "verify", str(log), "--predictions", str(out)])
+    assert result.exit_code == 1
+    assert f"2 delivered rows of {out} are not in the log: rows 4, 5" in result.output
+    pd.DataFrame([record_to_row(_prediction(r)) for r in range(1, 4)]).to_csv(out, index=False)
+    result = CliRunner().invoke(app, ["audit", "verify", str(log), "--predictions", str(out)])
+    assert result.exit_code == 0 and "all 3 delivered rows logged" in result.output
