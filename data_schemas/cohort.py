@@ -188,6 +188,11 @@ class SensorModality(_Strict):
     time_column: str = "time"
     time_unit: Literal["s", "min", "h"] = "s"
     duration_s: float | None = Field(default=None, gt=0)
+    max_file_mb: float = Field(
+        default=20.0,
+        gt=0,
+        description="largest CSV, Parquet or PhysioNet 2012 file read, in MB; a larger one fails its row",
+    )
 
     @model_validator(mode="after")
     def _one_rate(self) -> SensorModality:

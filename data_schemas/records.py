@@ -74,6 +74,10 @@ class PredictionRecord(BaseModel):
     modality_present: dict[str, bool] = Field(default_factory=dict)
     modality_weights: dict[str, float] = Field(default_factory=dict)
     modality_errors: dict[str, str] = Field(default_factory=dict)
+    skipped_lines: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="modality -> reason -> lines, rows or cells of its file skipped while reading",
+    )
     top_features: list[TokenWeight] = Field(default_factory=list)
     neighbours: list[NeighbourWeight] = Field(default_factory=list)
     ood: bool | None = None

@@ -20,7 +20,7 @@ core weighs every token, then lets the channels interact.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -54,10 +54,12 @@ class SeriesStatistics:
             hours from the last measurement to the end of the series; slope: units per hour);
             0 where not observed.
         observed: ``(C, S)`` bool.
+        skipped: reason -> count of lines, cells or values of the file left out while reading it.
     """
 
     values: np.ndarray
     observed: np.ndarray
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def series_statistics(series: GriddedSeries) -> SeriesStatistics:

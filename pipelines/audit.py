@@ -15,8 +15,13 @@ form (with ``record_hash`` included), so Python's ``json`` module reproduces the
 
 An edited record no longer matches its ``record_hash``; a removed or reordered record breaks the
 ``previous_hash`` link and the sequence of the record after it. Removing records from the *end* of the
-log leaves a valid shorter chain: keep the head (``VerifyResult.head_hash`` and ``records``) somewhere
-the log's writers cannot change, such as the run report, and compare it at the next audit.
+log leaves a valid shorter chain, so every append also writes the chain head (last ``sequence`` and
+``record_hash``) to the sidecar ``<log>.head``; :func:`verify_log` reports a log that ends before its
+head, and :meth:`AuditLog.append` refuses to continue one. With the environment variable
+``DEEPWE_AUDIT_KEY`` set, the head also carries an HMAC-SHA256 of ``"<sequence>:<record_hash>"``
+under that key: without the key, nobody can re-chain an edited log and write a head that verifies.
+Without a key, someone who can write both files can rewrite the whole chain and its head; keep a
+copy of the head (``deepwe audit verify`` prints it) where the log's writers cannot change it.
 
 Appends are crash-safe and safe across processes: the file is opened for appending, an exclusive
 ``fcntl.flock`` is held while the last record is read and the new lines are written, every line is
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -48,6 +54,7 @@ from pydantic import ValidationError
 from data_schemas import AuditRecord, PredictionRecord
 
 GENESIS_HASH = "0" * 64
+KEY_VARIABLE = "DEEPWE_AUDIT_KEY"
 REDACTED_TOKEN = "[redacted]"
 _BLOCK = 1 << 16
 
@@ -170,6 +177,7 @@ class AuditLog:
             except OSError:
                 os.ftruncate(fd, start)  # a full disk must not leave a torn line behind
                 raise
+            _write_head(head_path(self.path), sequence, previous)
         finally:
             os.close(fd)  # closing releases the lock
         if start == 0:
@@ -180,6 +188,9 @@ class AuditLog:
         """(sequence, record_hash) of the last record, or (0, genesis) for an empty file."""
         size = os.fstat(fd).st_size
         if size == 0:
+            problem = _head_problem(head_path(self.path), 0, GENESIS_HASH)
+            if problem is not None:
+                raise AuditLogError(f"{self.path}: {problem}; refusing to append")
             return 0, GENESIS_HASH
         if os.pread(fd, 1, size - 1) != b"\n":
             end = _last_newline(fd, size) + 1
@@ -202,6 +213,9 @@ class AuditLog:
                 f"{self.path}: the last record (sequence {record.sequence}) does not match its "
                 "record_hash: it was edited; refusing to append. Run `deepwe audit verify`"
             )
+        problem = _head_problem(head_path(self.path), record.sequence, record.record_hash)
+        if problem is not None:
+            raise AuditLogError(f"{self.path}: {problem}; refusing to append. Run `deepwe audit verify`")
         return record.sequence, record.record_hash
 
 
@@ -225,8 +239,9 @@ def verify_log(path: str | Path, *, max_problems: int = 1000) -> VerifyResult:
     head: AuditRecord | None = None
     previous: tuple[int, AuditRecord] | None = None  # the line before, when it holds a valid record
     with path.open("rb") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)  # the size is taken between two whole appends
+        fcntl.flock(handle, fcntl.LOCK_SH)  # the size and head are taken between two whole appends
         size = os.fstat(handle.fileno()).st_size
+        head_text = _read_head(head_path(path))
         fcntl.flock(handle, fcntl.LOCK_UN)
         for lineno, raw in _lines(handle, size):
             if not raw.endswith(b"\n"):
@@ -244,6 +259,10 @@ def verify_log(path: str | Path, *, max_problems: int = 1000) -> VerifyResult:
             records += 1
             problems.extend(f"line {lineno}: {p}" for p in _check(record, lineno, previous))
             head, previous = record, (lineno, record)
+    sequence, last = (0, GENESIS_HASH) if head is None else (head.sequence, head.record_hash)
+    problem = _head_problem(head_path(path), sequence, last, required=bool(_key()), text=head_text)
+    if problem is not None:
+        problems.append(f"head: {problem}")
     shown = problems[:max_problems]
     if len(problems) > max_problems:
         shown.append(f"... and {len(problems) - max_problems} more problems")
@@ -254,6 +273,33 @@ def verify_log(path: str | Path, *, max_problems: int = 1000) -> VerifyResult:
         head_sequence=None if head is None else head.sequence,
         head_hash=None if head is None else head.record_hash,
     )
+
+
+def unlogged(path: str | Path, delivered: Iterable[PredictionRecord]) -> list[int]:
+    """Rows of ``delivered`` (a predictions file's records) that no record of the log holds.
+
+    A row counts as logged when a valid record has the same row, patient id, status, risk, model
+    sha256 and input sha256. Streams the log; holds one small key per record.
+
+    Raises:
+        AuditLogError: the log does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AuditLogError(f"{path}: no such audit log")
+    logged = set()
+    with path.open("rb") as handle:
+        for _, raw in _lines(handle, os.fstat(handle.fileno()).st_size):
+            try:
+                logged.add(_delivery_key(_parse(raw).output))
+            except _BadLine:
+                continue
+    return [record.row for record in delivered if _delivery_key(record) not in logged]
+
+
+def _delivery_key(output: PredictionRecord) -> tuple[object, ...]:
+    risk = None if output.risk is None else round(output.risk, 6)
+    return (output.row, output.patient_id, output.status, risk, output.model_sha256, output.input_sha256)
 
 
 def read_record(path: str | Path, sequence: int) -> AuditRecord:
@@ -288,6 +334,81 @@ def read_record(path: str | Path, sequence: int) -> AuditRecord:
                 )
             return record
     raise AuditLogError(f"{path}: no record with sequence {sequence}")
+
+
+def head_path(log: Path) -> Path:
+    """The sidecar holding the chain head of ``log``."""
+    return log.with_name(log.name + ".head")
+
+
+def _key() -> bytes | None:
+    key = os.environ.get(KEY_VARIABLE)
+    return key.encode("utf-8") if key else None
+
+
+def _head_mac(key: bytes, sequence: int, last_hash: str) -> str:
+    return hmac.new(key, f"{sequence}:{last_hash}".encode(), hashlib.sha256).hexdigest()
+
+
+def _write_head(path: Path, sequence: int, last_hash: str) -> None:
+    """Replace the head sidecar atomically (and durably) with ``sequence`` and ``last_hash``."""
+    head: dict[str, Any] = {"sequence": sequence, "record_hash": last_hash}
+    key = _key()
+    if key is not None:
+        head["hmac"] = _head_mac(key, sequence, last_hash)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(canonical_json(head) + b"\n")
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _read_head(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _head_problem(
+    path: Path, sequence: int, last_hash: str, *, required: bool = False, text: str | None = None
+) -> str | None:
+    """What is wrong between the log's last record and its head sidecar, or None.
+
+    Args:
+        sequence, last_hash: the log's last valid record (0 and the genesis hash for an empty log).
+        required: a missing sidecar is a problem (with a key, a deleted head must not pass).
+        text: the sidecar's text when already read (read from ``path`` otherwise).
+    """
+    text = _read_head(path) if text is None else text
+    if text is None:
+        if required and sequence > 0:
+            return f"{path.name} is missing; with {KEY_VARIABLE} set the log's head must be there"
+        return None
+    try:
+        head = json.loads(text)
+        recorded, recorded_hash = int(head["sequence"]), str(head["record_hash"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{path.name} is not a valid head file"
+    if recorded != sequence or recorded_hash != last_hash:
+        return (
+            f"the log ends at sequence {sequence} but {path.name} records the head at sequence "
+            f"{recorded}: records were removed from the end, or added without deepwe"
+        )
+    key = _key()
+    if key is not None and not hmac.compare_digest(
+        str(head.get("hmac", "")), _head_mac(key, sequence, last_hash)
+    ):
+        return (
+            f"the HMAC in {path.name} does not match under {KEY_VARIABLE}: the log or its head was "
+            "rewritten without the key (or the key differs)"
+        )
+    return None
 
 
 class _BadLine(Exception):

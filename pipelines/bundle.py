@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from data_schemas import BundleManifest, CohortSpec
 from data_schemas.bundle import BUNDLE_FILES, BUNDLE_FORMAT_VERSION
+from pipelines.bundle_checks import HeaderError, check_config_sizes, tensor_shapes
 
 MANIFEST = "manifest.json"
 _LIBRARIES = ("torch", "transformers", "timm", "monai", "numpy", "pandas", "pydantic", "safetensors")
@@ -207,13 +208,28 @@ def read_bundle(folder: str | Path) -> BundleContents:
             raise BundleError(f"{path}: listed in the manifest but missing (or not a regular file)")
         if sha256_file(path) != expected:
             raise BundleError(f"{path}: sha256 does not match the manifest; the file was altered")
+    shapes = {}
+    for name in ("weights.safetensors", "reference.safetensors"):
+        try:  # the header first: a malformed one is refused in one line, before the loader sees it
+            shapes |= {f"{name}:{key}": shape for key, shape in tensor_shapes(folder / name).items()}
+        except HeaderError as error:
+            raise BundleError(str(error)) from None
+    config = _read_json(folder / "config.json")
+    if not isinstance(config, dict):
+        raise BundleError(f"{folder / 'config.json'}: expected a JSON object")
+    try:
+        check_config_sizes(
+            {k: config.get(k) for k in ("encoders", "fusion")}, shapes, str(folder / "config.json")
+        )
+    except ValueError as error:
+        raise BundleError(str(error)) from None
     reference = load_file(str(folder / "reference.safetensors"))
     with safe_open(str(folder / "reference.safetensors"), framework="pt") as handle:
         ids = json.loads((handle.metadata() or {}).get("ids", "[]"))
     return BundleContents(
         path=folder,
         manifest=manifest,
-        config=_read_json(folder / "config.json"),
+        config=config,
         weights=load_file(str(folder / "weights.safetensors")),
         preprocessing=_read_json(folder / "preprocessing.json"),
         reference=reference,

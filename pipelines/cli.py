@@ -35,9 +35,11 @@ app = typer.Typer(
 
 
 def _console(stderr: bool = False) -> Console:
-    """A console for the current streams; wide when the output is a file or a pipe, not a terminal."""
+    """A console for the current streams; wide when the output is a file or a pipe, not a terminal,
+    where a message also stays on one line (log readers grep for it)."""
     stream = sys.stderr if stderr else sys.stdout
-    return Console(file=stream, highlight=False, width=None if stream.isatty() else 160)
+    tty = stream.isatty()
+    return Console(file=stream, highlight=False, width=None if tty else 160, soft_wrap=not tty)
 
 
 @contextmanager
@@ -88,8 +90,22 @@ def validate(
         _write_report_json(report, json_out)
     if not report.ok:
         print_problems(report, max_shown)
+        print_files(report, stderr=True)
         raise typer.Exit(EXIT_BAD_INPUT)
     print_summary(report)
+    print_files(report)
+
+
+def print_files(report: ValidationReport, *, stderr: bool = False) -> None:
+    """How many files were checked and how, and the lines their readers skipped, per reason."""
+    files = report.files
+    console = _console(stderr=stderr)
+    how = "headers read" if files.headers else "existence only, headers not read"
+    console.print(f"files checked: {files.checked} ({how}; {files.read} sensor files read whole)")
+    for name, reasons in sorted(files.skipped.items()):
+        rows = files.rows_with_skipped.get(name, 0)
+        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            console.print(f"  {count:6d}  skipped in {name!r} files ({rows} rows affected): {reason}")
 
 
 @app.command()
@@ -357,6 +373,15 @@ def predict(
     audit_log: Annotated[
         Path | None, typer.Option(help="Append one hash-chained JSONL record per prediction to this log.")
     ] = None,
+    allow_missing_share: Annotated[
+        float,
+        typer.Option(
+            help="Exit 1 (the output is still written) when more than this share of rows lose a "
+            "modality because its file failed.",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.1,
 ) -> None:
     """Batch prediction: one output row per input row, in input order, errors captured per row.
 
@@ -369,7 +394,8 @@ def predict(
     --engine ray predicts the same chunks on Ray workers (a local cluster, or --ray-address) and
     writes the same output; the driver keeps the audit log, --max-errors and --resume.
     """
-    from pipelines.predict import PredictAborted, merge_shards, parse_shard
+    from pipelines.partial_lock import OutputBusy
+    from pipelines.predict import OutputWriteError, PredictAborted, merge_shards, parse_shard
 
     console = _console()
     if merge:
@@ -390,7 +416,7 @@ def predict(
     if engine not in ("local", "ray"):
         _console(stderr=True).print(f"[red]cannot predict:[/] --engine must be local or ray, got {engine!r}")
         raise typer.Exit(EXIT_BAD_INPUT)
-    with _handled(spec, "predict", failed=(PredictAborted,)):
+    with _handled(spec, "predict", failed=(PredictAborted, OutputBusy, OutputWriteError, OSError)):
         chunk_engine, bundle = None, None
         if engine == "ray":
             chunk_engine, bundle = _ray_engine(
@@ -417,6 +443,24 @@ def predict(
     )
     for reason, count in sorted(summary.error_reasons.items(), key=lambda kv: -kv[1]):
         console.print(f"  {count:6d}  {reason}")
+    print_degraded(summary)
+    too_many = summary.too_many_missing(allow_missing_share)
+    for line in too_many:
+        _console(stderr=True).print(f"[red]failed:[/] {line}; the output is complete in {summary.output}")
+    if too_many:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def print_degraded(summary) -> None:
+    """Rows predicted without a modality whose file failed, and lines skipped in files, per reason."""
+    console = _console()
+    for name, reasons in sorted(summary.without.items()):
+        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            console.print(f"  {count:6d}  rows predicted without {name!r}: {reason}")
+    for name, reasons in sorted(summary.skipped_lines.items()):
+        rows = summary.rows_with_skipped.get(name, 0)
+        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            console.print(f"  {count:6d}  skipped in {name!r} files ({rows} rows affected): {reason}")
 
 
 @app.command()
@@ -768,27 +812,47 @@ app.add_typer(audit_app, name="audit")
 @audit_app.command("verify")
 def audit_verify(
     log: Annotated[Path, typer.Argument(help="The audit log (JSONL).", show_default=False)],
+    predictions: Annotated[
+        Path | None,
+        typer.Option(help="A deepwe predict output: also check that every row it delivered is logged."),
+    ] = None,
 ) -> None:
     """Check the hash chain of an audit log: an edited, removed or reordered record is reported by line.
 
-    Exits 0 when intact, 1 when not. Prints the head (last sequence and hash): store it elsewhere to
-    also detect records removed from the end.
+    Also checks the log against its head file (<log>.head, written by every append), so records
+    removed from the end are reported; with DEEPWE_AUDIT_KEY set, the head's HMAC too. Exits 0 when
+    intact, 1 when not. Prints the head (last sequence and hash): store it elsewhere as well.
     """
-    from pipelines.audit import verify_log
+    from pipelines.audit import unlogged, verify_log
 
     if not log.is_file():
         _console(stderr=True).print(f"[red]no such audit log:[/] {log}")
         raise typer.Exit(EXIT_BAD_INPUT)
     result = verify_log(log)
-    console = _console()
-    if result.ok:
-        console.print(
+    errors = _console(stderr=True)
+    missing: list[int] = []
+    if predictions is not None:
+        from pipelines.predict import read_predictions, row_to_record
+
+        try:
+            delivered = [row_to_record(r) for r in read_predictions(predictions).to_dict("records")]
+        except (OSError, ValueError) as error:
+            errors.print(f"[red]cannot read the predictions:[/] {predictions}: {type(error).__name__}")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        missing = unlogged(log, delivered)
+    for problem in result.problems:
+        errors.print(problem)
+    if missing:
+        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        errors.print(f"{len(missing)} delivered rows of {predictions} are not in the log: rows {shown}")
+    if result.ok and not missing:
+        checked = f"; all {len(delivered)} delivered rows logged" if predictions is not None else ""
+        _console().print(
             f"[green]intact[/]: {result.records} records; head {result.head_sequence} {result.head_hash}"
+            + checked
         )
         return
-    for problem in result.problems:
-        _console(stderr=True).print(problem)
-    _console(stderr=True).print(f"[red]the audit log is not intact[/] ({len(result.problems)} problem(s))")
+    errors.print(f"[red]the audit log is not intact[/] ({len(result.problems) + bool(missing)} problem(s))")
     raise typer.Exit(EXIT_FAILED)
 
 
@@ -938,6 +1002,7 @@ def _write_report_json(report: ValidationReport, path: Path) -> None:
         "ok": report.ok,
         "problems": [p.model_dump() for p in report.problems],
         "summary": report.summary.as_dict() if report.summary else None,
+        "files": report.files.as_dict(),
     }
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -34,14 +36,18 @@ class Cohort:
     spec: CohortSpec
     spec_path: Path
     table: pd.DataFrame
+    _real_folders: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def folder(self) -> Path:
         return self.spec_path.parent
 
-    @property
+    @cached_property
     def data_root(self) -> Path:
-        """The folder file paths resolve under (``data_root`` of the spec, else the spec's folder)."""
+        """The folder file paths resolve under (``data_root`` of the spec, else the spec's folder).
+
+        Resolved once per cohort: resolving it again for every cell made large cohorts slow.
+        """
         root = Path(self.spec.data_root) if self.spec.data_root else Path(".")
         return (root if root.is_absolute() else self.folder / root).resolve()
 
@@ -49,15 +55,50 @@ class Cohort:
     def table_path(self) -> Path:
         return self.folder / self.spec.table
 
+    @cached_property
+    def _root_text(self) -> str:
+        return str(self.data_root)
+
     def resolve(self, cell: str) -> Path:
         """The absolute path of a file cell; raises ValueError when it escapes the data root."""
-        raw = Path(cell.strip())
-        if raw.is_absolute():
+        return Path(self.resolve_text(cell))
+
+    def resolve_text(self, cell: str) -> str:
+        """:meth:`resolve` as a string (no ``Path`` objects: validate calls it for every cell).
+
+        Raises:
+            ValueError: the cell is an absolute path, or resolves (``..``, symlinks) outside the
+                data root.
+        """
+        text = cell.strip()
+        if os.path.isabs(text):
             raise ValueError("an absolute path; paths are relative to the cohort's data root")
-        path = (self.data_root / raw).resolve()
-        if not path.is_relative_to(self.data_root):
-            raise ValueError(f"a path inside {self.data_root}; this one resolves outside it")
-        return path
+        root = self._root_text
+        folder, name = os.path.split(text)
+        if name in ("", ".", ".."):
+            real = os.path.realpath(os.path.join(root, text))
+        else:
+            # Folders repeat from row to row: resolve each once, then only the file name is checked.
+            real_folder = self._real_folders.get(folder)
+            if real_folder is None:
+                real_folder = self._real_folders[folder] = os.path.realpath(os.path.join(root, folder))
+            real = os.path.join(real_folder, name)
+            if os.path.islink(real):
+                real = os.path.realpath(real)
+        if not (real == root or real.startswith(root.rstrip(os.sep) + os.sep)):
+            raise ValueError(f"a path inside {root}; this one resolves outside it")
+        return real
+
+    def _path_cell(self, cell: object, row: int, column: str, refused: dict[int, str] | None) -> str | None:
+        if is_missing(cell):
+            return None
+        try:
+            return str(self.resolve(str(cell)))
+        except ValueError as error:
+            if refused is None:
+                raise
+            refused[row - 1] = f"row {row}, column {column!r}: path refused ({error})"
+            return None
 
     @classmethod
     def from_frame(cls, spec: CohortSpec, frame: pd.DataFrame, data_root: str | Path) -> Cohort:
@@ -85,11 +126,21 @@ class Cohort:
                 return assign_split(f"group:{str(group).strip()}", split)
         return assign_split(str(self.table.at[row - 1, self.spec.id]), split)
 
-    def records(self, positions: Sequence[int] | None = None) -> Iterator[PatientRecord]:
+    def records(
+        self,
+        positions: Sequence[int] | None = None,
+        *,
+        refused: dict[int, str] | None = None,
+    ) -> Iterator[PatientRecord]:
         """One :class:`PatientRecord` per table row (file paths resolved, None = missing).
 
         Args:
             positions: 0-based rows to build, in this order; every row when None.
+            refused: when given, a path that escapes the data root does not raise: its modality is
+                left missing and ``refused[position]`` says which row and column, and why.
+
+        Raises:
+            ValueError: a path escapes the data root (when ``refused`` is None).
         """
         spec = self.spec
         chosen = list(range(len(self.table)) if positions is None else positions)
@@ -102,8 +153,7 @@ class Cohort:
                 elif modality.kind == "text" and modality.inline:
                     texts[name] = None if is_missing(row[modality.column]) else str(row[modality.column])
                 else:
-                    cell = row[modality.column]
-                    paths[name] = None if is_missing(cell) else str(self.resolve(str(cell)))
+                    paths[name] = self._path_cell(row[modality.column], index, modality.column, refused)
             outcome = None
             if spec.outcome is not None and not is_missing(row[spec.outcome.column]):
                 outcome = canonical_label(row[spec.outcome.column])
@@ -160,14 +210,28 @@ def read_table(path: Path) -> pd.DataFrame:
             frame = pd.read_parquet(path)
     except (UnicodeDecodeError, pd.errors.ParserError, OSError, ValueError) as error:
         raise ValueError(f"a readable {path.suffix} table ({error.__class__.__name__})") from error
+    if len(frame.columns) == 1 and ";" in str(frame.columns[0]):
+        raise ValueError(
+            "a comma-separated table; its header line has ';' between the names: save it with commas "
+            "(in a spreadsheet: CSV UTF-8, comma-delimited)"
+        )
     return table_cells(frame)
 
 
 def table_cells(frame: pd.DataFrame) -> pd.DataFrame:
     """The cells of a table as a cohort holds them: text stripped, every missing token None."""
     frame = frame.astype(object)
-    frame = frame.map(lambda v: None if is_missing(v) else (v.strip() if isinstance(v, str) else v))
+    for column in frame.columns:
+        frame[column] = _clean_cells(frame[column])
     return frame.reset_index(drop=True)
+
+
+def _clean_cells(series: pd.Series) -> pd.Series:
+    """Strings stripped and missing cells as None; a whole column at once when every cell is text."""
+    if series.map(type).eq(str).all():
+        stripped = series.str.strip()
+        return stripped.astype(object).where(~stripped.str.lower().isin(MISSING_TOKENS), None)
+    return series.map(lambda v: None if is_missing(v) else (v.strip() if isinstance(v, str) else v))
 
 
 def load_cohort(spec_path: str | Path) -> Cohort:

@@ -8,7 +8,7 @@ missing. Collation asks each modality's encoder to batch its samples.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,12 @@ UNLABELLED = -1
 
 @dataclass
 class PatientSample:
-    """One patient's inputs after reading: ``inputs[m]`` is None when modality m is missing or failed."""
+    """One patient's inputs after reading: ``inputs[m]`` is None when modality m is missing or failed.
+
+    ``errors[m]`` says why modality m failed; ``skipped[m]`` counts, per reason, the lines of m's
+    file that were skipped while the rest was read; ``refused`` says why the whole row is refused
+    (a path escaping the data root), else None.
+    """
 
     index: int
     row: int
@@ -49,6 +54,8 @@ class PatientSample:
     label: int
     inputs: dict[str, Any]
     errors: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    refused: str | None = None
 
 
 @dataclass
@@ -97,12 +104,47 @@ def label_index(spec: CohortSpec, classes: Sequence[str]) -> Callable[[str | Non
     return lambda label: UNLABELLED if label is None else lookup[label]
 
 
+MAX_STANDARD_SCORE = 1e4
+"""A standardised value beyond this many training standard deviations is read as unobserved: no
+measurement lies that far out, and it would overflow the model's float32 arithmetic."""
+SKIP_FAR_OUT = f"value more than {MAX_STANDARD_SCORE:g} training SDs from the mean (read as unobserved)"
+
+
+def _scores(array: SensorArray, stats: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(T, C) standard scores against the training mean and std, and (T, C) observed values more
+    than :data:`MAX_STANDARD_SCORE` SDs out."""
+    mean = np.asarray(stats["mean"], dtype=np.float64)
+    std = np.asarray(stats["std"], dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scores = (array.values.astype(np.float64) - mean) / std
+    return scores, array.observed & ~(np.abs(scores) <= MAX_STANDARD_SCORE)
+
+
+def _counted(array: SensorArray, far: np.ndarray) -> dict[str, int]:
+    return {**array.skipped, SKIP_FAR_OUT: int(far.sum())} if far.any() else dict(array.skipped)
+
+
 def standardise(array: SensorArray, stats: Mapping[str, Any]) -> SensorArray:
-    """Observed values minus the training mean, over the training std, per channel (0 elsewhere)."""
-    mean = np.asarray(stats["mean"], dtype=np.float32)
-    std = np.asarray(stats["std"], dtype=np.float32)
-    values = np.where(array.observed, (array.values - mean) / std, 0.0).astype(np.float32)
-    return SensorArray(values, array.observed, array.channels, array.rate_hz, array.start_s)
+    """Observed values minus the training mean, over the training std, per channel (0 elsewhere).
+
+    An observed value more than :data:`MAX_STANDARD_SCORE` SDs out becomes unobserved and is counted
+    in ``skipped``.
+    """
+    scores, far = _scores(array, stats)
+    observed = array.observed & ~far
+    values = np.where(observed, scores, 0.0).astype(np.float32)
+    return replace(array, values=values, observed=observed, skipped=_counted(array, far))
+
+
+def without_far_values(array: SensorArray, stats: Mapping[str, Any]) -> SensorArray:
+    """``array`` in its own units with the values :func:`standardise` would refuse made unobserved
+    (and counted in ``skipped``)."""
+    _, far = _scores(array, stats)
+    if not far.any():
+        return array
+    observed = array.observed & ~far
+    values = np.where(observed, array.values, 0.0).astype(np.float32)
+    return replace(array, values=values, observed=observed, skipped=_counted(array, far))
 
 
 def file_reader(
@@ -129,7 +171,7 @@ def file_reader(
         raise ValueError("a sensor reader needs the training split's channel statistics")
     if stats.get("tokens") == "variables":
         untrained = [modality.channels.index(c) for c in stats.get("never_observed", [])]
-        return lambda path: without_channels(read_series_statistics(path, modality), untrained)
+        return lambda path: without_channels(read_series_statistics(path, modality, stats), untrained)
     return lambda path: standardise(read_sensor_file(path, modality), stats)
 
 
@@ -140,18 +182,28 @@ def without_channels(statistics: SeriesStatistics, channels: Sequence[int]) -> S
         return statistics
     observed = statistics.observed.copy()
     observed[list(channels)] = False
-    return SeriesStatistics(np.where(observed, statistics.values, 0.0).astype(np.float32), observed)
+    values = np.where(observed, statistics.values, 0.0).astype(np.float32)
+    return replace(statistics, values=values, observed=observed)
 
 
-def read_series_statistics(path: str, modality: SensorModality) -> SeriesStatistics:
-    """The per-channel statistics of a sensor file (raw units), for per-variable sensor tokens."""
-    return series_statistics(read_sensor_file(path, modality))
+def read_series_statistics(
+    path: str, modality: SensorModality, stats: Mapping[str, Any] | None = None
+) -> SeriesStatistics:
+    """The per-channel statistics of a sensor file (raw units), for per-variable sensor tokens.
+
+    With the training ``stats``, values :func:`standardise` would refuse are left out first. The
+    lines, cells and values skipped while reading are kept in ``skipped``.
+    """
+    array = read_sensor_file(path, modality)
+    if stats is not None:
+        array = without_far_values(array, stats)
+    return replace(series_statistics(array), skipped=dict(array.skipped))
 
 
 def read_sensor_file(path: str, modality: SensorModality) -> SensorArray:
     """Read a sensor file onto the grid its modality's spec describes (raw units)."""
     how = ("sensor", tuple(modality.channels or ()), modality.rate_hz, modality.time_column)
-    how += (modality.time_unit, modality.duration_s, tuple(modality.summed_channels))
+    how += (modality.time_unit, modality.duration_s, tuple(modality.summed_channels), modality.max_file_mb)
     return remembered(how, path, lambda p: _read_sensor_grid(p, modality))
 
 
@@ -164,6 +216,7 @@ def _read_sensor_grid(path: str, modality: SensorModality) -> SensorArray:
         time_unit=modality.time_unit,
         duration_s=modality.duration_s,
         summed=modality.summed_channels,
+        max_bytes=round(modality.max_file_mb * 1_000_000),
     )
 
 
@@ -178,6 +231,9 @@ class CohortDataset(Dataset):
         sensor_stats: per sensor modality, the channel statistics fitted on the training split.
         on_bad_file: ``"missing"`` treats an unreadable file as a missing modality (with the reason
             kept in ``PatientSample.errors``); ``"error"`` raises the :class:`ReaderError`.
+        keep_statistics: keep each file's series statistics (a few hundred numbers) after its first
+            read, so that training reads such a file once, not once per epoch. Off for prediction,
+            which reads each row once and must see the bytes on disk at that moment.
     """
 
     def __init__(
@@ -189,6 +245,7 @@ class CohortDataset(Dataset):
         *,
         sensor_stats: Mapping[str, Mapping[str, Any]] | None = None,
         on_bad_file: str = "missing",
+        keep_statistics: bool = False,
     ) -> None:
         if on_bad_file not in ("missing", "error"):
             raise ValueError(f"on_bad_file must be 'missing' or 'error', got {on_bad_file!r}")
@@ -199,9 +256,9 @@ class CohortDataset(Dataset):
         self.on_bad_file = on_bad_file
         stats = sensor_stats or {}
         self.readers = {name: file_reader(m, stats.get(name)) for name, m in spec.file_modalities().items()}
-        # Series statistics are a few hundred numbers per file: kept after the first read, so that
-        # training reads each such file once, not once per epoch.
-        self._kept_statistics: dict[tuple[str, str], SeriesStatistics] = {}
+        self._kept_statistics: dict[tuple[str, str], SeriesStatistics] | None = (
+            {} if keep_statistics else None
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -210,6 +267,7 @@ class CohortDataset(Dataset):
         record = self.records[index]
         inputs: dict[str, Any] = {}
         errors: dict[str, str] = {}
+        skipped: dict[str, dict[str, int]] = {}
         for name, modality in self.spec.modalities.items():
             if modality.kind == "tabular":
                 inputs[name] = self._tabular_row(name, index)
@@ -218,7 +276,10 @@ class CohortDataset(Dataset):
                 inputs[name] = None if text is None else inline_text(text).text
             else:
                 inputs[name] = self._read_file(name, record.paths.get(name), errors)
-        return PatientSample(index, record.row, record.patient_id, int(self.labels[index]), inputs, errors)
+                if getattr(inputs[name], "skipped", None):
+                    skipped[name] = dict(inputs[name].skipped)
+        label = int(self.labels[index])
+        return PatientSample(index, record.row, record.patient_id, label, inputs, errors, skipped)
 
     def _tabular_row(self, name: str, index: int) -> dict[str, np.ndarray] | None:
         arrays = self.tabular[name]
@@ -231,12 +292,13 @@ class CohortDataset(Dataset):
     def _read_file(self, name: str, path: str | None, errors: dict[str, str]) -> Any:
         if path is None:
             return None
-        if (name, path) in self._kept_statistics:
-            return self._kept_statistics[name, path]
+        kept = self._kept_statistics
+        if kept is not None and (name, path) in kept:
+            return kept[name, path]
         try:
             decoded = self.readers[name](path)
-            if isinstance(decoded, SeriesStatistics):
-                self._kept_statistics[name, path] = decoded
+            if kept is not None and isinstance(decoded, SeriesStatistics):
+                kept[name, path] = decoded
             return decoded
         except ReaderError as error:
             if self.on_bad_file == "error":

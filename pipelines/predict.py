@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -29,10 +29,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from data_schemas import NeighbourWeight, PatientRecord, PredictionRecord, Problem, TokenWeight
+from pipelines import partial_lock
 from pipelines.cohort import Cohort, is_missing, load_cohort
-from pipelines.dataset import Batch, CohortDataset, PatientCollator, PatientSample
+from pipelines.dataset import MAX_STANDARD_SCORE, Batch, CohortDataset, PatientCollator, PatientSample
 from pipelines.loading import Bundle
 from pipelines.ood import range_violations
+from pipelines.partial_lock import locked_partial
 from pipelines.prepare import tabular_arrays
 from pipelines.spec_io import SpecError
 from pipelines.validate import id_problems, missing_column_problems
@@ -44,6 +46,7 @@ JSON_COLUMNS = (
     "modality_present",
     "modality_weights",
     "modality_errors",
+    "skipped_lines",
     "top_features",
     "neighbours",
 )
@@ -51,6 +54,22 @@ JSON_COLUMNS = (
 
 class PredictAborted(RuntimeError):
     """More error rows than ``--max-errors``; finished chunks are kept for ``--resume``."""
+
+
+class OutputWriteError(RuntimeError):
+    """Writing the output failed (disk full, quota, permissions); finished chunks are kept."""
+
+    def __init__(self, error: OSError, partial: Path) -> None:
+        where = f" ({error.filename})" if error.filename else ""
+        kept = (
+            f"finished chunks are kept in {partial}"
+            if any(partial.glob("chunk-*.parquet"))
+            else "no chunk was finished"
+        )
+        super().__init__(
+            f"could not write the output: {error.strerror or type(error).__name__}{where}; any earlier "
+            f"output is untouched and {kept}: free space and rerun with --resume"
+        )
 
 
 @dataclass(frozen=True)
@@ -86,17 +105,43 @@ class PredictOptions:
 
 @dataclass
 class PredictSummary:
+    """What a prediction run did.
+
+    Attributes:
+        error_reasons: reason -> error rows.
+        without: modality -> reason -> ok rows predicted without that modality because its file
+            failed (a blank cell is a normal missing modality and is not counted).
+        skipped_lines: modality -> reason -> lines, rows or cells skipped in that modality's files.
+        rows_with_skipped: modality -> rows whose file had something skipped.
+    """
+
     output: Path
     rows: int = 0
     ok: int = 0
     errors: int = 0
     error_reasons: dict[str, int] = field(default_factory=dict)
+    without: dict[str, dict[str, int]] = field(default_factory=dict)
+    skipped_lines: dict[str, dict[str, int]] = field(default_factory=dict)
+    rows_with_skipped: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     resumed_chunks: int = 0
 
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else math.nan
+
+    def missing_shares(self) -> dict[str, float]:
+        """Modality -> share of all rows predicted without it because its file failed."""
+        return {m: sum(reasons.values()) / self.rows for m, reasons in self.without.items() if self.rows}
+
+    def too_many_missing(self, allowed_share: float) -> list[str]:
+        """One line per modality lost (file failed) in more than ``allowed_share`` of the rows."""
+        return [
+            f"{share:.1%} of rows were predicted without {name!r} (its file failed), more than "
+            f"--allow-missing-share {allowed_share:g}"
+            for name, share in sorted(self.missing_shares().items())
+            if share > allowed_share
+        ]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -126,7 +171,8 @@ def check_compatible(bundle: Bundle, cohort: Cohort) -> list[Problem]:
                 )
             )
             continue
-        theirs, ours = given.model_dump(exclude={"column"}), modality.model_dump(exclude={"column"})
+        reading_only = {"column", "max_file_mb"}  # where and how much to read, not what the model sees
+        theirs, ours = given.model_dump(exclude=reading_only), modality.model_dump(exclude=reading_only)
         if theirs != ours:
             problems.append(
                 Problem(
@@ -171,9 +217,11 @@ class PredictionDataset(Dataset):
         table: pd.DataFrame,
         *,
         hash_inputs: bool = True,
+        refused: dict[int, str] | None = None,
     ) -> None:
         self.bundle, self.cohort, self.records = bundle, cohort, list(records)
         self.hash_inputs = hash_inputs
+        self.refused = refused or {}
         cleaned, self.cell_errors = _clean_numeric(bundle, table)
         self.rows = table.to_dict("records")
         self.inner = CohortDataset(
@@ -188,7 +236,8 @@ class PredictionDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[PatientSample, str, list[str]]:
-        sample = self.inner[index]
+        sample, digest = self._read_with_digest(index)
+        sample.refused = sample.refused or self.refused.get(index)
         for name, reason in self.cell_errors.get(index, {}).items():
             sample.errors.setdefault(name, reason)
         outside = [
@@ -196,26 +245,72 @@ class PredictionDataset(Dataset):
             for name, state in self.bundle.preprocessing["tabular"].items()
             for variable in range_violations(state, self.rows[index])
         ]
-        digest = input_sha256(self.cohort, self.records[index], self.rows[index]) if self.hash_inputs else ""
         return sample, digest, outside
+
+    def _read_with_digest(self, index: int) -> tuple[PatientSample, str]:
+        """The row read, and the sha256 of exactly the bytes it was read from.
+
+        The files are hashed, then decoded, and their identity (inode, size, mtime, ctime) compared
+        before and after: a file rewritten in between is read again, and a row whose files keep
+        changing is refused rather than logged with the hash of bytes it did not use.
+        """
+        if not self.hash_inputs:
+            return self.inner[index], ""
+        record, row = self.records[index], self.rows[index]
+        for _ in range(READ_TRIES):
+            before = _identities(record)
+            digest = input_sha256(self.cohort, record, row)
+            sample = self.inner[index]
+            if _identities(record) == before:
+                return sample, digest
+        sample.refused = (
+            f"row {record.row}: its input files changed while they were read ({READ_TRIES} tries)"
+        )
+        return sample, digest
 
 
 def _clean_numeric(bundle: Bundle, table: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, dict[str, str]]]:
-    """Non-numbers in numeric columns become missing, with the reason kept per row (no value shown)."""
+    """Numeric cells the model cannot use become missing, with the reason kept per row (no value
+    shown): a non-number, or a number more than ``MAX_STANDARD_SCORE`` training SDs from the mean
+    (such a value is also listed in the row's ``out_of_range``)."""
     cleaned = table.copy()
     errors: dict[int, dict[str, str]] = {}
-    for name, modality in bundle.spec.modalities.items():
-        if modality.kind != "tabular":
-            continue
-        for column in modality.numeric:
-            numbers = pd.to_numeric(cleaned[column], errors="coerce")
-            bad = numbers.isna() & ~cleaned[column].map(is_missing) | ~np.isfinite(numbers.fillna(0))
-            for index in np.flatnonzero(bad.to_numpy()):
+    for name, state in bundle.preprocessing["tabular"].items():
+        for item in state["numeric"]:
+            column = item["name"]
+            numbers = pd.to_numeric(cleaned[column], errors="coerce").astype("float64")
+            not_number = numbers.isna() & ~cleaned[column].map(is_missing)
+            with np.errstate(over="ignore", invalid="ignore"):
+                scores = ((numbers - item["mean"]) / item["std"]).abs()
+            far = numbers.notna() & ~(scores <= MAX_STANDARD_SCORE)
+            for index in np.flatnonzero(not_number.to_numpy()):
                 errors.setdefault(int(index), {})[name] = (
                     f"column {column!r} is not a number; treated as missing"
                 )
-            cleaned[column] = numbers.where(~bad)
+            for index in np.flatnonzero(far.to_numpy()):
+                errors.setdefault(int(index), {})[name] = (
+                    f"column {column!r} is more than {MAX_STANDARD_SCORE:g} training SDs from the mean "
+                    "(out of range); treated as missing"
+                )
+            cleaned[column] = numbers.where(~(not_number | far))
     return cleaned, errors
+
+
+READ_TRIES = 3
+
+
+def _identities(record: PatientRecord) -> dict[str, tuple[int, ...] | None]:
+    """Modality -> (inode, size, mtime ns, ctime ns) of its file, None when absent: a rewrite shows."""
+    found: dict[str, tuple[int, ...] | None] = {}
+    for name, path in record.paths.items():
+        try:
+            info = os.stat(path) if path is not None else None
+        except OSError:
+            info = None
+        found[name] = (
+            None if info is None else (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        )
+    return found
 
 
 def input_sha256(cohort: Cohort, record: PatientRecord, row: dict[str, Any]) -> str:
@@ -254,9 +349,11 @@ def prediction_loader(
     """Batches ``(samples, input sha256s, out-of-range variables)`` of the rows at 0-based
     ``positions`` (the dataset is ``loader.dataset``), and the collator that makes a model
     :class:`Batch` of samples."""
-    chosen = list(cohort.records(positions))
+    by_position: dict[int, str] = {}
+    chosen = list(cohort.records(positions, refused=by_position))
     table = cohort.table.iloc[list(positions)].reset_index(drop=True)
-    dataset = PredictionDataset(bundle, cohort, chosen, table, hash_inputs=hash_inputs)
+    refused = {i: by_position[p] for i, p in enumerate(positions) if p in by_position}
+    dataset = PredictionDataset(bundle, cohort, chosen, table, hash_inputs=hash_inputs, refused=refused)
     collate = _Collate(bundle.model.encoders)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
     return loader, collate.patients
@@ -284,6 +381,7 @@ def _error_record(sample: PatientSample, digest: str, bundle: Bundle, reason: st
         status="error",
         error=reason,
         modality_errors=sample.errors,
+        skipped_lines=sample.skipped,
         model_sha256=bundle.sha256,
         input_sha256=digest,
     )
@@ -296,7 +394,9 @@ def predict_batch(bundle, collate, samples, hashes, outside, options, distance) 
     usable = []
     for i, sample in enumerate(samples):
         present = [name for name, value in sample.inputs.items() if value is not None]
-        if sample.errors and options.on_bad_file == "error":
+        if sample.refused is not None:
+            results[i] = _error_record(sample, hashes[i], bundle, sample.refused)
+        elif sample.errors and options.on_bad_file == "error":
             failed = sorted(sample.errors)
             results[i] = _error_record(
                 sample,
@@ -313,26 +413,45 @@ def predict_batch(bundle, collate, samples, hashes, outside, options, distance) 
             results[i] = _error_record(sample, hashes[i], bundle, reason)
         else:
             usable.append(i)
-    if usable:
-        batch: Batch = collate([samples[i] for i in usable]).to(bundle.device)
-        output = bundle.model(batch)
-        ood_rank, ood_flag = distance.score(output.fused)
-        probabilities = torch.softmax(output.logits.float() / bundle.temperature, dim=1).cpu()
-        for j, i in enumerate(usable):
-            results[i] = _record(
-                bundle,
-                batch,
-                output,
-                j,
-                samples[i],
-                hashes[i],
-                outside[i],
-                probabilities[j],
-                float(ood_rank[j]),
-                bool(ood_flag[j]),
-                options,
-            )
+    context = (bundle, collate, samples, hashes, outside, options, distance)
+    try:
+        results |= _forward(context, usable)
+    except (ValueError, RuntimeError):
+        # One row the model refuses must not take the batch with it: retry the rows one by one.
+        for i in usable:
+            try:
+                results |= _forward(context, [i])
+            except (ValueError, RuntimeError) as error:
+                reason = f"the model could not use this row's inputs ({type(error).__name__}: {error})"
+                results[i] = _error_record(samples[i], hashes[i], bundle, reason)
     return [results[i] for i in range(len(samples))]
+
+
+def _forward(context, usable: Sequence[int]) -> dict[int, PredictionRecord]:
+    """Records of the samples at positions ``usable`` of the batch, from one forward pass."""
+    bundle, collate, samples, hashes, outside, options, distance = context
+    if not usable:
+        return {}
+    batch: Batch = collate([samples[i] for i in usable]).to(bundle.device)
+    output = bundle.model(batch)
+    ood_rank, ood_flag = distance.score(output.fused)
+    probabilities = torch.softmax(output.logits.float() / bundle.temperature, dim=1).cpu()
+    return {
+        i: _record(
+            bundle,
+            batch,
+            output,
+            j,
+            samples[i],
+            hashes[i],
+            outside[i],
+            probabilities[j],
+            float(ood_rank[j]),
+            bool(ood_flag[j]),
+            options,
+        )
+        for j, i in enumerate(usable)
+    }
 
 
 def _record(
@@ -381,6 +500,7 @@ def _record(
         modality_present=present,
         modality_weights=weights,
         modality_errors=sample.errors,
+        skipped_lines=sample.skipped,
         top_features=tokens[: options.top_features],
         neighbours=neighbours,
         ood=ood_flag or bool(outside),
@@ -546,6 +666,8 @@ def predict_cohort(
         SpecError: the cohort's spec or table does not fit the model (every problem listed), or ids
             repeat.
         PredictAborted: more than ``max_errors`` error rows; finished chunks stay for ``--resume``.
+        OutputBusy: another run is writing the same output.
+        OutputWriteError: the disk is full or the output cannot be written; finished chunks stay.
         ValueError: a resume with another model, cohort or options, or a bad output name.
     """
     options = options or PredictOptions()
@@ -556,33 +678,75 @@ def predict_cohort(
         raise ValueError(f"{out}: the output must end in .parquet or .csv")
     cohort = compatible_cohort(bundle, spec_path)
     job = chunk_job(bundle, cohort, options, out.with_name(out.name + ".partial"))
-    partial, fingerprint, chunks = job.partial, job.fingerprint, job.chunks
-    summary = PredictSummary(output=out)
-    if partial.exists() and resume:
-        state = json.loads((partial / "state.json").read_text()) if (partial / "state.json").is_file() else {}
-        if state.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"{partial}: these partial results were made with another model, cohort or options; "
-                "rerun without --resume to start over"
+    with locked_partial(out) as partial:
+        resuming = _resumable(partial, job.fingerprint, resume)
+        if not resuming:
+            partial_lock.clear(partial)
+            (partial / "state.json").write_text(
+                json.dumps({"fingerprint": job.fingerprint, "chunks": len(job.chunks)})
             )
-    else:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        (partial / "state.json").write_text(json.dumps({"fingerprint": fingerprint, "chunks": len(chunks)}))
-    todo = [number for number in range(len(chunks)) if not job.part(number).is_file()]
+        try:
+            summary = _run_chunks(job, engine, options, progress, on_records)
+            summary.output = out
+            _assemble(bundle, partial, len(job.chunks), out)
+        except BaseException as error:
+            # A run refused before it delivered a chunk leaves nothing behind; finished chunks stay.
+            if not any(partial.glob("chunk-*.parquet")):
+                partial_lock.remove(partial)
+            if isinstance(error, OSError):
+                raise OutputWriteError(error, partial) from error
+            raise
+        partial_lock.remove(partial)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _resumable(partial: Path, fingerprint: str, resume: bool) -> bool:
+    """Whether the locked ``partial`` holds chunks of this very run to continue.
+
+    Raises:
+        ValueError: ``resume`` was asked for, but the chunks were made with another model, cohort
+            or options (they are never taken over).
+    """
+    state_file = partial / "state.json"
+    if not (resume and state_file.is_file()):
+        return False
+    try:
+        state = json.loads(state_file.read_text())
+    except ValueError:
+        state = {}
+    if state.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"{partial}: these partial results were made with another model, cohort or options; "
+            "rerun without --resume to start over"
+        )
+    return True
+
+
+def _run_chunks(
+    job: ChunkJob, engine: ChunkEngine, options: PredictOptions, progress: bool, on_records
+) -> PredictSummary:
+    """Predict the chunks not finished yet (finished ones are read back), in input order.
+
+    A ``chunk-NNNNNN.taken`` marker records that a chunk's records were passed to ``on_records``
+    (the audit log); a finished chunk without one is passed now, so every delivered row is logged
+    once, before the output is assembled.
+    """
+    summary = PredictSummary(output=job.partial)
+    todo = [number for number in range(len(job.chunks)) if not job.part(number).is_file()]
     fresh, pending = engine.predict_chunks(job, todo), set(todo)
     bar = tqdm(
-        total=sum(map(len, chunks)), unit="patient", desc="predict", disable=None if progress else True
+        total=sum(map(len, job.chunks)), unit="patient", desc="predict", disable=None if progress else True
     )
     try:
-        for number, chunk in enumerate(chunks):
+        for number, chunk in enumerate(job.chunks):
             if number not in pending:
                 records = read_chunk(job.part(number))
                 summary.resumed_chunks += 1
             else:
                 records = next(fresh)
             taken = job.part(number).with_suffix(".taken")
-            if not taken.exists():  # also a finished chunk that a stopped run never passed on
+            if not taken.exists():
                 if on_records is not None:
                     on_records(records)
                 taken.touch()
@@ -591,15 +755,12 @@ def predict_cohort(
             if options.max_errors is not None and summary.errors > options.max_errors:
                 raise PredictAborted(
                     f"{summary.errors} error rows exceed --max-errors {options.max_errors}; stopped after "
-                    f"{summary.rows} rows. Finished chunks are kept in {partial}; fix the inputs and rerun "
+                    f"{summary.rows} rows. Finished chunks are kept in {job.partial}; fix the inputs and rerun "
                     "without --resume, or raise --max-errors and rerun with --resume."
                 )
     finally:
         bar.close()
         fresh.close()
-    _assemble(bundle, partial, len(chunks), out)
-    shutil.rmtree(partial)
-    summary.seconds = time.perf_counter() - started
     return summary
 
 
@@ -609,15 +770,29 @@ def _count(summary: PredictSummary, records: Sequence[PredictionRecord]) -> None
         summary.rows += 1
         if record.status == "ok":
             summary.ok += 1
+            for name, reason in record.modality_errors.items():
+                without = summary.without.setdefault(name, {})
+                kind = _general(reason)
+                without[kind] = without.get(kind, 0) + 1
         else:
             summary.errors += 1
             reasons[_reason_kind(record.error or "")] += 1
+        for name, skipped in record.skipped_lines.items():
+            summary.rows_with_skipped[name] = summary.rows_with_skipped.get(name, 0) + 1
+            totals = summary.skipped_lines.setdefault(name, {})
+            for why, n in skipped.items():
+                totals[why] = totals.get(why, 0) + n
     summary.error_reasons = dict(reasons)
 
 
+def _general(reason: str) -> str:
+    """A per-file reason with its numbers as ``N``, so that rows failing the same way count together."""
+    return re.sub(r"\d+(\.\d+)?", "N", reason)
+
+
 def _reason_kind(reason: str) -> str:
-    """The reason without per-file detail, for counting."""
-    return reason.split(":")[0] if reason.startswith("unreadable input") else reason.split(" (")[0]
+    """The reason without per-file detail or numbers, for counting."""
+    return _general(reason.split(":")[0] if reason.startswith("unreadable input") else reason.split(" (")[0])
 
 
 def _assemble(bundle: Bundle, partial: Path, n_chunks: int, out: Path) -> None:
@@ -633,15 +808,49 @@ def _assemble(bundle: Bundle, partial: Path, n_chunks: int, out: Path) -> None:
             records_table(bundle, []).to_pandas().to_csv(tmp, index=False)
             for number in range(n_chunks):
                 frame = pq.read_table(partial / f"chunk-{number:06d}.parquet", schema=schema).to_pandas()
-                frame.to_csv(tmp, mode="a", header=False, index=False)
+                neutralised(frame).to_csv(tmp, mode="a", header=False, index=False)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""Text a spreadsheet would run as a formula when it starts a cell (OWASP's CSV injection rule)."""
+_QUOTED_FORMULA = r"^'[=+\-@\t\r]"
+
+
+def neutralised(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell that starts like a formula prefixed by ``'`` (for CSV output).
+
+    A spreadsheet then shows the text instead of running it; :func:`read_predictions` removes the
+    prefix again.
+    """
+    frame = frame.copy()
+    for column in frame.columns:
+        if _is_text(frame[column]):
+            text = frame[column]
+            risky = text.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_START))
+            frame[column] = text.where(~risky, "'" + text.astype(str))
+    return frame
+
+
+def _is_text(series: pd.Series) -> bool:
+    return pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)
+
+
 def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A ``deepwe predict`` output (Parquet, or CSV with formula-like text un-neutralised)."""
     path = Path(path)
-    return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    frame = pd.read_csv(path)
+    for column in frame.columns:
+        if _is_text(frame[column]):
+            quoted = (
+                frame[column].astype(str).str.contains(_QUOTED_FORMULA, regex=True) & frame[column].notna()
+            )
+            frame[column] = frame[column].where(~quoted, frame[column].astype(str).str[1:])
+    return frame
 
 
 def merge_shards(paths: Sequence[str | Path], out: str | Path) -> int:
@@ -660,6 +869,6 @@ def merge_shards(paths: Sequence[str | Path], out: str | Path) -> int:
     if out.suffix.lower() == ".parquet":
         merged.to_parquet(tmp, index=False)
     else:
-        merged.to_csv(tmp, index=False)
+        neutralised(merged).to_csv(tmp, index=False)
     os.replace(tmp, out)
     return len(merged)

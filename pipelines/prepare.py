@@ -64,6 +64,7 @@ class PreparedCohort:
             {name: _take(arrays, chosen) for name, arrays in self.tabular.items()},
             sensor_stats=self.preprocessing["sensor"],
             on_bad_file=on_bad_file,
+            keep_statistics=True,
         )
 
 

@@ -31,6 +31,9 @@ _KIND_MODELS: dict[str, type[BaseModel]] = {
     "sensor": SensorModality,
 }
 _SECTION_MODELS: dict[str, type[BaseModel]] = {"outcome": OutcomeSpec, "split": SplitSpec}
+MAX_SPEC_BYTES = 1_000_000
+# libyaml's parser when PyYAML was built with it: the pure-Python one takes seconds on a large file.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class SpecError(ValueError):
@@ -57,13 +60,25 @@ def read_spec(path: str | Path) -> tuple[CohortSpec | None, list[Problem]]:
     name = str(path)
     if not path.is_file():
         return None, [Problem(file=name, expected="an existing cohort spec file (YAML)")]
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        return None, [
+            Problem(
+                file=name,
+                value=f"{size} bytes",
+                expected=f"a cohort spec of at most {MAX_SPEC_BYTES // 1_000_000} MB (specs are a few KB)",
+            )
+        ]
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         return None, [Problem(file=name, value=f"byte {error.start}", expected="UTF-8 text")]
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        alias = _first_alias(text, name)
+        if alias is not None:
+            return None, [alias]
+        root = yaml.compose(text, Loader=_LOADER)
+        data = None if root is None else _LOADER("").construct_document(root)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         return None, [
@@ -80,9 +95,28 @@ def read_spec(path: str | Path) -> tuple[CohortSpec | None, list[Problem]]:
     try:
         spec = CohortSpec.model_validate(data)
     except ValidationError as error:
-        problems += [_to_problem(e, data, root, name) for e in error.errors()]
+        nodes = _NodeIndex(root)
+        problems += [_to_problem(e, data, nodes, name) for e in error.errors()]
         spec = _without_unknown_keys(data, error)
     return spec, problems
+
+
+def _first_alias(text: str, name: str) -> Problem | None:
+    """A problem for the first YAML anchor or alias, found in one pass over the parse events.
+
+    Specs are plain data: an alias adds nothing a spec needs, and a few nested ones expand into
+    billions of nodes (the "billion laughs" file) in anything that walks the document.
+    """
+    for event in yaml.parse(text, Loader=_LOADER):
+        anchor = getattr(event, "anchor", None)
+        if isinstance(event, yaml.AliasEvent) or anchor is not None:
+            return Problem(
+                file=name,
+                line=event.start_mark.line + 1,
+                value=("*" if isinstance(event, yaml.AliasEvent) else "&") + str(anchor)[:40],
+                expected="a spec without YAML anchors or aliases (& and *); write each value out",
+            )
+    return None
 
 
 def _without_unknown_keys(data: dict[str, Any], error: ValidationError) -> CohortSpec | None:
@@ -129,12 +163,31 @@ def _duplicate_keys(node: yaml.Node | None, name: str, prefix: str = "") -> list
     return problems
 
 
-def _node_at(root: yaml.Node | None, keys: list[Any]) -> yaml.Node | None:
+class _NodeIndex:
+    """Key lookups in the YAML node tree, each mapping indexed once (a spec with many unknown keys
+    would otherwise be scanned once per key)."""
+
+    def __init__(self, root: yaml.Node | None) -> None:
+        self.root = root
+        self._entries: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
+
+    def entry(self, node: yaml.MappingNode, key: str) -> tuple[yaml.Node, yaml.Node] | None:
+        """(key node, value node) of the first entry named ``key`` in ``node``."""
+        index = self._entries.get(id(node))
+        if index is None:
+            index = {}
+            for k, v in node.value:
+                index.setdefault(str(k.value), (k, v))
+            self._entries[id(node)] = index
+        return index.get(key)
+
+
+def _node_at(nodes: _NodeIndex, keys: list[Any]) -> yaml.Node | None:
     """The YAML node (the key node for a mapping entry) at ``keys``; the deepest one found."""
-    node, found = root, root
+    node = found = nodes.root
     for key in keys:
         if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+            match = nodes.entry(node, str(key))
             if match is None:
                 return found
             found, node = match[0], match[1]
@@ -166,9 +219,9 @@ def _allowed_keys(keys: list[Any], data: dict[str, Any]) -> list[str]:
     return []
 
 
-def _to_problem(error: dict[str, Any], data: dict[str, Any], root: yaml.Node | None, name: str) -> Problem:
+def _to_problem(error: dict[str, Any], data: dict[str, Any], nodes: _NodeIndex, name: str) -> Problem:
     keys = _spec_loc(error["loc"])
-    node = _node_at(root, keys)
+    node = _node_at(nodes, keys)
     line = node.start_mark.line + 1 if node is not None and keys else None
     column = ".".join(str(k) for k in keys) or None
     kind = error["type"]
@@ -183,7 +236,7 @@ def _to_problem(error: dict[str, Any], data: dict[str, Any], root: yaml.Node | N
         )
     if kind == "union_tag_invalid":
         tag = error.get("ctx", {}).get("tag", "")
-        node = _node_at(root, [*keys, "kind"])
+        node = _node_at(nodes, [*keys, "kind"])
         return Problem(
             file=name,
             line=node.start_mark.line + 1 if node is not None else line,

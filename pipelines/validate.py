@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import math
+import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from data_schemas import CohortSpec, Problem
-from data_schemas.cohort import SPLIT_VALUES, canonical_label
-from encoders.readers import sniff_file
-from pipelines.cohort import Cohort, is_missing, read_table, split_unit
+from data_schemas.cohort import SPLIT_VALUES, SensorModality, canonical_label
+from encoders.readers import ReaderError, sniff_file
+from encoders.readers.tabular import FLOAT32_MAX
+from pipelines.cohort import Cohort, assign_split, is_missing, read_table, split_unit
 from pipelines.decoded_files import remembered
 from pipelines.spec_io import did_you_mean, read_spec
 
@@ -46,6 +50,40 @@ class CohortSummary:
 
 
 @dataclass
+class FileTally:
+    """How many referenced files validate looked at, and what their readers skipped.
+
+    Attributes:
+        checked: files found on disk (with ``headers`` their headers were read too).
+        read: sensor files read whole, the way ``predict`` reads them.
+        headers: whether headers were checked (False under ``--skip-file-headers``).
+        skipped: modality -> reason -> lines, rows or cells skipped in its files.
+        rows_with_skipped: modality -> rows whose file had something skipped.
+    """
+
+    checked: int = 0
+    read: int = 0
+    headers: bool = True
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    rows_with_skipped: dict[str, int] = field(default_factory=dict)
+
+    def add_skipped(self, modality: str, skipped: dict[str, int]) -> None:
+        self.rows_with_skipped[modality] = self.rows_with_skipped.get(modality, 0) + 1
+        totals = self.skipped.setdefault(modality, {})
+        for reason, count in skipped.items():
+            totals[reason] = totals.get(reason, 0) + count
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "checked": self.checked,
+            "read": self.read,
+            "headers": self.headers,
+            "skipped": self.skipped,
+            "rows_with_skipped": self.rows_with_skipped,
+        }
+
+
+@dataclass
 class ValidationReport:
     """Problems (empty when the cohort is valid) and, for a valid cohort, its summary and the loaded cohort."""
 
@@ -53,6 +91,7 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     summary: CohortSummary | None = None
     cohort: Cohort | None = None
+    files: FileTally = field(default_factory=FileTally)
 
     @property
     def ok(self) -> bool:
@@ -60,9 +99,14 @@ class ValidationReport:
 
 
 def validate_cohort(spec_path: str | Path, *, check_files: bool = True) -> ValidationReport:
-    """Check a cohort spec, its table and (``check_files``) the header of every referenced file."""
+    """Check a cohort spec, its table and every referenced file.
+
+    With ``check_files`` the header of every file is read, and every sensor file is read whole the
+    way ``predict`` reads it (skipped lines are counted in ``report.files``); without it, files are
+    only checked to exist.
+    """
     spec_path = Path(spec_path).resolve()
-    report = ValidationReport(spec_path=spec_path)
+    report = ValidationReport(spec_path=spec_path, files=FileTally(headers=check_files))
     spec, report.problems = read_spec(spec_path)
     if spec is None:
         return report
@@ -90,7 +134,7 @@ def validate_cohort(spec_path: str | Path, *, check_files: bool = True) -> Valid
     # Check the rows as if the missing columns were blank, so one run finds everything.
     for problem in missing_columns:
         table[problem.column] = None
-    report.problems += _check_rows(cohort, str(table_path), check_files)
+    report.problems += _check_rows(cohort, str(table_path), report.files)
     if report.ok:
         report.summary = summarise(cohort)
         report.cohort = cohort
@@ -142,82 +186,113 @@ def id_problems(ids: Iterable[object], column: str, file: str) -> list[Problem]:
     return problems
 
 
-def _check_rows(cohort: Cohort, file: str, check_files: bool) -> list[Problem]:
+def _check_rows(cohort: Cohort, file: str, files: FileTally) -> list[Problem]:
+    """Every cell problem, in row order (within a row: outcome, split, variables, files, ids).
+
+    Column by column, so that half a million rows take seconds: each check yields
+    ``(row, check number, problem)``.
+    """
     spec, table = cohort.spec, cohort.table
-    problems: list[Problem] = []
+    found: list[tuple[int, int, Problem]] = []
+
+    def problem(check: int, row: int, column: str | None, value: object, expected: str) -> None:
+        found.append(
+            (row, check, Problem(file=file, row=row, column=column, value=_show(value), expected=expected))
+        )
+
     classes = spec.outcome.class_labels() if spec.outcome is not None else None
-    split_column = spec.split.column if spec.split is not None else None
-    group_column = spec.split.group if spec.split is not None else None
-    for row, values in enumerate(table.to_dict("records"), start=1):
-
-        def problem(column: str | None, value: object, expected: str, row: int = row) -> None:
-            problems.append(Problem(file=file, row=row, column=column, value=_show(value), expected=expected))
-
-        if spec.outcome is not None and classes is not None:
-            raw = values[spec.outcome.column]
-            if not is_missing(raw) and canonical_label(raw) not in classes:
-                problem(
-                    spec.outcome.column,
-                    raw,
-                    f"an outcome in the declared classes {classes} (or blank)",
-                )
-        if split_column is not None:
-            raw = values[split_column]
-            if is_missing(raw) or str(raw).strip().lower() not in SPLIT_VALUES:
-                problem(
-                    split_column,
-                    raw,
-                    f"one of {', '.join(SPLIT_VALUES)}{did_you_mean(raw, SPLIT_VALUES)}",
-                )
-        if group_column is not None and is_missing(values[group_column]):
-            problem(group_column, None, "a group value for split.group (rows are split by group)")
-        any_present = False
-        for name, modality in spec.modalities.items():
-            if modality.kind == "tabular":
-                for column in modality.numeric:
-                    raw = values[column]
-                    if not is_missing(raw) and not _is_finite_number(raw):
-                        problem(
-                            column,
-                            raw,
-                            f"a number for numeric variable {column!r} of {name!r}, or blank",
-                        )
-                any_present |= any(not is_missing(values[c]) for c in modality.columns())
-                continue
-            cell = values[modality.column]
-            if is_missing(cell):
-                continue
-            any_present = True
-            if modality.kind == "text" and modality.inline:
-                continue
-            reason = _check_path(cohort, str(cell), modality.kind, check_files)
-            if reason:
-                problem(modality.column, cell, reason)
-        if not any_present:
+    if spec.outcome is not None and classes is not None:
+        column = spec.outcome.column
+        for row, raw in _cells(table[column]):
+            if canonical_label(raw) not in classes:
+                problem(0, row, column, raw, f"an outcome in the declared classes {classes} (or blank)")
+    if spec.split is not None and spec.split.column is not None:
+        column = spec.split.column
+        lowered = table[column].map(lambda v: None if v is None else str(v).strip().lower())
+        for position in np.flatnonzero(~lowered.isin(SPLIT_VALUES).to_numpy()):
+            raw = table[column].iat[position]
+            expected = f"one of {', '.join(SPLIT_VALUES)}{did_you_mean(raw, SPLIT_VALUES)}"
+            problem(1, int(position) + 1, column, raw, expected)
+    if spec.split is not None and spec.split.group is not None:
+        column = spec.split.group
+        for position in np.flatnonzero(table[column].isna().to_numpy()):
             problem(
-                None,
-                None,
-                f"at least one modality present (this row has none of {', '.join(spec.modalities)})",
+                1, int(position) + 1, column, None, "a group value for split.group (rows are split by group)"
             )
-    problems += id_problems(table[spec.id], spec.id, file)
-    return sorted(problems, key=lambda p: p.row or 0)
+    any_present = np.zeros(len(table), dtype=bool)
+    check = 2
+    for name, modality in spec.modalities.items():
+        any_present |= table[modality.columns()].notna().any(axis=1).to_numpy()
+        if modality.kind == "tabular":
+            for column in modality.numeric:
+                expected = (
+                    f"a number for numeric variable {column!r} of {name!r} (finite, at most "
+                    f"{FLOAT32_MAX:.3g} in magnitude), or blank"
+                )
+                for row, raw in _cells(table[column]):
+                    if not _is_finite_number(raw):
+                        problem(check, row, column, raw, expected)
+                check += 1
+            continue
+        if modality.kind == "text" and modality.inline:
+            continue
+        for row, cell in _cells(table[modality.column]):
+            reason = _check_path(cohort, str(cell), name, modality, files)
+            if reason:
+                problem(check, row, modality.column, cell, reason)
+        check += 1
+    everything = ", ".join(spec.modalities)
+    for position in np.flatnonzero(~any_present):
+        problem(
+            check,
+            int(position) + 1,
+            None,
+            None,
+            f"at least one modality present (this row has none of {everything})",
+        )
+    found += [(p.row or 0, check + 1, p) for p in id_problems(table[spec.id], spec.id, file)]
+    found.sort(key=lambda item: (item[0], item[1]))
+    return [p for _, _, p in found]
 
 
-def _check_path(cohort: Cohort, cell: str, kind: str, check_files: bool) -> str | None:
+def _cells(series: pd.Series) -> Iterator[tuple[int, object]]:
+    """(1-based row, value) of every non-missing cell of a table column."""
+    values = series.to_numpy()
+    for position in np.flatnonzero(series.notna().to_numpy()):
+        yield int(position) + 1, values[position]
+
+
+def _check_path(cohort: Cohort, cell: str, name: str, modality: object, files: FileTally) -> str | None:
+    """What is wrong with a file cell (None when nothing is), counting it in ``files``."""
+    kind = modality.kind
     try:
-        path = cohort.resolve(cell)
+        path = cohort.resolve_text(cell)
     except ValueError as error:
         return str(error)
-    if not path.exists():
+    if not os.path.exists(path):
         return f"an existing {kind} file under {cohort.data_root}"
-    if not check_files:
+    files.checked += 1
+    if not files.headers:
         return None
-    return remembered(("sniff", kind), str(path), lambda file: sniff_file(file, kind))
+    problem = remembered(("sniff", kind), path, lambda file: sniff_file(file, kind))
+    if problem is not None or not isinstance(modality, SensorModality):
+        return problem
+    from pipelines.dataset import read_sensor_file  # torch comes with it: only when files are read
+
+    files.read += 1
+    try:
+        array = read_sensor_file(path, modality)
+    except ReaderError as error:
+        return f"a readable {kind} file; {error.reason}"
+    if array.skipped:
+        files.add_skipped(name, dict(array.skipped))
+    return None
 
 
 def _is_finite_number(value: object) -> bool:
+    """A number the model can hold: finite and within float32 range."""
     try:
-        return math.isfinite(float(value))
+        return abs(float(value)) <= FLOAT32_MAX
     except (TypeError, ValueError):
         return False
 
@@ -231,23 +306,32 @@ def _show(value: object) -> str | None:
 
 def summarise(cohort: Cohort) -> CohortSummary:
     """Rows, outcome balance, split sizes, availability per modality and missing-modality patterns."""
-    spec = cohort.spec
-    records = list(cohort.records())
-    outcomes = Counter(r.outcome for r in records if r.outcome is not None)
-    splits = Counter(r.split or "none" for r in records)
-    availability = {name: 0 for name in spec.modalities}
+    spec, table = cohort.spec, cohort.table
+    present = pd.DataFrame(
+        {name: table[m.columns()].notna().any(axis=1) for name, m in spec.modalities.items()}
+    )
+    outcomes: Counter[str] = Counter()
+    unlabelled = len(table)
+    if spec.outcome is not None:
+        labels = table[spec.outcome.column].dropna()
+        outcomes = Counter(canonical_label(v) for v in labels)
+        unlabelled = len(table) - len(labels)
+    if spec.split is not None and spec.split.column is not None:
+        splits = table[spec.split.column].map(lambda v: "none" if v is None else str(v).strip().lower())
+    elif spec.split is not None and spec.split.group is not None:
+        splits = pd.Series([cohort.split_of(row) for row in range(1, len(table) + 1)], dtype=object)
+    else:
+        splits = table[spec.id].map(lambda pid: assign_split(str(pid).strip(), spec.split))
     patterns: Counter[str] = Counter()
-    for record in records:
-        present = record.present()
-        for name, flag in present.items():
-            availability[name] += int(flag)
-        patterns[" + ".join(n for n in spec.modalities if present[n]) or "(none)"] += 1
+    for flags, count in present.value_counts(sort=False).items():
+        shown = " + ".join(n for n, flag in zip(present.columns, flags, strict=True) if flag) or "(none)"
+        patterns[shown] += int(count)
     return CohortSummary(
-        rows=len(records),
+        rows=len(table),
         outcome_counts=dict(sorted(outcomes.items())),
-        unlabelled=sum(r.outcome is None for r in records),
-        split_counts=dict(sorted(splits.items())),
-        availability=availability,
+        unlabelled=unlabelled,
+        split_counts=dict(sorted(Counter(splits).items())),
+        availability={name: int(present[name].sum()) for name in spec.modalities},
         patterns=patterns.most_common(5),
         split_unit=split_unit(spec),
         group_sizes=group_sizes(cohort),

@@ -61,6 +61,9 @@ def read_audio(
         waveform = _resample(waveform, file_rate, sample_rate)
     if duration_s is not None:
         waveform = _fit_length(waveform, round(duration_s * sample_rate))
+    if not waveform.any():  # the encoder would mask every span: say so instead of dropping it quietly
+        kept = "" if duration_s is None else f" of the first {duration_s:g} s"
+        raise ReaderError(path, f"expected sound, but every sample{kept} is 0 (a silent recording)")
     return np.ascontiguousarray(waveform, dtype=np.float32)
 
 

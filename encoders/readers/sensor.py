@@ -9,6 +9,10 @@ Four file formats, chosen by extension:
 - ``.txt``: the PhysioNet 2012 long format, ``Time,Parameter,Value`` with ``HH:MM`` times since
   admission and ``-1`` for an unknown value.
 
+A malformed line (P12) or row (CSV, Parquet) is skipped and counted per reason in
+``SensorArray.skipped``; a non-numeric cell is set unobserved and counted. A file is unreadable only
+when nothing usable is left.
+
 Grid cell ``i`` covers ``[start + i / rate_hz, start + (i + 1) / rate_hz)``. Samples falling in the
 same cell are averaged (summed for the ``summed`` channels: amounts such as urine output); a cell
 with no sample stays unobserved (0.0 and ``observed=False``) and is
@@ -19,15 +23,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+import warnings
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from encoders.readers.errors import ReaderError
-from encoders.readers.tabular import numeric_column
+from encoders.readers.tabular import FLOAT32_MAX, numeric_column
 
 TIME_UNITS_S: dict[str, float] = {"s": 1.0, "min": 60.0, "h": 3600.0}
 P12_HEADER = "Time,Parameter,Value"
@@ -47,6 +53,8 @@ class SensorArray:
         channels: the ``C`` channel names, in the order asked for.
         rate_hz: grid rate; cell ``i`` starts at ``start_s + i / rate_hz`` seconds.
         start_s: time of grid cell 0, in seconds.
+        skipped: reason -> number of lines, rows or cells of the file that were skipped (empty when
+            every line was usable). Reasons name no line content.
     """
 
     values: np.ndarray
@@ -54,6 +62,7 @@ class SensorArray:
     channels: tuple[str, ...]
     rate_hz: float
     start_s: float
+    skipped: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class _Samples:
 
     times_s: np.ndarray  # (N,) float64 seconds
     values: np.ndarray  # (N, C) float64, NaN where not observed
+    skipped: Mapping[str, int] = field(default_factory=dict)  # reason -> lines, rows or cells
 
 
 def read_sensor(
@@ -74,6 +84,7 @@ def read_sensor(
     duration_s: float | None = None,
     max_samples: int = 200_000,
     summed: Sequence[str] = (),
+    max_bytes: int | None = None,
 ) -> SensorArray:
     """Read a sensor file onto a regular grid of ``rate_hz``.
 
@@ -87,12 +98,15 @@ def read_sensor(
         duration_s: grid length in seconds (crop or pad); up to the last sample when ``None``.
         max_samples: most grid cells ``T`` allowed.
         summed: channels whose samples in one cell add up instead of being averaged.
+        max_bytes: largest CSV, Parquet or PhysioNet 2012 file read (they are read whole); None for
+            no limit. WFDB records are read only as far as the grid reaches, so they have none.
 
     Returns:
         A :class:`SensorArray` with ``values`` and ``observed`` of shape ``(T, C)``.
 
     Raises:
-        ReaderError: the file is unreadable, holds none of ``channels``, or the grid is too long.
+        ReaderError: the file is unreadable, larger than ``max_bytes``, holds none of ``channels``,
+            or the grid is too long.
     """
     path = Path(path)
     channels = tuple(channels)
@@ -105,12 +119,18 @@ def read_sensor(
     if not path.is_file():
         raise ReaderError(path, "expected a sensor file, but there is no such file")
     suffix = path.suffix.lower()
+    if suffix != ".hea" and max_bytes is not None and path.stat().st_size > max_bytes:
+        raise ReaderError(
+            path,
+            f"the file has {path.stat().st_size / 1e6:.1f} MB, more than the {max_bytes / 1e6:g} MB "
+            "allowed; raise max_file_mb of this sensor modality in the cohort spec to read it",
+        )
     if suffix == ".hea":
         return _read_wfdb(path, channels, rate_hz, duration_s, max_samples)
     if suffix == ".csv":
-        samples = _table_samples(path, _read_csv(path), channels, time_column, time_unit, "line", 2)
+        samples = _table_samples(path, _read_csv(path), channels, time_column, time_unit)
     elif suffix == ".parquet":
-        samples = _table_samples(path, _read_parquet(path), channels, time_column, time_unit, "row", 1)
+        samples = _table_samples(path, _read_parquet(path), channels, time_column, time_unit)
     elif suffix == ".txt":
         samples = _p12_samples(path, channels)
     else:
@@ -119,7 +139,7 @@ def read_sensor(
     n_cells = _n_cells(path, samples.times_s.max() - start, rate_hz, duration_s, max_samples)
     cells = np.floor((samples.times_s - start) * rate_hz + _EDGE_EPS).astype(np.int64)
     values, observed = _grid(cells, samples.values, n_cells, [name in summed for name in channels])
-    return SensorArray(values, observed, channels, float(rate_hz), start)
+    return SensorArray(values, observed, channels, float(rate_hz), start, skipped=dict(samples.skipped))
 
 
 def _n_cells(path: Path, span_s: float, rate_hz: float, duration_s: float | None, max_samples: int) -> int:
@@ -193,21 +213,36 @@ def _no_channels(path: Path, channels: Sequence[str], has: Sequence[str], what: 
 # --- CSV and Parquet ---------------------------------------------------------------------------
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+SKIP_EXTRA_FIELDS = "line with more fields than the header"
+SKIP_BAD_TIME = "row whose time is blank or not a finite number"
+SKIP_BAD_CELL = "cell that is not a number (read as unobserved)"
+SKIP_P12_FIELDS = "line without 3 fields and a parameter name"
+SKIP_P12_TIME = "line whose time is not HH:MM"
+SKIP_P12_VALUE = "line whose value is not a finite number"
+
+
+def _read_csv(path: Path) -> tuple[pd.DataFrame, int]:
+    """The table as text, and how many lines had more fields than the header (skipped)."""
     try:
-        # Text first: parsing numbers here ourselves is how an error can name its line.
-        return pd.read_csv(path, dtype=str, encoding="utf-8-sig", skipinitialspace=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            # Text first: parsing numbers here ourselves is how a bad cell is counted, not guessed.
+            frame = pd.read_csv(
+                path, dtype=str, encoding="utf-8-sig", skipinitialspace=True, on_bad_lines="warn"
+            )
     except pd.errors.EmptyDataError:
         raise ReaderError(path, "expected a CSV table with a header line, but the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise ReaderError(
             path, f"expected a UTF-8 CSV table, but it could not be parsed ({type(error).__name__})"
         ) from None
+    extra = sum(str(w.message).count("Skipping line") for w in caught)
+    return frame, extra
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def _read_parquet(path: Path) -> tuple[pd.DataFrame, int]:
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(path), 0
     except Exception as error:  # pyarrow raises several unrelated types for a corrupt file
         raise ReaderError(
             path, f"expected a Parquet table, but it could not be read ({type(error).__name__})"
@@ -216,50 +251,57 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
 def _table_samples(
     path: Path,
-    frame: pd.DataFrame,
+    read: tuple[pd.DataFrame, int],
     channels: Sequence[str],
     time_column: str,
     time_unit: str,
-    row_word: str,
-    first_row: int,
 ) -> _Samples:
-    """Samples from a wide table; rows are named ``{row_word} {first_row + position}``."""
+    """Samples from a wide table: rows without a usable time are skipped, bad cells unobserved."""
+    frame, extra_fields = read
+    skipped: Counter[str] = Counter({SKIP_EXTRA_FIELDS: extra_fields} if extra_fields else {})
     if time_column not in frame.columns:
+        semicolons = len(frame.columns) == 1 and ";" in str(frame.columns[0])
+        hint = "; the header has ';' between names: save the file with commas" if semicolons else ""
         raise ReaderError(
             path,
-            f"expected a time column {time_column!r}, but the columns are {list(frame.columns)}",
+            f"expected a time column {time_column!r}, but the columns are {list(frame.columns)}{hint}",
         )
     present = [name for name in channels if name in frame.columns and name != time_column]
     if not present:
         has = [str(name) for name in frame.columns if name != time_column]
         raise _no_channels(path, channels, has, "columns")
-    if len(frame) == 0:
-        raise ReaderError(path, "expected at least one row of samples, but the table has none")
     times, _, _ = numeric_column(frame[time_column])
-    if np.isnan(times).any():  # a blank time is as unusable as a bad one
-        raise ReaderError(
-            path,
-            f"{row_word} {int(np.argmax(np.isnan(times))) + first_row}, column {time_column!r}: "
-            f"expected a time in {time_unit} (a finite number)",
-        )
+    usable = ~np.isnan(times)  # a blank time is as unusable as a bad one
+    if (~usable).any():
+        skipped[SKIP_BAD_TIME] += int((~usable).sum())
     values = np.full((len(frame), len(channels)), np.nan)
     for c, name in enumerate(channels):
         if name not in present:
             continue
-        values[:, c], _, first_bad = numeric_column(frame[name])
-        if first_bad is not None:
-            raise ReaderError(
-                path,
-                f"{row_word} {first_bad + first_row}, column {name!r}: expected a number or blank",
-            )
-    return _Samples(times * TIME_UNITS_S[time_unit], values)
+        values[:, c], missing, _ = numeric_column(frame[name])
+        bad = usable & ~missing & np.isnan(values[:, c])
+        if bad.any():
+            skipped[SKIP_BAD_CELL] += int(bad.sum())
+    if not usable.any():
+        raise ReaderError(path, f"expected at least one row of samples with a time{_skip_note(skipped)}")
+    return _Samples(times[usable] * TIME_UNITS_S[time_unit], values[usable], dict(skipped))
+
+
+def _skip_note(skipped: Mapping[str, int]) -> str:
+    """``", but none is usable (skipped: 3 line ...)"`` for an error message, or ``", but there is none"``."""
+    if not skipped:
+        return ", but there is none"
+    return ", but none is usable (skipped: " + "; ".join(f"{n} {why}" for why, n in skipped.items()) + ")"
 
 
 # --- PhysioNet 2012 long format ------------------------------------------------------------------
 
 
 def _p12_samples(path: Path, channels: Sequence[str]) -> _Samples:
-    """Samples from ``Time,Parameter,Value`` lines; ``-1`` is an unknown value."""
+    """Samples from ``Time,Parameter,Value`` lines; ``-1`` is an unknown value.
+
+    A malformed line is skipped and counted; blank lines are ignored.
+    """
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -273,24 +315,25 @@ def _p12_samples(path: Path, channels: Sequence[str]) -> _Samples:
     times: list[float] = []
     hits: tuple[list[int], list[int], list[float]] = ([], [], [])  # sample row, channel, value
     parameters: set[str] = set()
-    for number, line in enumerate(lines[1:], start=2):
+    skipped: Counter[str] = Counter()
+    for line in lines[1:]:
         if not line.strip():
             continue
         fields = [field.strip() for field in line.split(",")]
         if len(fields) != 3 or not fields[1]:
-            raise ReaderError(
-                path,
-                f"line {number}: expected 'HH:MM,Parameter,Value' (3 fields, a parameter name)",
-            )
+            skipped[SKIP_P12_FIELDS] += 1
+            continue
         clock = _P12_TIME.fullmatch(fields[0])
         if clock is None:
-            raise ReaderError(path, f"line {number}, column 'Time': expected HH:MM since admission")
+            skipped[SKIP_P12_TIME] += 1
+            continue
         try:
             value = float(fields[2])
         except ValueError:
             value = math.nan
-        if not math.isfinite(value):
-            raise ReaderError(path, f"line {number}, column 'Value': expected a finite number")
+        if not abs(value) <= FLOAT32_MAX:  # NaN, infinite, or too large for float32
+            skipped[SKIP_P12_VALUE] += 1
+            continue
         parameters.add(fields[1])
         times.append((int(clock[1]) * 60 + int(clock[2])) * 60.0)
         if fields[1] in column and value != P12_UNKNOWN:
@@ -298,12 +341,14 @@ def _p12_samples(path: Path, channels: Sequence[str]) -> _Samples:
             hits[1].append(column[fields[1]])
             hits[2].append(value)
     if not times:
-        raise ReaderError(path, "expected at least one 'HH:MM,Parameter,Value' line after the header")
+        raise ReaderError(
+            path, f"expected at least one 'HH:MM,Parameter,Value' line after the header{_skip_note(skipped)}"
+        )
     if not parameters & set(channels):
         raise _no_channels(path, channels, parameters, "parameters")
     values = np.full((len(times), len(channels)), np.nan)
     values[hits[0], hits[1]] = hits[2]
-    return _Samples(np.asarray(times), values)
+    return _Samples(np.asarray(times), values, dict(skipped))
 
 
 # --- WFDB ----------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""Largest magnitude a numeric cell may have: values are stored as float32 (about 3.4e38)."""
 MISSING_CODE = 0
 UNKNOWN_CODE = 1
 _FIRST_VOCAB_CODE = 2
@@ -56,13 +58,13 @@ def numeric_column(series: pd.Series) -> tuple[np.ndarray, np.ndarray, int | Non
     Returns:
         ``values`` ``(N,)`` float64 with NaN where missing or unparsable, ``missing`` ``(N,)`` bool
         (blank cells), and the 0-based position of the first cell that is neither blank nor a finite
-        number (``None`` when every cell is fine).
+        number that fits float32 (``None`` when every cell is fine).
     """
     missing = blank_mask(series)
     if pd.api.types.is_bool_dtype(series):
         series = series.astype("float64")
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan, copy=True)
-    bad = ~missing & ~np.isfinite(values)
+    bad = ~missing & ~(np.abs(values) <= FLOAT32_MAX)
     values[bad] = np.nan
     first_bad = int(np.argmax(bad)) if bad.any() else None
     return values, missing, first_bad

@@ -202,18 +202,31 @@ def test_p12_repeated_parameter_in_a_cell_is_averaged(tmp_path):
 
 
 @pytest.mark.realdata
-def test_p12_garbage_line_names_the_line_and_not_its_content(tmp_path):
-    real = shared_file("physionet2012", "set-a", "132539.txt").read_text().splitlines()
+def test_p12_malformed_lines_are_skipped_and_counted_and_the_rest_is_read(tmp_path):
+    source = shared_file("physionet2012", "set-a", "132539.txt")
+    real = source.read_text().splitlines()
     broken = tmp_path / "132539.txt"
-    broken.write_text("\n".join([*real[:10], "SECRET-garbage;;;", *real[10:]]) + "\n")
-    with pytest.raises(ReaderError, match="line 11") as caught:
-        read_sensor(broken, channels=["HR"], rate_hz=1 / HOUR)
-    assert "SECRET" not in str(caught.value)
-    bad_value = tmp_path / "value.txt"
-    bad_value.write_text("\n".join([*real[:10], "00:40,HR,seventy", *real[10:]]) + "\n")
-    with pytest.raises(ReaderError, match="line 11, column 'Value'") as caught:
-        read_sensor(bad_value, channels=["HR"], rate_hz=1 / HOUR)
-    assert "seventy" not in str(caught.value)
+    bad = ["SECRET-garbage;;;", "10:45,,1.9", "00:40,HR,seventy", "00:41,HR,1e999", "4h,HR,70", "1,2,3,4"]
+    broken.write_text("\n".join([*real[:10], *bad, *real[10:]]) + "\n")
+    clean = read_sensor(source, channels=["HR", "Temp"], rate_hz=1 / HOUR, duration_s=48 * HOUR)
+    array = read_sensor(broken, channels=["HR", "Temp"], rate_hz=1 / HOUR, duration_s=48 * HOUR)
+    np.testing.assert_array_equal(array.values, clean.values)
+    np.testing.assert_array_equal(array.observed, clean.observed)
+    assert clean.skipped == {}
+    assert array.skipped == {
+        "line without 3 fields and a parameter name": 3,
+        "line whose value is not a finite number": 2,
+        "line whose time is not HH:MM": 1,
+    }
+    assert not any("SECRET" in reason or "seventy" in reason for reason in array.skipped)
+
+
+def test_p12_record_with_no_usable_line_is_unreadable_and_says_what_was_skipped(tmp_path):
+    path = tmp_path / "p12.txt"
+    path.write_text("Time,Parameter,Value\n10:45,,1.9\n10:50,,SECRET\nxx,HR,1\n")
+    with pytest.raises(ReaderError, match=r"none is usable \(skipped: 2 line without") as caught:
+        read_sensor(path, channels=["HR"], rate_hz=1.0)
+    assert "SECRET" not in str(caught.value) and "1 line whose time is not HH:MM" in str(caught.value)
 
 
 def test_p12_file_without_any_requested_parameter_lists_what_it_has(tmp_path):
@@ -264,17 +277,23 @@ def test_empty_csv_is_refused(tmp_path):
         read_sensor(header_only, channels=["HR"], rate_hz=1.0)
 
 
-def test_csv_text_value_and_bad_time_name_the_line_and_column_not_the_value(tmp_path):
+def test_csv_bad_cells_rows_without_time_and_long_lines_are_skipped_and_counted(tmp_path):
     path = tmp_path / "v.csv"
-    path.write_text("time,HR,SpO2\n0,60,97\n1,61,\n2,62,ninety-SECRET\n")
-    with pytest.raises(ReaderError, match="line 4, column 'SpO2'") as caught:
-        read_sensor(path, channels=["HR", "SpO2"], rate_hz=1.0)
-    assert "SECRET" not in str(caught.value)
-    path.write_text("time,HR\n0,60\nnoon,61\n")
-    with pytest.raises(ReaderError, match="line 3, column 'time'"):
-        read_sensor(path, channels=["HR"], rate_hz=1.0)
-    path.write_text("time,HR\n0,60\n,61\n")
-    with pytest.raises(ReaderError, match="line 3, column 'time'"):
+    path.write_text(
+        "time,HR,SpO2\n0,60,97\n1,61,\n2,62,ninety-SECRET\nnoon,1,1\n,2,2\n3,63,98,EXTRA\n4,64,99\n"
+    )
+    array = read_sensor(path, channels=["HR", "SpO2"], rate_hz=1.0)
+    assert array.values.shape == (5, 2)
+    np.testing.assert_array_equal(array.observed[:, 0], [True, True, True, False, True])
+    np.testing.assert_array_equal(array.observed[:, 1], [True, False, False, False, True])
+    assert array.values[4].tolist() == [64.0, 99.0]
+    assert array.skipped == {
+        "line with more fields than the header": 1,
+        "row whose time is blank or not a finite number": 2,
+        "cell that is not a number (read as unobserved)": 1,
+    }
+    path.write_text("time,HR\nnoon,60\n,61\n")
+    with pytest.raises(ReaderError, match=r"none is usable \(skipped: 2 row whose time"):
         read_sensor(path, channels=["HR"], rate_hz=1.0)
 
 

@@ -89,3 +89,19 @@ def test_import_unknown_dataset_is_bad_input(tmp_path):
     result = runner.invoke(app, ["import", "physionet2021", str(tmp_path), "--out", str(tmp_path / "x")])
     assert result.exit_code == EXIT_BAD_INPUT
     assert "did you mean 'physionet2012'" in result.output
+
+
+def test_predict_exits_1_when_too_many_rows_lose_a_modality(bundle_path, cohort_60, tmp_path):
+    folder = tmp_path / "cohort"
+    shutil.copytree(cohort_60.parent, folder)
+    for path in sorted((folder / "vitals").glob("*.csv"))[:12]:
+        path.write_text("time,HR,SpO2,MAP,RR\n10:45,,1.9\n")
+    out = tmp_path / "p.csv"
+    args = ["predict", str(bundle_path), str(folder / "cohort.yaml"), "--out", str(out), "--device", "cpu"]
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 1, failed.output
+    assert "rows predicted without 'vitals'" in failed.output
+    assert "more than --allow-missing-share 0.1" in failed.output
+    assert len(pd.read_csv(out)) == 60  # the output is written all the same
+    allowed = runner.invoke(app, [*args, "--allow-missing-share", "0.5"])
+    assert allowed.exit_code == 0, allowed.output

@@ -268,3 +268,35 @@ def test_audit_log_records_every_prediction_and_replays(bundle_path, cohort_60, 
     log.write_text("\n".join(lines) + "\n")
     broken = runner.invoke(app, ["audit", "verify", str(log)])
     assert broken.exit_code == 1 and "line 5" in broken.output
+
+
+def _rows_with(folder: Path, column: str) -> list[int]:
+    table = pd.read_csv(folder / "cohort.csv", dtype=str, keep_default_na=False)
+    return [i + 1 for i, cell in enumerate(table[column]) if cell]
+
+
+def test_skipped_sensor_lines_and_failed_files_are_counted_per_modality_and_reason(
+    bundle, cohort_copy, tmp_path
+):
+    rows = _rows_with(cohort_copy, "vitals_path")
+    table = pd.read_csv(cohort_copy / "cohort.csv", dtype=str, keep_default_na=False)
+    skipped_row, *failed_rows = rows[:4]
+    with (cohort_copy / table.loc[skipped_row - 1, "vitals_path"]).open("a") as handle:
+        handle.write("noon,70,97,80,15\n")
+    for row in failed_rows:
+        (cohort_copy / table.loc[row - 1, "vitals_path"]).write_text("time,HR,SpO2,MAP,RR\n,1,2,3,4\n")
+    out = tmp_path / "p.parquet"
+    summary = predict_cohort(bundle, cohort_copy / "cohort.yaml", out, progress=False)
+    frame = read_predictions(out)
+    assert len(frame) == 60 and summary.ok == 60
+    record = row_to_record(frame.iloc[skipped_row - 1].to_dict())
+    assert record.skipped_lines == {"vitals": {"row whose time is blank or not a finite number": 1}}
+    assert record.modality_present["vitals"]
+    assert summary.skipped_lines == {"vitals": {"row whose time is blank or not a finite number": 1}}
+    assert summary.rows_with_skipped == {"vitals": 1}
+    [(reason, count)] = summary.without["vitals"].items()
+    assert count == 3 and "none is usable (skipped: N row whose time" in reason
+    assert summary.missing_shares() == {"vitals": 3 / 60}
+    assert summary.too_many_missing(0.1) == []
+    [line] = summary.too_many_missing(0.04)
+    assert "5.0% of rows were predicted without 'vitals'" in line

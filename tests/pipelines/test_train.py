@@ -195,7 +195,12 @@ def test_strong_signal_reaches_validation_auroc_above_0_8(tmp_path):
     # Four synthetic vitals whose signal is a 24 h trend: on 210 training patients the temporal CNN
     # learns it within 10 epochs, the per-channel statistics do not (README, "where we fall short").
     config = TrainConfig(
-        epochs=10, patience=10, batch_size=16, lr=0.003, token_dim=32, encoders={"sensor": {"tokens": "windows"}}
+        epochs=10,
+        patience=10,
+        batch_size=16,
+        lr=0.003,
+        token_dim=32,
+        encoders={"sensor": {"tokens": "windows"}},
     )
     result = train(
         tmp_path / "cohort" / "cohort.yaml", tmp_path / "model", config, device="cpu", progress=False

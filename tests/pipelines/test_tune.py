@@ -30,7 +30,9 @@ def test_tuning_sees_no_test_row(cohort_60):
 @pytest.mark.slow
 def test_trials_write_a_table_and_a_best_config_that_train_accepts(cohort_60, tmp_path):
     seen = []
-    result = tune(cohort_60, tmp_path / "tune", replace(TINY, epochs=1), trials=2, device="cpu", on_trial=seen.append)
+    result = tune(
+        cohort_60, tmp_path / "tune", replace(TINY, epochs=1), trials=2, device="cpu", on_trial=seen.append
+    )
     table = pd.read_csv(result.trials_table)
     assert len(table) == 2 == result.trials == len(seen)
     assert (table["test_patients_seen"] == 0).all()

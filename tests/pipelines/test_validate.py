@@ -173,3 +173,39 @@ def test_records_resolve_paths_and_mark_missing(synth_cohort):
             )
         assert record.split in {"train", "val", "test"}
         assert record.outcome in {"0", "1"}
+
+
+def _vitals_files(folder: Path) -> list[Path]:
+    return sorted((folder / "vitals").glob("*.csv"))
+
+
+def test_malformed_sensor_lines_are_counted_per_reason_and_the_cohort_stays_valid(editable_cohort):
+    first, second = _vitals_files(editable_cohort)[:2]
+    with first.open("a") as handle:
+        handle.write("noon,70,97,80,15\n1.5,70,97,80,15,EXTRA\n")
+    with second.open("a") as handle:
+        handle.write("2.0,seventy,97,80,15\n")
+    report = validate_cohort(editable_cohort / "cohort.yaml")
+    assert report.ok, report.problems
+    files = report.files
+    ecg_headers = list((editable_cohort / "ecg").glob("*.hea"))
+    assert files.read == len(_vitals_files(editable_cohort)) + len(ecg_headers)
+    assert files.checked > files.read
+    assert files.skipped == {
+        "vitals": {
+            "row whose time is blank or not a finite number": 1,
+            "line with more fields than the header": 1,
+            "cell that is not a number (read as unobserved)": 1,
+        }
+    }
+    assert files.rows_with_skipped == {"vitals": 2}
+
+
+def test_a_sensor_file_with_nothing_usable_is_a_problem_and_skip_headers_only_counts(editable_cohort):
+    broken = _vitals_files(editable_cohort)[0]
+    broken.write_text("time,HR,SpO2,MAP,RR\nnoon,70,97,80,15\n")
+    report = validate_cohort(editable_cohort / "cohort.yaml")
+    [problem] = report.problems
+    assert problem.column == "vitals_path" and "none is usable" in problem.expected
+    quick = validate_cohort(editable_cohort / "cohort.yaml", check_files=False)
+    assert quick.ok and quick.files.read == 0 and quick.files.checked == report.files.checked

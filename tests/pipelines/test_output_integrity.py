@@ -1,0 +1,163 @@
+"""One writer per output, no row delivered unlogged, and hashes of the bytes actually used."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.audit import AuditLog, unlogged, verify_log
+from pipelines.cohort import load_cohort, read_table
+from pipelines.loading import load_bundle
+from pipelines.partial_lock import OutputBusy, locked_partial
+from pipelines.predict import (
+    OutputWriteError,
+    PredictAborted,
+    PredictionDataset,
+    PredictOptions,
+    input_sha256,
+    neutralised,
+    predict_cohort,
+    read_predictions,
+    row_to_record,
+)
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_path):
+    return load_bundle(bundle_path)
+
+
+@pytest.fixture
+def cohort_copy(cohort_60, tmp_path) -> Path:
+    target = tmp_path / "cohort"
+    shutil.copytree(cohort_60.parent, target)
+    return target
+
+
+def _ids(path: Path) -> list[str]:
+    return list(read_predictions(path)["patient_id"].astype(str))
+
+
+def test_a_second_writer_of_the_same_output_is_refused_naming_the_pid(bundle, cohort_60, tmp_path):
+    out = tmp_path / "p.parquet"
+    with locked_partial(out):
+        with pytest.raises(
+            OutputBusy, match=rf"another deepwe predict is writing {out} \(pid {os.getpid()}\)"
+        ):
+            predict_cohort(bundle, cohort_60, out, progress=False)
+        assert (tmp_path / "p.parquet.partial").is_dir()  # the holder's folder is left alone
+    predict_cohort(bundle, cohort_60, out, progress=False)
+    assert len(read_predictions(out)) == 60 and not (tmp_path / "p.parquet.partial").exists()
+
+
+def test_another_cohort_never_takes_over_finished_chunks(bundle, cohort_60, cohort_copy, tmp_path):
+    table = pd.read_csv(cohort_copy / "cohort.csv", dtype=str, keep_default_na=False)
+    table["patient_id"] = [f"OTHER-{i}" for i in range(len(table))]
+    table.loc[:39, "pcg_path"] = "pcg/gone.wav"
+    table.to_csv(cohort_copy / "cohort.csv", index=False)
+    out = tmp_path / "p.parquet"
+    options = PredictOptions(on_bad_file="error", max_errors=1, chunk_size=10)
+    with pytest.raises(PredictAborted):
+        predict_cohort(bundle, cohort_copy / "cohort.yaml", out, options, progress=False)
+    assert list((tmp_path / "p.parquet.partial").glob("chunk-*.parquet"))
+    with pytest.raises(ValueError, match="another model, cohort or options"):
+        predict_cohort(bundle, cohort_60, out, PredictOptions(chunk_size=10), resume=True, progress=False)
+    predict_cohort(bundle, cohort_60, out, PredictOptions(chunk_size=10), progress=False)
+    expected = pd.read_csv(cohort_60.parent / "cohort.csv", dtype=str)["patient_id"].tolist()
+    assert _ids(out) == expected
+
+
+class _FailingLog:
+    """The audit log, failing on its ``fail_on``-th append as a full disk or a torn log would."""
+
+    def __init__(self, path: Path, fail_on: int) -> None:
+        self.log, self.calls, self.fail_on = AuditLog(path), 0, fail_on
+
+    def __call__(self, records) -> None:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise OSError(28, "No space left on device", str(self.log.path))
+        self.log.append(records, user="tester", code_version="test")
+
+
+def test_a_chunk_is_delivered_only_once_logged_and_verify_checks_delivery(bundle, cohort_60, tmp_path):
+    out, log = tmp_path / "p.parquet", tmp_path / "audit.jsonl"
+    options = PredictOptions(chunk_size=20)
+    with pytest.raises(OutputWriteError, match="No space left"):
+        predict_cohort(bundle, cohort_60, out, options, progress=False, on_records=_FailingLog(log, 2))
+    chunks = sorted((tmp_path / "p.parquet.partial").glob("chunk-*.parquet"))
+    assert [c.name for c in chunks] == ["chunk-000000.parquet"]  # the unlogged chunk was not committed
+    assert verify_log(log).records == 20
+    summary = predict_cohort(
+        bundle, cohort_60, out, options, resume=True, progress=False, on_records=_FailingLog(log, 0)
+    )
+    assert summary.resumed_chunks == 1 and summary.rows == 60
+    delivered = [row_to_record(r) for r in read_predictions(out).to_dict("records")]
+    assert verify_log(log).ok and unlogged(log, delivered) == []
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:50]))
+    (tmp_path / "audit.jsonl.head").unlink()
+    assert verify_log(log).ok and unlogged(log, delivered) == list(range(51, 61))
+
+
+def test_a_run_refused_before_any_chunk_leaves_no_partial_folder(bundle, cohort_60, tmp_path):
+    out = tmp_path / "p.parquet"
+    with pytest.raises(OutputWriteError, match="No space left"):
+        predict_cohort(
+            bundle, cohort_60, out, progress=False, on_records=_FailingLog(tmp_path / "a.jsonl", 1)
+        )
+    assert not (tmp_path / "p.parquet.partial").exists() and not out.exists()
+
+
+class _Rewriter:
+    """A reader that, before reading, rewrites its file the first ``times`` calls: a concurrent writer."""
+
+    def __init__(self, read, times: int) -> None:
+        self.read, self.times, self.calls = read, times, 0
+
+    def __call__(self, path: str):
+        self.calls += 1
+        if self.calls <= self.times:
+            with open(path, "a") as handle:
+                handle.write(f"{3000 + self.calls},70,97,80,15\n")
+        return self.read(path)
+
+
+@pytest.mark.parametrize("rewrites", [1, 5])
+def test_the_input_hash_is_of_the_bytes_that_were_read(bundle, cohort_copy, rewrites):
+    cohort = load_cohort(cohort_copy / "cohort.yaml")
+    position = next(i for i, r in enumerate(cohort.records()) if r.paths.get("vitals"))
+    records = list(cohort.records([position]))
+    table = cohort.table.iloc[[position]].reset_index(drop=True)
+    dataset = PredictionDataset(bundle, cohort, records, table)
+    rewriter = _Rewriter(dataset.inner.readers["vitals"], rewrites)
+    dataset.inner.readers["vitals"] = rewriter
+    sample, digest, _ = dataset[0]
+    if rewrites == 1:
+        assert rewriter.calls == 2 and sample.refused is None
+        assert digest == input_sha256(cohort, records[0], dataset.rows[0])  # the bytes of the second read
+    else:
+        assert (
+            sample.refused == f"row {records[0].row}: its input files changed while they were read (3 tries)"
+        )
+
+
+def test_formula_like_text_is_neutralised_in_csv_and_restored_on_reading(tmp_path):
+    frame = pd.DataFrame(
+        {"patient_id": ['=HYPERLINK("x")', "+1", "-2", "@A", "\tB", "P7"], "risk": [0.1] * 6}
+    )
+    safe = neutralised(frame)
+    assert safe["patient_id"].tolist() == ['\'=HYPERLINK("x")', "'+1", "'-2", "'@A", "'\tB", "P7"]
+    safe.to_csv(tmp_path / "p.csv", index=False)
+    assert read_predictions(tmp_path / "p.csv")["patient_id"].tolist() == frame["patient_id"].tolist()
+
+
+def test_a_semicolon_separated_table_gets_a_delimiter_hint(tmp_path):
+    path = tmp_path / "cohort.csv"
+    path.write_text("patient_id;age\nP1;54\n")
+    with pytest.raises(ValueError, match="';' between the names: save it with commas"):
+        read_table(path)
