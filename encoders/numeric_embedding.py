@@ -3,8 +3,7 @@
 A scalar ``x`` of feature ``f`` becomes ``K`` bin activations — 1 for bins wholly below ``x``, 0 for
 bins above it, the fraction covered for the bin holding it — and a per-feature linear map turns them
 into a token (Gorishniy, Rubachev & Babenko, "On Embeddings for Numerical Features in Tabular Deep
-Learning", NeurIPS 2022). A linear term in the robustly standardised value is added, so that the
-linear part of a variable's effect, which small cohorts need first, is one weight vector away. With bin edges at training quantiles the encoding is robust by
+Learning", NeurIPS 2022). With bin edges at training quantiles the encoding is robust by
 construction: a skewed variable is spread evenly over its bins, and a value beyond the outer edges
 (a unit error such as pH 735) encodes like the outermost training values, so it is clipped at the
 training quantiles instead of reaching the network as z = 9,000.
@@ -89,9 +88,8 @@ class PiecewiseLinearEmbedding(nn.Module):
                 f"piecewise-linear embedding needs features, bins and dim >= 1, got {features}, {bins}, {dim}"
             )
         self.register_buffer("edges", torch.linspace(-2.0, 2.0, bins + 1).repeat(features, 1))
-        self.linear = nn.Parameter(torch.randn(features, dim))
         self.weight = nn.Parameter(torch.randn(features, bins, dim) / bins**0.5)
-        self.bias = nn.Parameter(torch.zeros(features, dim))
+        self.bias = nn.Parameter(torch.randn(features, dim))
 
     @torch.no_grad()
     def set_edges(self, edges: np.ndarray | Tensor) -> None:
@@ -104,25 +102,11 @@ class PiecewiseLinearEmbedding(nn.Module):
         self.edges.copy_(edges)
 
     def encode(self, x: Tensor) -> Tensor:
-        """``(B, F)`` -> ``(B, F, K)`` bin activations in [0, 1], minus those of the feature's median
-        (the middle edge), so that a typical value encodes near 0 and the value-dependent part of a
-        token is not swamped by a common offset after the token's LayerNorm."""
-        return self._activations(x) - self._activations(self.edges[:, self.edges.shape[1] // 2].expand_as(x))
-
-    def _activations(self, x: Tensor) -> Tensor:
+        """``(B, F)`` -> ``(B, F, K)`` bin activations in [0, 1] (NaN-free for finite ``x``)."""
         low = self.edges[:, :-1]
         width = (self.edges[:, 1:] - low).clamp_min(1e-6)
         return ((x.unsqueeze(-1) - low) / width).clamp(0.0, 1.0)
 
-    def standardised(self, x: Tensor) -> Tensor:
-        """``(B, F)`` -> the value clipped to the outer edges, minus the median, over a robust sd
-        (the 0.5%-99.5% range of a normal variable spans about 5.2 sd)."""
-        low, high = self.edges[:, 0], self.edges[:, -1]
-        middle = self.edges[:, self.edges.shape[1] // 2]
-        return (torch.minimum(torch.maximum(x, low), high) - middle) / ((high - low) / 5.2).clamp_min(1e-6)
-
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, F)`` finite scalars -> ``(B, F, D)``: a linear term in the robustly standardised value
-        (what a linear model would learn first) plus the piecewise-linear correction."""
-        linear = self.standardised(x).unsqueeze(-1) * self.linear
-        return linear + torch.einsum("bfk,fkd->bfd", self.encode(x), self.weight) + self.bias
+        """``(B, F)`` finite scalars -> ``(B, F, D)``."""
+        return torch.einsum("bfk,fkd->bfd", self.encode(x), self.weight) + self.bias
