@@ -121,7 +121,7 @@ def run(fold: int, work: Path, seed: int = 0) -> dict[str, object]:
     labels = table[P12_OUTCOME].astype(int).to_numpy()
     y = {s: labels[split == s] for s in ("train", "val", "test")}
     x = by_split(features, split)
-    trees = fit_gradient_boosting(x, y, seed).details["trees"]
+    trees = fit_gradient_boosting(x, y, seed).chosen["trees"]
     model = HistGradientBoostingClassifier(**(GB_PARAMS | {"max_iter": trees}), random_state=seed)
     model.fit(x["train"], y["train"])
     permuted = permutation_importance(

@@ -109,4 +109,6 @@ class PiecewiseLinearEmbedding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, F)`` finite scalars -> ``(B, F, D)``."""
-        return torch.einsum("bfk,fkd->bfd", self.encode(x), self.weight) + self.bias
+        # A broadcast product and sum, not a matmul: each patient's tokens come out bit-identical
+        # whatever else is in the batch (a matmul's blocking depends on the batch size).
+        return (self.encode(x).unsqueeze(-1) * self.weight).sum(dim=2) + self.bias

@@ -69,6 +69,8 @@ def save_checkpoint(
     memory = core.memory
     if memory is not None:
         tensors["memory.rows"] = memory.rows.detach().cpu().contiguous()
+        tensors["memory.outcomes"] = memory.outcomes.detach().cpu().contiguous()
+        tensors["memory.ids"] = memory.ids.detach().cpu().contiguous()
     meta = {
         "fingerprint": fingerprint,
         "loop": asdict(loop),
@@ -111,6 +113,8 @@ def load_checkpoint(
     torch.set_rng_state(tensors["rng.torch"])
     if core.memory is not None and meta["memory"] is not None:
         core.memory.rows.copy_(tensors["memory.rows"])
+        core.memory.outcomes.copy_(tensors["memory.outcomes"])
+        core.memory.ids.copy_(tensors["memory.ids"])
         core.memory.count = meta["memory"]["count"]
         core.memory.position = meta["memory"]["position"]
     return LoopState(**meta["loop"])

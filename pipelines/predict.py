@@ -67,7 +67,7 @@ class OutputWriteError(RuntimeError):
             else "no chunk was finished"
         )
         super().__init__(
-            f"could not write the output: {error.strerror or type(error).__name__}{where}; any earlier "
+            f"could not write the output: {error.strerror or error or type(error).__name__}{where}; any earlier "
             f"output is untouched and {kept}: free space and rerun with --resume"
         )
 
@@ -690,8 +690,9 @@ def predict_cohort(
             summary.output = out
             _assemble(bundle, partial, len(job.chunks), out)
         except BaseException as error:
-            # A run refused before it delivered a chunk leaves nothing behind; finished chunks stay.
-            if not any(partial.glob("chunk-*.parquet")):
+            # A run refused before it passed a chunk to the audit log leaves nothing behind; chunks
+            # it passed on stay for --resume.
+            if not any(partial.glob("chunk-*.taken")):
                 partial_lock.remove(partial)
             if isinstance(error, OSError):
                 raise OutputWriteError(error, partial) from error

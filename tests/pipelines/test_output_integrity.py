@@ -89,13 +89,15 @@ def test_a_chunk_is_delivered_only_once_logged_and_verify_checks_delivery(bundle
     options = PredictOptions(chunk_size=20)
     with pytest.raises(OutputWriteError, match="No space left"):
         predict_cohort(bundle, cohort_60, out, options, progress=False, on_records=_FailingLog(log, 2))
-    chunks = sorted((tmp_path / "p.parquet.partial").glob("chunk-*.parquet"))
-    assert [c.name for c in chunks] == ["chunk-000000.parquet"]  # the unlogged chunk was not committed
+    partial = tmp_path / "p.parquet.partial"
+    assert not out.exists()
+    # The second chunk was predicted but never logged: it has no marker and is not delivered.
+    assert [c.name for c in sorted(partial.glob("chunk-*.taken"))] == ["chunk-000000.taken"]
     assert verify_log(log).records == 20
     summary = predict_cohort(
         bundle, cohort_60, out, options, resume=True, progress=False, on_records=_FailingLog(log, 0)
     )
-    assert summary.resumed_chunks == 1 and summary.rows == 60
+    assert summary.resumed_chunks == 2 and summary.rows == 60
     delivered = [row_to_record(r) for r in read_predictions(out).to_dict("records")]
     assert verify_log(log).ok and unlogged(log, delivered) == []
     lines = log.read_text().splitlines(keepends=True)

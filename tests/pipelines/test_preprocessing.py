@@ -28,7 +28,7 @@ def test_bin_edges_are_fitted_on_the_training_split_only(editable_cohort):
     before = prepare_cohort(load_cohort(editable_cohort / "cohort.yaml")).preprocessing
 
     def extreme_outside_training(table: pd.DataFrame) -> None:
-        table.loc[table["split"] != "train", "lactate"] = "1e300"
+        table.loc[table["split"] != "train", "lactate"] = "1e30"
 
     after = prepare_cohort(load_cohort(_edit_table(editable_cohort, extreme_outside_training))).preprocessing
     assert before["numeric_edges"]["labs"] == after["numeric_edges"]["labs"]

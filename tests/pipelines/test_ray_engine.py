@@ -19,7 +19,13 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app
 from pipelines.loading import load_bundle
-from pipelines.predict import PredictAborted, PredictOptions, predict_cohort, read_predictions
+from pipelines.predict import (
+    OutputWriteError,
+    PredictAborted,
+    PredictOptions,
+    predict_cohort,
+    read_predictions,
+)
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'deepwe-mm[ray]')")
 
@@ -172,7 +178,7 @@ def test_a_fault_mid_run_then_resume_loses_and_repeats_no_row(cluster, bundle, b
             raise OSError("the audit disk is full")
         audited.extend(records)
 
-    with pytest.raises(OSError, match="audit disk"):
+    with pytest.raises(OutputWriteError, match="audit disk"):
         predict_cohort(
             bundle,
             broken_cohort,
