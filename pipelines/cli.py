@@ -149,7 +149,12 @@ def import_(
         ),
     ],
     src: Annotated[
-        Path, typer.Argument(help="The dataset's folder (or .npz / .csv file).", show_default=False)
+        str,
+        typer.Argument(
+            help="The dataset's folder (or .npz / .csv file); omop also takes a database URL "
+            "(postgresql://user@host/cdm, sqlite:///cdm.db).",
+            show_default=False,
+        ),
     ],
     out: Annotated[Path, typer.Option(help="Folder to write cohort.yaml and its table into.")],
     task: Annotated[
@@ -166,6 +171,9 @@ def import_(
         Path | None,
         typer.Option(help="mimic-iv: a MIMIC-CXR-JPG folder; the latest in-window X-ray becomes an image."),
     ] = None,
+    schema: Annotated[
+        str | None, typer.Option(help="omop from a database URL: the CDM's schema, when not the default.")
+    ] = None,
     check: Annotated[bool, typer.Option(help="Validate the written cohort (file headers not read).")] = True,
 ) -> None:
     """Convert a public dataset into a cohort (spec + table) that `deepwe validate` accepts.
@@ -174,18 +182,25 @@ def import_(
     cinc2017 a folder of WFDB .hea/.mat records with REFERENCE.csv; medmnist an .npz file (images are
     written as PNG files); iu-xray indiana_reports.csv (notes are written as .txt files); mimic-iv a
     MIMIC-IV folder (hosp/, icu/, note/); fhir a folder of FHIR R4 Bundles (.json or .ndjson); omop an
-    OMOP CDM 5.x folder of CSV tables.
+    OMOP CDM 5.x folder of CSV tables, or the URL of a database holding them.
     """
     from pipelines.importers import import_dataset
+    from pipelines.importers.database import is_database_url, shown_url
 
     options = {
         key: value
-        for key, value in {"task": task, "limit_per_split": limit_per_split, "cxr": cxr}.items()
+        for key, value in {
+            "task": task,
+            "limit_per_split": limit_per_split,
+            "cxr": cxr,
+            "schema": schema,
+        }.items()
         if value is not None
     }
+    source = src if is_database_url(src) else Path(src)
     try:
-        with _console(stderr=True).status(f"importing {name} from {src} ..."):
-            result = import_dataset(name, src, out, **options)
+        with _console(stderr=True).status(f"importing {name} from {shown_url(src)} ..."):
+            result = import_dataset(name, source, out, **options)
     except ValueError as error:
         _console(stderr=True).print(f"[red]cannot import:[/] {error}")
         raise typer.Exit(EXIT_BAD_INPUT) from None

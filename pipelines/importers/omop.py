@@ -11,11 +11,13 @@ skipped and counted, and the first one is named by file and record id.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import duckdb
 
 from pipelines.importers._common import ImportResult, require_folder
+from pipelines.importers.database import export_tables, is_database_url, shown_url
 from pipelines.importers.task_engine import (
     AGE_BAND_SQL,
     EventTable,
@@ -59,8 +61,45 @@ EVENTS = {
 }
 
 
+TABLES = (
+    "PERSON",
+    "VISIT_OCCURRENCE",
+    "VISIT_DETAIL",
+    "MEASUREMENT",
+    "OBSERVATION",
+    "CONDITION_OCCURRENCE",
+    "DEATH",
+    "NOTE",
+    "CONCEPT",
+)
+"""The CDM tables the importer reads (copied out of a database given by URL)."""
+
+
+def import_omop(
+    src: str | Path, out: str | Path, *, task: str | Path | None = None, schema: str | None = None
+) -> ImportResult:
+    """Import an OMOP CDM from a folder of CSV tables or from a database URL.
+
+    A SQLAlchemy URL (``postgresql://user@host/cdm``, ``sqlite:///cdm.db``) is read table by table
+    in chunks into a temporary folder (``schema`` names the CDM schema when it is not the default),
+    and that folder is imported like any other; see :func:`import_omop_folder`.
+
+    Raises:
+        ValueError: as :func:`import_omop_folder`, or the database cannot be read.
+    """
+    if not is_database_url(src):
+        return import_omop_folder(src, out, task=task)
+    with tempfile.TemporaryDirectory(prefix="omop-tables-") as folder:
+        written = export_tables(str(src), Path(folder), TABLES, schema)
+        if not written:
+            raise ValueError(
+                f"{shown_url(str(src))}: expected OMOP CDM tables ({', '.join(TABLES)}); found none"
+            )
+        return import_omop_folder(folder, out, task=task)
+
+
 @reads_tables
-def import_omop(src: str | Path, out: str | Path, *, task: str | Path | None = None) -> ImportResult:
+def import_omop_folder(src: str | Path, out: str | Path, *, task: str | Path | None = None) -> ImportResult:
     """Write a cohort of OMOP visits: one row per visit, split by ``person_id``.
 
     Table columns: ``visit_occurrence_id``, ``person_id`` (the split group), the outcome (default

@@ -90,3 +90,26 @@ def test_a_folder_without_person_is_refused(tmp_path):
     (tmp_path / "src").mkdir()
     with pytest.raises(ValueError, match=r"expected an OMOP CDM 5.x folder .* PERSON.csv is absent"):
         import_dataset("omop", tmp_path / "src", tmp_path / "out")
+
+
+def test_a_database_url_imports_like_the_folder(omop_cohort, tmp_path):
+    import sqlite3
+
+    import pandas as pd
+
+    from pipelines.importers.omop import TABLES
+
+    database = tmp_path / "cdm.db"
+    with sqlite3.connect(database) as connection:
+        for table in TABLES:
+            path = _source() / f"{table}.csv"
+            if path.is_file():
+                pd.read_csv(path, dtype=str).to_sql(table.lower(), connection, index=False)
+    from_database = import_dataset("omop", f"sqlite:///{database}", tmp_path / "cohort")
+    assert _rows(from_database.spec_path) == _rows(omop_cohort.spec_path)
+    assert from_database.outcome_counts == omop_cohort.outcome_counts
+
+
+def test_an_unreachable_database_is_named_without_its_password(tmp_path):
+    with pytest.raises(ValueError, match=r"postgresql\+nosuchdriver://reader:\*\*\*@host/cdm"):
+        import_dataset("omop", "postgresql+nosuchdriver://reader:secret@host/cdm", tmp_path / "out")
