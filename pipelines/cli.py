@@ -476,6 +476,8 @@ def print_degraded(summary) -> None:
         rows = summary.rows_with_skipped.get(name, 0)
         for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
             console.print(f"  {count:6d}  skipped in {name!r} files ({rows} rows affected): {reason}")
+    for variable, count in sorted(summary.ignored.items()):
+        console.print(f"  {count:6d}  rows with a value in {variable!r}, ignored: training never observed it")
 
 
 @app.command()

@@ -113,6 +113,8 @@ class PredictSummary:
             failed (a blank cell is a normal missing modality and is not counted).
         skipped_lines: modality -> reason -> lines, rows or cells skipped in that modality's files.
         rows_with_skipped: modality -> rows whose file had something skipped.
+        ignored: ``"modality.variable"`` -> rows with a value in a tabular variable that training never
+            observed: the model has no embedding for it and ignores it.
     """
 
     output: Path
@@ -123,6 +125,7 @@ class PredictSummary:
     without: dict[str, dict[str, int]] = field(default_factory=dict)
     skipped_lines: dict[str, dict[str, int]] = field(default_factory=dict)
     rows_with_skipped: dict[str, int] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     resumed_chunks: int = 0
 
@@ -688,6 +691,7 @@ def predict_cohort(
         try:
             summary = _run_chunks(job, engine, options, progress, on_records)
             summary.output = out
+            summary.ignored = ignored_values(bundle, cohort)
             _assemble(bundle, partial, len(job.chunks), out)
         except BaseException as error:
             # A run refused before it passed a chunk to the audit log leaves nothing behind; chunks
@@ -700,6 +704,19 @@ def predict_cohort(
         partial_lock.remove(partial)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def ignored_values(bundle: Bundle, cohort: Cohort) -> dict[str, int]:
+    """``"modality.variable"`` -> rows of ``cohort`` with a value in a tabular variable that the
+    bundle's training split never observed (dropped at training, so ignored here)."""
+    counts = {}
+    for name, dropped in bundle.preprocessing.get("never_observed", {}).items():
+        for column in dropped:
+            if column in cohort.table.columns:
+                filled = int(cohort.table[column].notna().sum())
+                if filled:
+                    counts[f"{name}.{column}"] = filled
+    return counts
 
 
 def _resumable(partial: Path, fingerprint: str, resume: bool) -> bool:

@@ -85,3 +85,22 @@ def _collate(bundle, samples):
     from pipelines.dataset import PatientCollator
 
     return PatientCollator(bundle.model.encoders)(samples)
+
+
+@pytest.mark.slow
+def test_predict_ignores_and_counts_a_variable_training_never_observed(editable_cohort, tmp_path):
+    from pipelines.predict import predict_cohort
+
+    def blank_in_training(table: pd.DataFrame) -> None:
+        table.loc[table["split"] == "train", "sodium"] = ""
+
+    spec = _edit_table(editable_cohort, blank_in_training)
+    train(spec, tmp_path / "model", replace(TINY, epochs=1), device="cpu", progress=False)
+    bundle = load_bundle(tmp_path / "model")
+    assert "sodium" not in bundle.contents.config["encoders"]["labs"]["config"]["numeric"]
+    summary = predict_cohort(bundle, spec, tmp_path / "p.parquet", progress=False)
+    filled = (
+        pd.read_csv(editable_cohort / "cohort.csv", dtype=str, keep_default_na=False)["sodium"].ne("").sum()
+    )
+    assert filled > 0 and summary.ignored == {"labs.sodium": filled}
+    assert summary.rows == summary.ok == 31
