@@ -20,6 +20,7 @@ from pipelines.dataset import UNLABELLED, CohortDataset, label_index, read_senso
 from pipelines.spec_io import SpecError
 from pipelines.validate import validate_cohort
 
+VALUE_STATISTICS = ("first", "last", "min", "max", "mean")
 WAVEFORM_MIN_RATE_HZ = 1.0
 """A sensor modality sampled at least this fast is a waveform (time-window tokens); slower series
 are measurements (per-variable statistic tokens)."""
@@ -267,8 +268,17 @@ def _sensor_stats(
             np.stack(statistics) if statistics else np.full((0, channels * len(SERIES_STATISTICS)), np.nan)
         )
         stats["edges"] = quantile_edges(table, bins).tolist()
+        # Only statistics in the channel's own units can be implausible; a slope or a time since the
+        # last measurement is heavy-tailed by nature.
+        values = [
+            i
+            for i, (_, s) in enumerate((c, s) for c in modality.channels for s in SERIES_STATISTICS)
+            if s in VALUE_STATISTICS
+        ]
         names = [f"{c} ({s})" for c in modality.channels for s in SERIES_STATISTICS]
-        stats["implausible"] = _named_counts(names, table if len(table) else None)
+        stats["implausible"] = _named_counts(
+            [names[i] for i in values], table[:, values] if len(table) else None
+        )
     return stats
 
 
