@@ -45,7 +45,8 @@ def test_registry_names_every_importer_and_its_options():
     assert importer_options("medmnist") == {"limit_per_split": None}
     assert importer_options("physionet2012") == {}
     assert importer_options("mimic-iv") == {"task": None, "cxr": None}
-    assert importer_options("fhir") == importer_options("omop") == {"task": None}
+    assert importer_options("fhir") == {"task": None}
+    assert importer_options("omop") == {"task": None, "schema": None}
 
 
 def test_unknown_importer_suggests_the_closest_name(tmp_path: Path):
