@@ -36,7 +36,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
-# Benchmarks (issue 8): write benchmarks/results.json and benchmarks/RESULTS.md.
+# Benchmarks: write benchmarks/results.json and benchmarks/RESULTS.md.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.suite
 

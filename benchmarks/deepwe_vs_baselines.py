@@ -1,4 +1,4 @@
-"""Issue 4's evidence: DeepWe against gradient boosting on summary features, and against each modality.
+"""DeepWe against gradient boosting on summary features, and against each modality.
 
 Part ``p12``, PhysioNet/CinC 2012 set A (in-hospital death). Per split seed, one copy of the imported
 cohort gets a seeded, stratified, patient-level 70/15/15 ``split`` column, so every method sees

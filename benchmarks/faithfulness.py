@@ -1,4 +1,4 @@
-"""Issue 8: are DeepWe's explanations faithful? Deletion/insertion AUC of IG, gradient x input, random.
+"""Are DeepWe's explanations faithful? Deletion/insertion AUC of IG, gradient x input, random.
 
 Deletion and insertion curves (Petsiuk et al., BMVC 2018) follow the model's score while the tokens
 of a patient are removed (set to their modality's baseline) in the order a ranking gives, or added to
@@ -114,7 +114,7 @@ class Settings:
         ig_steps: Integrated Gradients steps.
         curve_steps: points on each deletion/insertion curve beyond the origin.
         random_orders: random orders averaged per patient.
-        quick_model: use :data:`QUICK_MODEL` sizes instead of those of the issue-4 benchmark.
+        quick_model: use :data:`QUICK_MODEL` sizes instead of those of the PhysioNet 2012 and synthetic comparison.
         torch_threads: intra-op threads while the part runs (restored after); None = leave as is.
     """
 
@@ -147,7 +147,7 @@ class Settings:
         )
 
     def train_config(self, dataset: str, seed: int, text_cache: Path) -> TrainConfig:
-        """DeepWe's training settings for ``dataset`` (the sizes of the issue-4 benchmark unless quick)."""
+        """DeepWe's training settings for ``dataset`` (the sizes of the PhysioNet 2012 and synthetic comparison unless quick)."""
         sizes = issue4.Settings(
             p12_epochs=self.epochs,
             p12_patience=self.patience,

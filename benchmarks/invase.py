@@ -1,4 +1,4 @@
-"""Issue 8, part 3: does DeepWe find what matters? INVASE's synthetic benchmarks Syn1-Syn6.
+"""Does DeepWe find what matters? INVASE's synthetic benchmarks Syn1-Syn6.
 
 The data are those of Yoon, Jordon & van der Schaar, "INVASE: Instance-wise Variable Selection
 using Neural Networks", ICLR 2019 (https://openreview.net/forum?id=BJg_roAcK7), section 5.1,

@@ -1,4 +1,4 @@
-"""Prediction throughput and peak memory (issue 5's evidence).
+"""Prediction throughput and peak memory.
 
 For each cohort size and modality set it writes a synthetic cohort, trains a tiny model once (the
 figures are about prediction, not accuracy), then runs ``deepwe predict`` in a fresh process and

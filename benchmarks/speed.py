@@ -1,4 +1,4 @@
-"""Issue 8, speed and memory: how fast DeepWe trains, predicts and explains, and where the time goes.
+"""Speed and memory: how fast DeepWe trains, predicts and explains, and where the time goes.
 
 On a synthetic cohort (``pipelines.synth.generate_cohort``, 20% missing per modality) with the demo
 settings (``configs/demo.yaml``), each stage runs in a fresh process so that its peak resident
