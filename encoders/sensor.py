@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,17 +25,11 @@ from torch import Tensor, nn
 
 from encoders._registry import register_encoder
 from encoders.base import ModalityEncoder
-from encoders.sensor_variables import SensorVariableConfig, SensorVariableEncoder
+from encoders.sensor_variables import GriddedSeries, SensorVariableConfig, SensorVariableEncoder
 from encoders.tokens import EncoderBatch, Tokens
 
-
-class SensorSample(Protocol):
-    """What the sensor encoder reads of :class:`encoders.readers.sensor.SensorArray`."""
-
-    values: np.ndarray  # (T, C) float32, 0 where unobserved
-    observed: np.ndarray  # (T, C) bool
-    rate_hz: float
-    start_s: float
+SensorSample = GriddedSeries
+"""What the sensor encoder reads of :class:`encoders.readers.sensor.SensorArray`."""
 
 
 @dataclass(frozen=True)

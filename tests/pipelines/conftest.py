@@ -45,3 +45,19 @@ def bundle_path(cohort_60: Path) -> Path:
     out = cohort_60.parent.parent / "model"
     train(cohort_60, out, TINY, device="cpu", progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_path: Path):
+    """``bundle_path`` loaded (once per test module)."""
+    from pipelines.loading import load_bundle
+
+    return load_bundle(bundle_path)
+
+
+@pytest.fixture
+def cohort_copy(cohort_60: Path, tmp_path: Path) -> Path:
+    """A private copy of ``cohort_60``'s folder, to edit."""
+    target = tmp_path / "cohort"
+    shutil.copytree(cohort_60.parent, target)
+    return target

@@ -11,7 +11,6 @@ import pytest
 import soundfile
 
 from pipelines.cohort import load_cohort
-from pipelines.loading import load_bundle
 from pipelines.predict import (
     PredictOptions,
     iter_predictions,
@@ -22,18 +21,6 @@ from pipelines.predict import (
     row_to_record,
 )
 from pipelines.validate import validate_cohort
-
-
-@pytest.fixture(scope="module")
-def bundle(bundle_path):
-    return load_bundle(bundle_path)
-
-
-@pytest.fixture
-def cohort_copy(cohort_60, tmp_path) -> Path:
-    target = tmp_path / "cohort"
-    shutil.copytree(cohort_60.parent, target)
-    return target
 
 
 def _table(folder: Path) -> pd.DataFrame:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +10,6 @@ import pytest
 
 from pipelines.audit import AuditLog, unlogged, verify_log
 from pipelines.cohort import load_cohort, read_table
-from pipelines.loading import load_bundle
 from pipelines.partial_lock import OutputBusy, locked_partial
 from pipelines.predict import (
     OutputWriteError,
@@ -24,18 +22,6 @@ from pipelines.predict import (
     read_predictions,
     row_to_record,
 )
-
-
-@pytest.fixture(scope="module")
-def bundle(bundle_path):
-    return load_bundle(bundle_path)
-
-
-@pytest.fixture
-def cohort_copy(cohort_60, tmp_path) -> Path:
-    target = tmp_path / "cohort"
-    shutil.copytree(cohort_60.parent, target)
-    return target
 
 
 def _ids(path: Path) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipelines.loading import load_bundle
 from pipelines.predict import (
     PredictAborted,
     PredictOptions,
@@ -27,18 +25,6 @@ from pipelines.predict import (
 from pipelines.spec_io import SpecError
 
 STABLE = ["row", "patient_id", "status", "error", "risk", "label", "probabilities", "modality_present"]
-
-
-@pytest.fixture(scope="module")
-def bundle(bundle_path):
-    return load_bundle(bundle_path)
-
-
-@pytest.fixture
-def cohort_copy(cohort_60, tmp_path) -> Path:
-    target = tmp_path / "cohort"
-    shutil.copytree(cohort_60.parent, target)
-    return target
 
 
 def _edit_table(folder: Path, edits: dict[tuple[int, str], str]) -> None:

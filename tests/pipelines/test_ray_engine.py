@@ -51,11 +51,6 @@ def cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def bundle(bundle_path):
-    return load_bundle(bundle_path)
-
-
 @pytest.fixture
 def broken_cohort(cohort_60, tmp_path) -> Path:
     """A copy of the 60-patient cohort with a corrupt DICOM, an empty and an absent WAV, a lab that is
