@@ -111,16 +111,26 @@ def modality_contributions(explanation: PatientExplanation) -> pd.DataFrame:
 
 def top_features(explanation: PatientExplanation, n: int = 12) -> pd.DataFrame:
     """The ``n`` tokens with the largest feature weight over every present modality, with their
-    attribution."""
+    attribution and whether the model selected them."""
     rows = [
-        {"modality": m, "token": token, "feature_weight": float(w), "attribution": float(a)}
+        {
+            "modality": m,
+            "token": token,
+            "feature_weight": float(w),
+            "selected": bool(s),
+            "attribution": float(a),
+        }
         for m, item in explanation.modalities.items()
-        for token, w, a in zip(
-            item.tokens, item.feature_weights.tolist(), item.token_attribution.tolist(), strict=True
+        for token, w, s, a in zip(
+            item.tokens,
+            item.feature_weights.tolist(),
+            item.selected.tolist(),
+            item.token_attribution.tolist(),
+            strict=True,
         )
         if w > 0
     ]
-    frame = pd.DataFrame(rows, columns=["modality", "token", "feature_weight", "attribution"])
+    frame = pd.DataFrame(rows, columns=["modality", "token", "feature_weight", "selected", "attribution"])
     return frame.sort_values("feature_weight", ascending=False, kind="stable").head(n).reset_index(drop=True)
 
 

@@ -226,14 +226,22 @@ def generate(
 # --- selection metrics ---------------------------------------------------------------------------
 
 
-def top_k(scores: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """(N, D) bool: per row, the ``k[row]`` features with the highest scores (ties: lower index first).
+def top_k(scores: np.ndarray, k: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(N, D) bool: per row, the ``k[row]`` features with the highest scores.
+
+    Ties are broken at random (seeded), never by feature order: Syn1's relevant features are X1 and
+    X2, so a selector whose scores are all equal would otherwise score a perfect TPR there.
 
     Args:
         scores: (N, D) importances (larger = more important).
         k: (N,) how many to select per row.
+        seed: seed of the tie-breaking order.
     """
-    order = np.argsort(-scores, axis=1, kind="stable")
+    shuffle = np.random.default_rng(seed).permuted(
+        np.tile(np.arange(scores.shape[1]), (len(scores), 1)), axis=1
+    )
+    # Sort by score, then by a random rank: lexsort's last key is the primary one.
+    order = np.lexsort((shuffle, -scores), axis=1)
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(scores.shape[1])[None, :].repeat(len(scores), 0), axis=1)
     return rank < np.asarray(k)[:, None]

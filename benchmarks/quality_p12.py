@@ -71,7 +71,12 @@ METRICS = {"auroc": "test AUROC", "auprc": "test AUPRC", "brier": "test Brier", 
 SERIES_AS_WINDOWS = "series_as_windows"
 ABLATION_NAMES = {
     "no_feature_gates": "DeepWe without feature gates",
+    "mean_readout": "DeepWe with pooled instead of concatenated tabular tokens",
     "gates_without_context": "DeepWe with gates that see one token each",
+    "sigmoid_gates": "DeepWe with sigmoid instead of stochastic gates",
+    "no_random_masking": "DeepWe without random token masking",
+    "attention_only_fusion": "DeepWe without additive per-modality evidence",
+    "no_auxiliary_heads": "DeepWe without the per-modality auxiliary loss",
     "with_token_mixing": "DeepWe with token mixing (one transformer layer)",
     "with_modality_dropout": "DeepWe with modality dropout 0.15",
     "mean_fusion": "DeepWe with mean instead of modality attention",

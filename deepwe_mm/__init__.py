@@ -7,8 +7,14 @@ the encoders or the pipelines.
 
 from deepwe_mm.config import ABLATIONS, GATE_KINDS, DeepWeConfig
 from deepwe_mm.ensemble import DeepWeEnsemble
-from deepwe_mm.gates import FeatureGate
-from deepwe_mm.losses import DeepWeLoss, LossParts, feature_sparsity, supervised_contrastive_loss
+from deepwe_mm.gates import SELECTED_ABOVE, FeatureGate, PatientContext
+from deepwe_mm.losses import (
+    DeepWeLoss,
+    LossParts,
+    auxiliary_cross_entropy,
+    feature_sparsity,
+    supervised_contrastive_loss,
+)
 from deepwe_mm.modality_attention import MeanFusion, ModalityAttention, drop_modalities
 from deepwe_mm.model import DeepWe
 from deepwe_mm.outputs import DeepWeOutput
@@ -18,6 +24,7 @@ from deepwe_mm.sparsemax import sparsemax
 __all__ = [
     "ABLATIONS",
     "GATE_KINDS",
+    "SELECTED_ABOVE",
     "DeepWe",
     "DeepWeConfig",
     "DeepWeEnsemble",
@@ -28,8 +35,10 @@ __all__ = [
     "MeanFusion",
     "MemoryBank",
     "ModalityAttention",
+    "PatientContext",
     "PatientGraph",
     "ReferenceCohort",
+    "auxiliary_cross_entropy",
     "drop_modalities",
     "feature_sparsity",
     "sparsemax",

@@ -8,12 +8,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-GATE_KINDS = ("sigmoid", "sparsemax")
+GATE_KINDS = ("stochastic", "sigmoid", "sparsemax")
 
 # Benchmark ablations by name: each one turns exactly one part of DeepWe off.
 ABLATIONS: dict[str, dict[str, Any]] = {
     "no_feature_gates": {"use_feature_gates": False},
+    "mean_readout": {"flat_readout": False},
     "gates_without_context": {"gate_context": False},
+    "sigmoid_gates": {"gate": "sigmoid"},
+    "no_random_masking": {"token_dropout": 0.0},
+    "attention_only_fusion": {"additive_fusion": False},
+    "no_auxiliary_heads": {"lambda_auxiliary": 0.0},
     "with_token_mixing": {"token_layers": 1},
     "with_modality_dropout": {"modality_dropout": 0.15},
     "mean_fusion": {"use_modality_attention": False},
@@ -36,20 +41,40 @@ class DeepWeConfig:
         hidden_dim: H, the width of modality tokens and fused embeddings; divisible by ``n_heads``.
         n_heads: heads of the modality attention.
         dropout: dropout inside the fusion block, the graph update and before the head.
-        gate: feature gate kind: ``"sigmoid"`` (an independent weight in (0, 1) per token) or
+        gate: feature gate kind: ``"stochastic"`` (instance-wise stochastic gates: noisy
+            ``clamp(μ + σε, 0, 1)`` in training, ``clamp(μ, 0, 1)`` at inference, an expected-L0
+            penalty), ``"sigmoid"`` (an independent weight in (0, 1) per token) or
             ``"sparsemax"`` (sparsemax over the observed tokens of a modality, divided by its
             maximum, so weights lie in [0, 1] with the top token at 1 and some exactly 0).
+        gate_target: the share of a patient's observed tokens the gates aim to keep open; the
+            sparsity term only penalises the expected share above it. None = penalise every open
+            token (plain L0).
+        token_dropout: in training, the probability that an observed token is replaced by its
+            gate baseline whatever its weight, so the predictor also learns from randomly masked
+            inputs and a gate pattern cannot smuggle the label (Jethani et al. 2021).
+        additive_fusion: each present modality adds its own head's logits and each absent one a
+            learned missing bias, on top of the attention-fused interaction term; False keeps the
+            interaction term only.
+        lambda_auxiliary: weight of the auxiliary cross-entropy of each modality head alone
+            (averaged over modalities, on the patients that have the modality).
         modality_dropout: in training, the probability of hiding each present modality of a
             patient (at least one always stays); 0 turns it off.
         token_layers: transformer layers in which a modality's gated tokens (or token groups)
             interact before a summary token reads them out; 0 (the default, which did better on
             PhysioNet 2012's validation split) = the mean of the gated tokens.
         token_heads: attention heads of those layers (the most up to this that divide D_m).
+        token_counts: modality -> its fixed number of tokens T_m (token t is always the same
+            variable, e.g. a tabular column or a sensor statistic), for the flat readout.
+        flat_readout: a modality in ``token_counts`` is read out by concatenating its gated tokens
+            (B, T_m · D_m) into the projection, so the model keeps which variable held which
+            value (as an MLP on numerical embeddings does; Gorishniy et al. 2022); False, or a
+            modality with a varying token count (notes, images, audio), pools them.
         token_groups: modality -> the group of each of its tokens (e.g. a sensor channel's
             statistics); gated tokens of a group are averaged into one token before they
             interact. A modality not listed keeps its tokens apart.
-        gate_context: the feature gates score each token together with the patient's mean token
-            of that modality (instance-wise selection); False scores each token alone.
+        gate_context: the feature gates score each token together with a summary of the whole
+            patient (every modality that takes part; instance-wise selection); False scores each
+            token alone.
         graph_top_k: K, neighbours per patient in the reference cohort.
         graph_outcomes: the graph's messages carry the neighbours' outcomes (the reference cohort's
             training labels; in training, other patients' labels, never a patient's own).
@@ -72,11 +97,17 @@ class DeepWeConfig:
     hidden_dim: int = 64
     n_heads: int = 4
     dropout: float = 0.2
-    gate: str = "sigmoid"
+    gate: str = "stochastic"
+    gate_target: float | None = None
+    token_dropout: float = 0.1
+    additive_fusion: bool = True
+    lambda_auxiliary: float = 0.3
     modality_dropout: float = 0.0
     token_layers: int = 0
     token_heads: int = 4
     token_groups: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    token_counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    flat_readout: bool = True
     gate_context: bool = True
     graph_top_k: int = 8
     graph_outcomes: bool = True
@@ -97,6 +128,7 @@ class DeepWeConfig:
         object.__setattr__(
             self, "token_groups", {str(k): tuple(int(g) for g in v) for k, v in self.token_groups.items()}
         )
+        object.__setattr__(self, "token_counts", {str(k): int(v) for k, v in self.token_counts.items()})
         if self.class_weights is not None:
             object.__setattr__(self, "class_weights", tuple(float(w) for w in self.class_weights))
         self._check()
@@ -120,6 +152,12 @@ class DeepWeConfig:
             problems.append(f"gate must be one of {GATE_KINDS}, got {self.gate!r}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.token_dropout < 1.0:
+            problems.append(f"token_dropout must be in [0, 1), got {self.token_dropout}")
+        if self.gate_target is not None and not 0.0 < self.gate_target <= 1.0:
+            problems.append(f"gate_target must be in (0, 1] or null, got {self.gate_target}")
+        if self.lambda_auxiliary < 0:
+            problems.append(f"lambda_auxiliary must be >= 0, got {self.lambda_auxiliary}")
         if not 0.0 <= self.modality_dropout < 1.0:
             problems.append(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         if self.token_layers < 0 or self.token_heads < 1:
@@ -130,6 +168,11 @@ class DeepWeConfig:
             f"token_groups[{name!r}] must name a configured modality and hold group indices >= 0"
             for name, groups in self.token_groups.items()
             if name not in self.modality_dims or not groups or min(groups) < 0
+        ]
+        problems += [
+            f"token_counts[{name!r}] must name a configured modality and be >= 1, got {count}"
+            for name, count in self.token_counts.items()
+            if name not in self.modality_dims or count < 1
         ]
         if self.graph_top_k < 1:
             problems.append(f"graph_top_k must be >= 1, got {self.graph_top_k}")
@@ -171,6 +214,7 @@ class DeepWeConfig:
         data = dataclasses.asdict(self)
         data["modality_dims"] = dict(self.modality_dims)
         data["token_groups"] = {name: list(groups) for name, groups in self.token_groups.items()}
+        data["token_counts"] = dict(self.token_counts)
         data["class_weights"] = None if self.class_weights is None else list(self.class_weights)
         return data
 

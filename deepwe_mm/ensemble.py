@@ -76,6 +76,15 @@ class DeepWeEnsemble(nn.Module):
             modalities=first.modalities,
             neighbours=first.neighbours,
             neighbour_weights=first.neighbour_weights,
+            open_probabilities=None
+            if first.open_probabilities is None
+            else {
+                m: torch.stack([o.open_probabilities[m] for o in outputs]).mean(0)
+                for m in first.open_probabilities
+            },
+            modality_logits=None
+            if first.modality_logits is None
+            else torch.stack([o.modality_logits for o in outputs]).mean(0),
         )
 
     def embed(

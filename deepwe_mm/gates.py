@@ -2,93 +2,173 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 from deepwe_mm.sparsemax import sparsemax
 
+# Noise scale of the stochastic gates (Yamada et al. 2020 use 0.5).
+GATE_NOISE = 0.5
+# A token counts as selected when its (deterministic, inference-time) weight exceeds this.
+SELECTED_ABOVE = 0.5
+
 
 class FeatureGate(nn.Module):
-    """Weights the tokens of one modality: ``w = gate(e, context)``, ``z = w·e + (1 − w)·b``.
+    """Weights the tokens of one modality: ``w = gate(e, c)``, ``z = w·e + (1 − w)·b``.
 
     A weight moves its token towards a learned baseline ``b`` rather than scaling it: a token at
     weight 0 is *replaced* by the baseline, so no later normalisation can undo the gate, and the
     sparsity loss pushing weights down has a real cost.
 
-    With ``context`` the scoring network reads each token together with the mean of the patient's
-    observed tokens, so whether a variable matters may depend on the rest of the patient
-    (instance-wise selection).
+    With a context ``c`` (a summary of the whole patient, all modalities) the scoring network reads
+    each token together with it, so whether a variable matters may depend on the rest of the
+    patient (instance-wise selection: in INVASE's Syn4, X11 decides which features count).
 
     Args:
         dim: token width D.
-        hidden: width of the scoring MLP.
-        kind: ``"sigmoid"`` (independent weight in (0, 1) per token), ``"sparsemax"`` (sparsemax
-            over the observed tokens divided by its maximum: weights in [0, 1], the top token at
-            1, low-scoring tokens exactly 0) or ``None`` (no gate: every observed token weighs 1).
-        context: score each token together with the patient's mean token.
+        hidden: width of the scoring MLP and of the context.
+        kind: ``"stochastic"`` (instance-wise stochastic gates, Yamada et al. 2020 / LSPIN: in
+            training ``w = clamp(μ + σε, 0, 1)`` with ε ~ N(0, 1), at inference ``clamp(μ, 0, 1)``,
+            so weights are exactly 0 or 1 where the gate is sure), ``"sigmoid"`` (an independent
+            weight in (0, 1) per token), ``"sparsemax"`` (sparsemax over the observed tokens divided
+            by its maximum: the top token at 1, low-scoring tokens exactly 0) or ``None`` (no gate:
+            every observed token weighs 1).
+        context: score each token together with the patient context.
     """
 
-    def __init__(self, dim: int, hidden: int, kind: str | None = "sigmoid", context: bool = True) -> None:
+    def __init__(self, dim: int, hidden: int, kind: str | None = "stochastic", context: bool = True) -> None:
         super().__init__()
-        if kind not in ("sigmoid", "sparsemax", None):
-            raise ValueError(f"feature gate kind must be 'sigmoid', 'sparsemax' or None, got {kind!r}")
+        if kind not in ("stochastic", "sigmoid", "sparsemax", None):
+            raise ValueError(
+                f"feature gate kind must be 'stochastic', 'sigmoid', 'sparsemax' or None, got {kind!r}"
+            )
         self.kind = kind
         self.context = context
         self.score = None
         self.baseline = None
         if kind is not None:
             # Sparsemax ignores a shift of all scores: a final bias would never get a gradient.
-            last = nn.Linear(hidden, 1, bias=kind == "sigmoid")
-            width = 2 * dim if context else dim
+            last = nn.Linear(hidden, 1, bias=kind != "sparsemax")
+            if kind == "stochastic":
+                # Every gate starts about half open, as in STG.
+                nn.init.normal_(last.weight, std=0.01)
+                nn.init.constant_(last.bias, 0.5)
+            width = dim + hidden if context else dim
             self.score = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), last)
             self.baseline = nn.Parameter(torch.zeros(dim))
 
-    def weights(self, values: Tensor, valid: Tensor) -> Tensor:
-        """Feature weights, exactly 0 where ``valid`` is False.
+    def scores(self, values: Tensor, context: Tensor | None) -> Tensor:
+        """(B, T, D) tokens and a (B, H) context -> (B, T) raw gate scores (μ for stochastic gates)."""
+        inputs = values
+        if self.context:
+            if context is None:
+                raise ValueError("this feature gate reads a patient context; pass one")
+            inputs = torch.cat([values, context.unsqueeze(1).expand(-1, values.shape[1], -1)], dim=-1)
+        return self.score(inputs).squeeze(-1)
+
+    def weights(self, values: Tensor, valid: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Feature weights and each token's probability of being open, both 0 where not valid.
 
         Args:
             values: (B, T, D) token embeddings, already 0 wherever ``valid`` is False.
             valid: (B, T) bool, True for observed tokens of a present modality.
+            context: (B, H) patient context (required when the gate reads one).
 
         Returns:
-            (B, T) weights.
+            weights (B, T) in [0, 1], and (B, T) open probabilities: ``Φ(μ/σ)`` for stochastic gates
+            (the expected L0 norm's terms), the weight itself for the other kinds.
         """
         zero = torch.zeros((), dtype=values.dtype, device=values.device)
         if self.score is None:
-            return torch.where(valid, torch.ones((), dtype=values.dtype, device=values.device), zero)
-        inputs = values
-        if self.context:
-            count = valid.sum(-1, keepdim=True).clamp_min(1).to(values.dtype)
-            context = (values.sum(1) / count).unsqueeze(1).expand_as(values)
-            inputs = torch.cat([values, context], dim=-1)
-        scores = self.score(inputs).squeeze(-1)
+            ones = torch.where(valid, torch.ones((), dtype=values.dtype, device=values.device), zero)
+            return ones, ones
+        scores = self.scores(values, context)
+        if self.kind == "stochastic":
+            mu = scores
+            if self.training:
+                mu = mu + GATE_NOISE * torch.randn_like(mu)
+            open_probability = 0.5 * (1 + torch.erf(scores / (GATE_NOISE * math.sqrt(2))))
+            return torch.where(valid, mu.clamp(0, 1), zero), torch.where(valid, open_probability, zero)
         if self.kind == "sigmoid":
-            return torch.where(valid, torch.sigmoid(scores), zero)
+            w = torch.where(valid, torch.sigmoid(scores), zero)
+            return w, w
         p = sparsemax(scores, valid, dim=-1)
         top = p.amax(-1, keepdim=True)
         # A row without observed tokens has top 0; divide it by 1 so no NaN reaches the backward.
         top = torch.where(top > 0, top, torch.ones((), dtype=values.dtype, device=values.device))
-        return torch.where(valid, p / top, zero)
+        w = torch.where(valid, p / top, zero)
+        return w, w
 
-    def forward(self, values: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self,
+        values: Tensor,
+        valid: Tensor,
+        context: Tensor | None = None,
+        keep: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Weight one modality's tokens.
 
         Args:
             values: (B, T, D) token embeddings, already 0 wherever ``valid`` is False.
             valid: (B, T) bool, True for observed tokens of a present modality.
+            context: (B, H) patient context (required when the gate reads one).
+            keep: optional (B, T) bool; False replaces the token by the baseline whatever its
+                weight (random masking in training, so the predictor also learns from inputs that
+                the gates did not choose).
 
         Returns:
-            weights (B, T), 0 where ``valid`` is False, and the gated tokens (B, T, D):
-            ``w·e + (1 − w)·b`` where valid, 0 elsewhere.
+            weights (B, T), 0 where ``valid`` is False; open probabilities (B, T) (see
+            :meth:`weights`); and the gated tokens (B, T, D): ``w·e + (1 − w)·b`` where valid, 0
+            elsewhere.
         """
-        weights = self.weights(values, valid)
+        weights, open_probability = self.weights(values, valid, context)
         if self.baseline is None:
-            return weights, values
-        w = weights.unsqueeze(-1)
+            return weights, open_probability, values
+        applied = weights if keep is None else weights * keep.to(weights.dtype)
+        w = applied.unsqueeze(-1)
         gated = w * values + (1 - w) * self.baseline
-        return weights, torch.where(
-            valid.unsqueeze(-1), gated, torch.zeros((), dtype=values.dtype, device=values.device)
-        )
+        zero = torch.zeros((), dtype=values.dtype, device=values.device)
+        return weights, open_probability, torch.where(valid.unsqueeze(-1), gated, zero)
+
+
+class PatientContext(nn.Module):
+    """A summary of the whole patient that every feature gate reads: ``(B, H)``.
+
+    Per modality, the mean over its usable tokens of ``GELU(Linear(e))`` (a DeepSets summary);
+    then the mean over the modalities that take part. Absent modalities and unobserved tokens
+    add nothing.
+
+    Args:
+        dims: token width D_m of each modality, in modality order.
+        hidden: H, the context width.
+    """
+
+    def __init__(self, dims: list[int], hidden: int) -> None:
+        super().__init__()
+        self.summaries = nn.ModuleList(nn.Sequential(nn.Linear(d, hidden), nn.GELU()) for d in dims)
+
+    def forward(self, values: list[Tensor], valid: list[Tensor]) -> Tensor:
+        """Args: per modality (B, T_m, D_m) tokens (0 where not valid) and (B, T_m) bool valid.
+
+        Returns:
+            (B, H); 0 for a row without any usable token.
+        """
+        summaries, taking_part = [], []
+        for summary, value, mask in zip(self.summaries, values, valid, strict=True):
+            summaries.append(mean_pool(summary(value), mask))
+            taking_part.append(mask.any(-1))
+        stacked = torch.stack(summaries, dim=1)  # (B, M, H)
+        part = torch.stack(taking_part, dim=1)  # (B, M)
+        return mean_pool(stacked, part)
+
+
+def random_keep(valid: Tensor, p: float) -> Tensor | None:
+    """(B, T) bool: each valid token kept with probability ``1 − p``; None when ``p`` is 0."""
+    if p <= 0:
+        return None
+    return torch.rand(valid.shape, device=valid.device) >= p
 
 
 def mean_pool(tokens: Tensor, valid: Tensor) -> Tensor:

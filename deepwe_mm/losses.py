@@ -1,4 +1,4 @@
-"""The DeepWe loss: L = CE (class-weighted) + λ1 · supervised contrastive + λ2 · sparsity."""
+"""The DeepWe loss: L = CE + λ1 · supervised contrastive + λ2 · sparsity + λ3 · per-modality CE."""
 
 from __future__ import annotations
 
@@ -42,24 +42,60 @@ def supervised_contrastive_loss(embeddings: Tensor, labels: Tensor, temperature:
     return -(summed[anchors] / n_positive[anchors]).mean()
 
 
-def feature_sparsity(feature_weights: Mapping[str, Tensor], token_masks: Mapping[str, Tensor]) -> Tensor:
-    """Mean feature weight over the tokens that counted, across all modalities.
+def feature_sparsity(
+    open_probabilities: Mapping[str, Tensor], token_masks: Mapping[str, Tensor], target: float | None = None
+) -> Tensor:
+    """The expected share of open gates over the tokens that counted, beyond ``target``.
+
+    With stochastic gates the open probabilities are ``Φ(μ/σ)``, so the plain share is the expected
+    L0 norm divided by the token count (Louizos et al. 2018; Yamada et al. 2020). With a target,
+    each patient's share is penalised only above it: ``mean_b max(0, share_b − target)``.
 
     Args:
-        feature_weights: modality -> (B, T_m) weights.
+        open_probabilities: modality -> (B, T_m) probabilities (or weights) in [0, 1].
         token_masks: modality -> (B, T_m) bool, the tokens that counted.
+        target: the share of tokens allowed open for free, or None.
 
     Returns:
         Scalar in [0, 1].
     """
-    total = sum(torch.where(token_masks[m], w, 0.0).sum() for m, w in feature_weights.items())
-    count = sum(token_masks[m].sum() for m in feature_weights)
-    return total / count.clamp_min(1)
+    if target is None:
+        total = sum(torch.where(token_masks[m], w, 0.0).sum() for m, w in open_probabilities.items())
+        count = sum(token_masks[m].sum() for m in open_probabilities)
+        return total / count.clamp_min(1)
+    per_patient = sum(torch.where(token_masks[m], w, 0.0).sum(-1) for m, w in open_probabilities.items())
+    counts = sum(token_masks[m].sum(-1) for m in open_probabilities)
+    share = per_patient / counts.clamp_min(1)
+    return torch.relu(share - target).mean()
+
+
+def auxiliary_cross_entropy(modality_logits: Tensor, present: Tensor, targets: Tensor) -> Tensor:
+    """Mean over modalities of each modality head's own cross-entropy, on the patients that have it.
+
+    Each head is asked to predict the outcome alone, so no encoder can idle while an easier
+    modality carries the joint loss.
+
+    Args:
+        modality_logits: (B, M, C) per-modality logits (absent slots are ignored).
+        present: (B, M) bool, the modalities that took part.
+        targets: (B,) long classes.
+
+    Returns:
+        Scalar; 0 when no modality is present anywhere.
+    """
+    losses = [
+        F.cross_entropy(modality_logits[present[:, i], i], targets[present[:, i]])
+        for i in range(modality_logits.shape[1])
+        if present[:, i].any()
+    ]
+    if not losses:
+        return modality_logits.new_zeros(())
+    return torch.stack(losses).mean()
 
 
 @dataclass
 class LossParts:
-    """The total loss and its unweighted parts (scalars); ``total = ce + λ1·con + λ2·sp``.
+    """The total loss and its unweighted parts (scalars); ``total = ce + λ1·con + λ2·sp + λ3·aux``.
 
     A part that the config turns off is 0.
     """
@@ -68,19 +104,23 @@ class LossParts:
     cross_entropy: Tensor
     contrastive: Tensor
     sparsity: Tensor
+    auxiliary: Tensor
 
 
 class DeepWeLoss(nn.Module):
-    """``L = CE + λ1 · L_con + λ2 · L_sp`` as set by a :class:`DeepWeConfig`.
+    """``L = CE + λ1 · L_con + λ2 · L_sp + λ3 · L_aux`` as set by a :class:`DeepWeConfig`.
 
     Args:
         config: n_classes, class_weights, the use_contrastive / use_sparsity switches, the lambdas
-            and the contrastive temperature.
+            (λ3 = ``lambda_auxiliary``, used with additive fusion), ``gate_target`` and the
+            contrastive temperature.
     """
 
     def __init__(self, config: DeepWeConfig) -> None:
         super().__init__()
         self.config = config
+        # The training loop may ramp the sparsity term in (0 = off, 1 = λ2 in full).
+        self.sparsity_scale = 1.0
         weights = None if config.class_weights is None else torch.tensor(config.class_weights)
         self.register_buffer("class_weights", weights, persistent=False)
 
@@ -108,6 +148,15 @@ class DeepWeLoss(nn.Module):
             if config.use_contrastive
             else zero
         )
-        sp = feature_sparsity(output.feature_weights, output.token_masks) if config.use_sparsity else zero
-        total = ce + config.lambda_contrastive * con + config.lambda_sparsity * sp
-        return LossParts(total=total, cross_entropy=ce, contrastive=con, sparsity=sp)
+        opened = output.open_probabilities or output.feature_weights
+        sp = feature_sparsity(opened, output.token_masks, config.gate_target) if config.use_sparsity else zero
+        aux = zero
+        if output.modality_logits is not None and config.lambda_auxiliary > 0:
+            aux = auxiliary_cross_entropy(output.modality_logits, output.modality_present, targets)
+        total = (
+            ce
+            + config.lambda_contrastive * con
+            + self.sparsity_scale * config.lambda_sparsity * sp
+            + config.lambda_auxiliary * aux
+        )
+        return LossParts(total=total, cross_entropy=ce, contrastive=con, sparsity=sp, auxiliary=aux)

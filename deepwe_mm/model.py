@@ -1,4 +1,4 @@
-"""DeepWe: feature gates -> modality attention -> patient graph -> class logits, with every weight."""
+"""DeepWe: feature gates -> modality logits + attention interaction -> patient graph -> class logits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from deepwe_mm.config import DeepWeConfig
-from deepwe_mm.gates import FeatureGate, mean_pool
+from deepwe_mm.gates import FeatureGate, PatientContext, mean_pool, random_keep
 from deepwe_mm.modality_attention import MeanFusion, ModalityAttention, drop_modalities
 from deepwe_mm.outputs import DeepWeOutput
 from deepwe_mm.patient_graph import MemoryBank, PatientGraph, ReferenceCohort
@@ -20,9 +20,11 @@ from deepwe_mm.token_mixer import TokenMixer, pool_groups
 class _Fused:
     fused: Tensor  # (B, H)
     feature_weights: dict[str, Tensor]  # m -> (B, T_m)
+    open_probabilities: dict[str, Tensor]  # m -> (B, T_m)
     token_masks: dict[str, Tensor]  # m -> (B, T_m) bool
     modality_weights: Tensor  # (B, M)
     present: Tensor  # (B, M) bool
+    modality_logits: Tensor | None  # (B, M, C), or None without additive fusion
 
 
 class DeepWe(nn.Module):
@@ -45,6 +47,13 @@ class DeepWe(nn.Module):
     In eval mode the pool never contains the batch, so a patient's output does not depend on its
     batch mates.
 
+    The logits add evidence (``additive_fusion``): each modality that takes part contributes its
+    own logits through a per-modality head on its token (trained with an auxiliary cross-entropy of
+    its own, see :class:`DeepWeLoss`), each absent modality a learned "missing" bias, and the
+    attention-fused embedding (after the graph) an interaction term on top::
+
+        logits = head(graph(fuse(tokens))) + Σ_present head_m(token_m) + Σ_absent bias_m
+
     Args:
         config: the whole constructor contract.
     """
@@ -58,6 +67,12 @@ class DeepWe(nn.Module):
         self.gates = nn.ModuleList(
             FeatureGate(dims[m], hidden, gate, config.gate_context) for m in config.modalities
         )
+        self.context = (
+            PatientContext([dims[m] for m in config.modalities], hidden)
+            if gate is not None and config.gate_context
+            else None
+        )
+        self.modality_dropout = config.modality_dropout
         self.mixers = (
             nn.ModuleList(
                 TokenMixer(dims[m], config.token_layers, config.token_heads, config.dropout)
@@ -70,8 +85,13 @@ class DeepWe(nn.Module):
             None if m not in config.token_groups else torch.tensor(config.token_groups[m], dtype=torch.long)
             for m in config.modalities
         ]
+        self.flat = [config.flat_readout and m in config.token_counts for m in config.modalities]
         self.projections = nn.ModuleList(
-            nn.Sequential(nn.Linear(dims[m], hidden), nn.LayerNorm(hidden)) for m in config.modalities
+            nn.Sequential(
+                nn.Linear(dims[m] * (config.token_counts[m] if flat else 1), hidden),
+                nn.LayerNorm(hidden),
+            )
+            for m, flat in zip(config.modalities, self.flat, strict=True)
         )
         self.modality_embedding = nn.Parameter(torch.randn(len(dims), hidden) * 0.02)
         self.fusion: nn.Module = (
@@ -88,6 +108,13 @@ class DeepWe(nn.Module):
             MemoryBank(config.memory_size, hidden) if config.use_graph and config.memory_size else None
         )
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(hidden, config.n_classes))
+        n_mod, n_classes = len(dims), config.n_classes
+        self.modality_heads = (
+            nn.ModuleList(nn.Linear(hidden, n_classes) for _ in config.modalities)
+            if config.additive_fusion
+            else None
+        )
+        self.missing_logits = nn.Parameter(torch.zeros(n_mod, n_classes)) if config.additive_fusion else None
         self.register_buffer("reference_embeddings", None, persistent=False)
         self.register_buffer("reference_outcomes", None, persistent=False)
         self.reference_ids: tuple[str, ...] | None = None
@@ -127,10 +154,15 @@ class DeepWe(nn.Module):
             embedding, neighbours, neighbour_weights = self.graph(parts.fused, *pool)
             if self.training and self.memory is not None:
                 self.memory.push(parts.fused, labels, ids)
+        logits = self.head(embedding)
+        if parts.modality_logits is not None:
+            logits = logits + parts.modality_logits.sum(1)
         return DeepWeOutput(
-            logits=self.head(embedding),
+            logits=logits,
             fused=parts.fused,
             feature_weights=parts.feature_weights,
+            open_probabilities=parts.open_probabilities,
+            modality_logits=parts.modality_logits,
             token_masks=parts.token_masks,
             modality_weights=parts.modality_weights,
             modality_present=parts.present,
@@ -251,22 +283,52 @@ class DeepWe(nn.Module):
                 f"patient needs at least one of {list(names)}"
             )
         if self.training:
-            taking_part = drop_modalities(taking_part, self.config.modality_dropout)
-        weights, token_masks, tokens = {}, {}, []
+            taking_part = drop_modalities(taking_part, self.modality_dropout)
+        valid, clean = [], []
         for i, m in enumerate(names):
-            valid = usable[m] & taking_part[:, i : i + 1]
+            valid.append(usable[m] & taking_part[:, i : i + 1])
             zero = torch.zeros((), dtype=values[m].dtype, device=values[m].device)
-            clean = torch.where(valid.unsqueeze(-1), values[m], zero)
-            weights[m], gated = self.gates[i](clean, valid)
-            token = self.projections[i](self._read_out(i, gated, valid)) + self.modality_embedding[i]
-            tokens.append(torch.where(taking_part[:, i : i + 1], token, zero))
-            token_masks[m] = valid
-        fused, modality_weights = self.fusion(torch.stack(tokens, dim=1), taking_part)
-        return _Fused(fused, weights, token_masks, modality_weights, taking_part)
+            clean.append(torch.where(valid[i].unsqueeze(-1), values[m], zero))
+        context = None if self.context is None else self.context(clean, valid)
+        weights, opened, token_masks, tokens = {}, {}, {}, []
+        for i, m in enumerate(names):
+            keep = random_keep(valid[i], self.config.token_dropout) if self.training else None
+            weights[m], opened[m], gated = self.gates[i](clean[i], valid[i], context, keep)
+            token = self.projections[i](self._read_out(i, gated, valid[i])) + self.modality_embedding[i]
+            tokens.append(torch.where(taking_part[:, i : i + 1], token, torch.zeros_like(token)))
+            token_masks[m] = valid[i]
+        stacked = torch.stack(tokens, dim=1)  # (B, M, H)
+        fused, modality_weights = self.fusion(stacked, taking_part)
+        return _Fused(
+            fused,
+            weights,
+            opened,
+            token_masks,
+            modality_weights,
+            taking_part,
+            self._evidence(stacked, taking_part),
+        )
+
+    def _evidence(self, tokens: Tensor, taking_part: Tensor) -> Tensor | None:
+        """(B, M, H) modality tokens -> (B, M, C): each present modality's head logits, each
+        absent one's learned missing bias; None without additive fusion."""
+        if self.modality_heads is None:
+            return None
+        own = torch.stack([head(tokens[:, i]) for i, head in enumerate(self.modality_heads)], dim=1)
+        return torch.where(taking_part.unsqueeze(-1), own, self.missing_logits.unsqueeze(0).to(own.dtype))
 
     def _read_out(self, i: int, gated: Tensor, valid: Tensor) -> Tensor:
-        """(B, T, D) gated tokens of modality ``i`` -> (B, D): grouped, mixed and summarised, or
-        their mean when token mixing is off."""
+        """(B, T, D) gated tokens of modality ``i`` -> (B, T · D) concatenated (flat readout; the
+        gated tokens are 0 where not valid), else (B, D): grouped, mixed and summarised, or their
+        mean when token mixing is off."""
+        if self.flat[i]:
+            count = self.config.token_counts[self.config.modalities[i]]
+            if gated.shape[1] != count:
+                raise ValueError(
+                    f"modality {self.config.modalities[i]!r} has {gated.shape[1]} tokens but its "
+                    f"flat readout expects {count} (token_counts)"
+                )
+            return gated.reshape(gated.shape[0], -1)
         groups = self.groups[i]
         if groups is not None:
             if groups.shape[0] != gated.shape[1]:

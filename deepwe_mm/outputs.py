@@ -25,8 +25,9 @@ class DeepWeOutput:
         token_masks: modality -> (B, T_m) bool, the tokens that counted in this forward (observed
             tokens of a modality that was present and not dropped).
         modality_weights: (B, M) the summary token's attention over modalities averaged over
-            heads (1 / present count in the mean-fusion ablation); exactly 0 where absent, rows sum
-            to 1. Columns follow ``modalities``.
+            heads (1 / present count in the mean-fusion ablation): how the interaction term mixes
+            the present modalities; exactly 0 where absent, rows sum to 1. Columns follow
+            ``modalities``.
         modality_present: (B, M) bool, the modalities that took part (present with at least one
             observed token, and not dropped).
         modalities: the modality names, in column order.
@@ -34,6 +35,12 @@ class DeepWeOutput:
             training candidate pool (memory bank rows, then batch rows); None without a graph or
             without candidates.
         neighbour_weights: (B, K) edge weights over ``neighbours`` (rows sum to 1), or None.
+        open_probabilities: modality -> (B, T_m) each token's probability of passing its gate
+            (``Φ(μ/σ)`` for stochastic gates, the weight itself for other kinds; 0 where the token
+            did not count): what the sparsity penalty reads. None = ``feature_weights``.
+        modality_logits: (B, M, C) additive evidence: a present modality's own head logits, an
+            absent modality's learned missing bias; ``logits`` is their sum over M plus the
+            interaction term. None without additive fusion.
     """
 
     logits: Tensor
@@ -45,6 +52,8 @@ class DeepWeOutput:
     modalities: tuple[str, ...]
     neighbours: Tensor | None = None
     neighbour_weights: Tensor | None = None
+    open_probabilities: dict[str, Tensor] | None = None
+    modality_logits: Tensor | None = None
 
     def probabilities(self, temperature: float = 1.0) -> Tensor:
         """(B, C) class probabilities, softmax of ``logits / temperature`` (temperature scaling)."""

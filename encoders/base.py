@@ -30,6 +30,9 @@ class ModalityEncoder(nn.Module):
     """
 
     kind: ClassVar[str]
+    # True when every patient gets the same tokens in the same order (``token_names``), so the
+    # fusion core may read them out by position.
+    fixed_token_count: ClassVar[bool] = False
     out_dim: int
     config: Any
 

@@ -16,6 +16,10 @@ import torch
 from torch import Tensor, nn
 
 DEFAULT_BINS = 8
+# Initial scale of the value-independent parts of a scalar token that is read by position (bias,
+# variable and flag embeddings): a large constant part would drown the value's part once the token
+# is layer-normalised, and second-order effects (x1 · x2) would then be too faint to learn.
+EMBEDDING_INIT_STD = 0.02
 # The outer edges sit at these training quantiles: values beyond them are clipped.
 CLIP_QUANTILES = (0.005, 0.995)
 # A value this many inter-quartile ranges outside the middle half of the training values is
@@ -79,9 +83,12 @@ class PiecewiseLinearEmbedding(nn.Module):
         features: F.
         bins: K.
         dim: D, the token width.
+        bias_std: scale of the initial per-feature bias. Small (the default) when tokens are read
+            by position, so the value dominates each token; about 1 when tokens are pooled, where
+            the bias is what tells one feature's token from another's.
     """
 
-    def __init__(self, features: int, bins: int, dim: int) -> None:
+    def __init__(self, features: int, bins: int, dim: int, bias_std: float = EMBEDDING_INIT_STD) -> None:
         super().__init__()
         if features < 1 or bins < 1 or dim < 1:
             raise ValueError(
@@ -89,7 +96,7 @@ class PiecewiseLinearEmbedding(nn.Module):
             )
         self.register_buffer("edges", torch.linspace(-2.0, 2.0, bins + 1).repeat(features, 1))
         self.weight = nn.Parameter(torch.randn(features, bins, dim) / bins**0.5)
-        self.bias = nn.Parameter(torch.randn(features, dim))
+        self.bias = nn.Parameter(torch.randn(features, dim) * bias_std)
 
     @torch.no_grad()
     def set_edges(self, edges: np.ndarray | Tensor) -> None:

@@ -148,7 +148,10 @@ class SensorVariableEncoder(ModalityEncoder):
         self.config = config
         self.out_dim = config.out_dim
         stats = len(SERIES_STATISTICS)
-        self.statistics = PiecewiseLinearEmbedding(config.channels * stats, config.bins, config.out_dim)
+        # Pooled tokens: the per-statistic bias must be large enough to tell the tokens apart.
+        self.statistics = PiecewiseLinearEmbedding(
+            config.channels * stats, config.bins, config.out_dim, bias_std=1.0
+        )
         self.pattern = nn.Linear(config.channels, config.out_dim)
         self.norm = nn.LayerNorm(config.out_dim)
         self.token_names = [

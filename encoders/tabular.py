@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from encoders._registry import register_encoder
 from encoders.base import ModalityEncoder
-from encoders.numeric_embedding import DEFAULT_BINS, PiecewiseLinearEmbedding
+from encoders.numeric_embedding import DEFAULT_BINS, EMBEDDING_INIT_STD, PiecewiseLinearEmbedding
 from encoders.tokens import EncoderBatch, Tokens
 
 MISSING_CODE = 0
@@ -92,6 +92,7 @@ class TabularEncoder(ModalityEncoder):
     """
 
     kind: ClassVar[str] = "tabular"
+    fixed_token_count: ClassVar[bool] = True
 
     def __init__(self, config: TabularEncoderConfig) -> None:
         super().__init__()
@@ -107,8 +108,11 @@ class TabularEncoder(ModalityEncoder):
         else:
             self.category_offsets = None
             self.category_table = None
-        self.variable = nn.Parameter(torch.randn(len(config.names), dim))
+        # Value-independent parts start small, so the value dominates each token (see
+        # numeric_embedding.EMBEDDING_INIT_STD).
+        self.variable = nn.Parameter(torch.randn(len(config.names), dim) * EMBEDDING_INIT_STD)
         self.flag = nn.Embedding(2, dim)  # row 0 observed, row 1 missing
+        nn.init.normal_(self.flag.weight, std=EMBEDDING_INIT_STD)
         self.pattern = nn.Linear(len(config.names), dim) if config.missingness_token else None
         self.norm = nn.LayerNorm(dim)
 

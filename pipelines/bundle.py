@@ -190,8 +190,8 @@ def read_bundle(folder: str | Path) -> BundleContents:
             f"{folder}: bundle format version {manifest.format_version}; this release reads version "
             f"{BUNDLE_FORMAT_VERSION}"
             + (
-                " (older bundles predate per-variable sensor tokens and numerical embeddings: "
-                "train the model again with this release)"
+                " (older bundles predate the fusion core's stochastic gates and additive modality "
+                "evidence: train the model again with this release)"
                 if manifest.format_version < BUNDLE_FORMAT_VERSION
                 else ""
             )

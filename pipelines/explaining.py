@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from data_schemas import PredictionRecord
-from deepwe_mm import DeepWeOutput
+from deepwe_mm import SELECTED_ABOVE, DeepWeOutput
 from encoders.tokens import EncoderBatch
 from explain.attribution import (
     GRADIENT_X_INPUT,
@@ -134,6 +134,12 @@ class ModalityExplanation:
     extras: dict[str, Any] = field(default_factory=dict)
     infidelity: float = math.nan
     sensitivity: float = math.nan
+
+    @property
+    def selected(self) -> Tensor:
+        """(T_m,) bool: the tokens the model selected for this patient (weight above
+        :data:`deepwe_mm.SELECTED_ABOVE`)."""
+        return self.feature_weights > SELECTED_ABOVE
 
     @property
     def relative_delta(self) -> float:

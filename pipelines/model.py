@@ -184,18 +184,25 @@ def fusion_settings(
     class_weights: list[float] | None,
     config: TrainConfig,
 ) -> dict[str, Any]:
-    """The fusion core's config: token widths and groups from the encoders, then the overrides."""
+    """The fusion core's config: token widths, groups and fixed token counts from the encoders,
+    then the overrides."""
     dims = {name: encoder.out_dim for name, encoder in encoders.items()}
     groups = {
         name: list(encoder.token_groups)
         for name, encoder in encoders.items()
         if getattr(encoder, "token_groups", None) is not None
     }
+    counts = {
+        name: len(encoder.token_names)
+        for name, encoder in encoders.items()
+        if getattr(encoder, "fixed_token_count", False)
+    }
     base = {
         "modality_dims": dims,
         "n_classes": n_classes,
         "class_weights": class_weights,
         "token_groups": groups,
+        "token_counts": counts,
     }
     return DeepWeConfig.from_dict(base | config.fusion).to_dict()
 

@@ -15,7 +15,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from deepwe_mm import SELECTED_ABOVE
 from explain import figures
 from explain.faithfulness import precision_at_k, rank_agreement
 from explain.report import Figure, RawHtml, Report, Section, Table, write_html, write_pdf
@@ -75,6 +76,8 @@ class ModalityEffects:
         modality_weights: (N, M) the model's modality weights.
         feature_weights: (modality, token) -> mean weight over patients where it was observed.
         labels: (N,) class indices (-1 unlabelled).
+        selections: modality -> per patient that has it, (tokens selected, tokens observed):
+            selected = weight above :data:`deepwe_mm.SELECTED_ABOVE`.
     """
 
     modalities: list[str]
@@ -84,6 +87,7 @@ class ModalityEffects:
     modality_weights: np.ndarray
     feature_weights: dict[tuple[str, str], float]
     labels: np.ndarray
+    selections: dict[str, list[tuple[frozenset[str], frozenset[str]]]] = field(default_factory=dict)
 
 
 def modality_effects(
@@ -100,6 +104,7 @@ def modality_effects(
     labels = [to_index(record.outcome) for record in loader.dataset.records]
     parts: dict[str, list] = defaultdict(list)
     weight_sums: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
+    selections: dict[str, list[tuple[frozenset[str], frozenset[str]]]] = defaultdict(list)
     with torch.no_grad():
         for samples, _, _ in loader:
             batch = collate(samples).to(bundle.device)
@@ -151,10 +156,16 @@ def modality_effects(
                 weights = output.feature_weights[m].float().cpu().numpy()
                 observed = output.token_masks[m].cpu().numpy()
                 for row, tokens in enumerate(batch.inputs[m].names):
+                    seen, chosen = set(), set()
                     for t, token in enumerate(tokens[: weights.shape[1]]):
                         if observed[row, t]:
                             weight_sums[(m, token)][0] += float(weights[row, t])
                             weight_sums[(m, token)][1] += 1
+                            seen.add(token)
+                            if weights[row, t] > SELECTED_ABOVE:
+                                chosen.add(token)
+                    if seen:
+                        selections[m].append((frozenset(chosen), frozenset(seen)))
     return ModalityEffects(
         modalities=names,
         risk=np.concatenate(parts["risk"]),
@@ -163,6 +174,7 @@ def modality_effects(
         modality_weights=np.concatenate(parts["weights"]),
         feature_weights={key: total / count for key, (total, count) in weight_sums.items()},
         labels=np.concatenate(parts["labels"]),
+        selections=dict(selections),
     )
 
 
@@ -507,7 +519,8 @@ def ablation_section(inputs: ReportInputs) -> Section:
 
 def weights_section(inputs: ReportInputs) -> Section:
     weights = sorted(inputs.effects.feature_weights.items(), key=lambda kv: -kv[1])[:25]
-    rows = [[m, token, w] for (m, token), w in weights]
+    share = selected_shares(inputs.effects)
+    rows = [[m, token, w, share.get((m, token))] for (m, token), w in weights]
     note = (
         "Word-piece tokens of notes are left out (they are note text)."
         if token_modalities(inputs.bundle)
@@ -516,9 +529,46 @@ def weights_section(inputs: ReportInputs) -> Section:
     return Section(
         "weights",
         "Global feature weights",
-        [Table(["modality", "token", "mean weight where observed"], rows), *([note] if note else [])],
+        [
+            Table(
+                ["modality", "token", "mean weight where observed", "selected (share of patients)"],
+                rows,
+                caption=f"A feature is selected for a patient when its weight exceeds {SELECTED_ABOVE}.",
+            ),
+            *([note] if note else []),
+        ],
         ["12g", "26"],
     )
+
+
+def selected_shares(effects: ModalityEffects) -> dict[tuple[str, str], float]:
+    """(modality, token) -> share of the patients where it was observed that selected it."""
+    chosen: dict[tuple[str, str], int] = defaultdict(int)
+    seen: dict[tuple[str, str], int] = defaultdict(int)
+    for m, patients in effects.selections.items():
+        for selected, observed in patients:
+            for token in observed:
+                seen[(m, token)] += 1
+                chosen[(m, token)] += token in selected
+    return {key: chosen[key] / count for key, count in seen.items()}
+
+
+def selection_against_truth(
+    patients: Sequence[tuple[frozenset[str], frozenset[str]]], informative: set[str], judged: set[str]
+) -> tuple[float, float]:
+    """Mean per-patient TPR and FDR of the selected tokens against the informative ones.
+
+    Only tokens in ``judged`` (informative or noise in the ground truth) count; a patient's TPR is
+    over the informative tokens it has observed (patients without any are skipped), its FDR is 0
+    when it selects nothing.
+    """
+    tprs, fdrs = [], []
+    for selected, observed in patients:
+        chosen, relevant = selected & judged, observed & informative
+        if relevant:
+            tprs.append(len(chosen & relevant) / len(relevant))
+        fdrs.append(len(chosen - informative) / len(chosen) if chosen else 0.0)
+    return (float(np.mean(tprs)) if tprs else math.nan), (float(np.mean(fdrs)) if fdrs else math.nan)
 
 
 def faithfulness_section(inputs: ReportInputs) -> Section:
@@ -620,6 +670,7 @@ def ground_truth_precision(inputs: ReportInputs) -> Table | None:
         if not weights or not informative:
             continue
         k = len(informative)
+        tpr, fdr = selection_against_truth(inputs.effects.selections.get(name, []), informative, set(weights))
         attributions: dict[str, list[float]] = defaultdict(list)
         for explanation in inputs.faithfulness:
             item = explanation.modalities.get(name)
@@ -635,14 +686,27 @@ def ground_truth_precision(inputs: ReportInputs) -> Table | None:
                 k,
                 precision_at_k(sorted(weights, key=lambda t: -weights[t]), informative, k),
                 precision_at_k(by_attribution, informative, k) if by_attribution else None,
+                tpr,
+                fdr,
             ]
         )
     if not rows:
         return None
     return Table(
-        ["modality", "k (informative features)", "precision@k, feature weights", "precision@k, |IG|"],
+        [
+            "modality",
+            "k (informative features)",
+            "precision@k, feature weights",
+            "precision@k, |IG|",
+            "selection TPR",
+            "selection FDR",
+        ],
         rows,
-        caption="Synthetic cohort: share of the top-k features that ground_truth.json marks informative.",
+        caption=(
+            "Synthetic cohort: share of the top-k features that ground_truth.json marks informative, and "
+            f"per patient, the true-positive and false-discovery rates of the selected features (weight > "
+            f"{SELECTED_ABOVE}) against them."
+        ),
     )
 
 

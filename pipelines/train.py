@@ -336,6 +336,10 @@ def _fit_member(
     epoch_seconds: list[float] = []
     while loop.epoch < config.epochs and loop.epochs_without_improvement < config.patience:
         epoch_started = time.perf_counter()
+        model.core.modality_dropout = ramped(
+            model.core.config.modality_dropout, loop.epoch, config.modality_dropout_ramp
+        )
+        loss_fn.sparsity_scale = ramped(1.0, loop.epoch, config.sparsity_ramp)
         loader = _loader(train_set, collate, config, device, shuffle=True, epoch=loop.epoch)
         train_loss = _train_epoch(
             trained, loss_fn, loader, optimizer, scheduler, config, device, loop, progress
@@ -421,9 +425,20 @@ def _train_epoch(
     return total / max(count, 1)
 
 
+def ramped(rate: float, epoch: int, ramp_epochs: int) -> float:
+    """A regulariser's strength in (0-based) ``epoch``: 0 in the first epoch, rising linearly to
+    ``rate`` at epoch ``ramp_epochs`` (full from the start when ``ramp_epochs`` is 0), so the model
+    first learns from whole patients and open gates."""
+    if ramp_epochs <= 0:
+        return rate
+    return rate * min(1.0, epoch / ramp_epochs)
+
+
 def _float_output(output):
     output.logits = output.logits.float()
     output.fused = output.fused.float()
+    if output.modality_logits is not None:
+        output.modality_logits = output.modality_logits.float()
     return output
 
 

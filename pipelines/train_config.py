@@ -33,6 +33,11 @@ class TrainConfig:
         token_dim: width of every encoder's tokens.
         bins: quantile bins of the numerical embeddings of scalar tokens (tabular numbers, sensor
             statistics).
+        modality_dropout_ramp: epochs over which modality dropout (the fusion setting
+            ``modality_dropout``) rises linearly from 0 to its rate; 0 = the full rate from the start.
+        sparsity_ramp: epochs over which the sparsity term rises linearly from 0 to its weight
+            (``lambda_sparsity``), so gates are not shut before the model has learned what matters; 0
+            (the default) = the full weight from the start.
         class_weights: ``None`` (plain cross-entropy; calibration fixes the base rate) or
             ``"balanced"`` (weights inverse to the training class frequencies).
         encoders: per modality kind, overrides of that encoder's config fields.
@@ -54,6 +59,8 @@ class TrainConfig:
     num_workers: int = 0
     token_dim: int = 32
     bins: int = 8
+    modality_dropout_ramp: int = 5
+    sparsity_ramp: int = 0
     class_weights: str | None = None
     encoders: dict[str, dict[str, Any]] = field(default_factory=dict)
     fusion: dict[str, Any] = field(default_factory=dict)
@@ -76,6 +83,11 @@ class TrainConfig:
             )
         if self.ensemble < 1:
             raise ValueError(f"train config ensemble must be >= 1, got {self.ensemble}")
+        if self.modality_dropout_ramp < 0 or self.sparsity_ramp < 0:
+            raise ValueError(
+                "train config modality_dropout_ramp and sparsity_ramp must be >= 0, got "
+                f"{self.modality_dropout_ramp} and {self.sparsity_ramp}"
+            )
         if self.bins < 1:
             raise ValueError(f"train config bins must be >= 1, got {self.bins}")
         if self.epochs < 1 or self.batch_size < 2 or self.patience < 1:

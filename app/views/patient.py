@@ -24,7 +24,7 @@ from app.resources import (
 )
 from data_schemas import PredictionRecord
 from pipelines.cohort import is_missing
-from pipelines.explaining import ModalityExplanation, PatientExplanation
+from pipelines.explaining import SELECTED_ABOVE, ModalityExplanation, PatientExplanation
 
 SELECTOR_KEY = "deepwe_patient"
 _SEEN_KEY = "_deepwe_patient_from_url"
@@ -150,6 +150,12 @@ def features_panel(explained: PatientExplanation) -> None:
         charts.plain_bars(frame, "feature", "feature_weight", "Feature weights (inside each modality)"),
         width="stretch",
     )
+    chosen = sum(int(item.selected.sum()) for item in explained.modalities.values())
+    observed = sum(int((item.feature_weights > 0).sum()) for item in explained.modalities.values())
+    st.caption(
+        f"Selected for this patient: {chosen} of {observed} observed features (weight above {SELECTED_ABOVE}; a "
+        "feature below it was mostly replaced by a learned baseline before the model read it)."
+    )
 
 
 def _token_frame(item: ModalityExplanation) -> pd.DataFrame:
@@ -158,6 +164,7 @@ def _token_frame(item: ModalityExplanation) -> pd.DataFrame:
             "token": item.tokens,
             "attribution": item.token_attribution.tolist(),
             "feature_weight": item.feature_weights.tolist(),
+            "selected": item.selected.tolist(),
         }
     )
 

@@ -30,7 +30,7 @@ def _assert_identical(a: DeepWeOutput, b: DeepWeOutput) -> None:
             assert x == y, field.name
 
 
-@pytest.mark.parametrize("gate", ["sigmoid", "sparsemax"])
+@pytest.mark.parametrize("gate", ["stochastic", "sigmoid", "sparsemax"])
 def test_missing_modality_weighs_zero_and_nan_in_its_slot_changes_nothing(gate: str) -> None:
     config = replace(TINY, gate=gate)
     model = _eval_model(config)
@@ -164,3 +164,21 @@ def test_malformed_inputs_are_refused_with_the_modality_named(break_it, message:
     break_it(values, masks, present)
     with pytest.raises(ValueError, match=message):
         DeepWe(TINY)(values, masks, present)
+
+
+def test_logits_add_each_modalitys_evidence_and_an_absent_one_adds_its_missing_bias() -> None:
+    model = _eval_model()
+    with torch.no_grad():
+        model.missing_logits.normal_()
+    values, masks, present = make_batch()
+    with torch.no_grad():
+        output = model(values, masks, present)
+        interaction = model.head(
+            model.graph(output.fused, model.reference_embeddings, None, model.reference_outcomes)[0]
+        )
+    torch.testing.assert_close(output.logits, interaction + output.modality_logits.sum(1))
+    notes = TINY.modalities.index("notes")
+    absent = ~output.modality_present[:, notes]
+    assert absent.any()
+    expected = model.missing_logits[notes].expand(int(absent.sum()), -1)
+    torch.testing.assert_close(output.modality_logits[absent, notes], expected)

@@ -9,7 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deepwe_mm import DeepWe, DeepWeLoss, feature_sparsity, supervised_contrastive_loss
+from deepwe_mm import (
+    DeepWe,
+    DeepWeLoss,
+    auxiliary_cross_entropy,
+    feature_sparsity,
+    supervised_contrastive_loss,
+)
 from tests.deepwe_mm import BATCH, TINY, make_batch
 
 
@@ -18,10 +24,15 @@ def test_parts_are_finite_and_total_is_their_weighted_sum() -> None:
     output = DeepWe(config).train()(*make_batch(config))
     targets = torch.arange(BATCH) % 3
     parts = DeepWeLoss(config)(output, targets)
-    for part in (parts.total, parts.cross_entropy, parts.contrastive, parts.sparsity):
+    for part in (parts.total, parts.cross_entropy, parts.contrastive, parts.sparsity, parts.auxiliary):
         assert part.dim() == 0 and torch.isfinite(part)
-    assert parts.contrastive > 0 and parts.sparsity > 0
-    expected = parts.cross_entropy + 0.3 * parts.contrastive + 0.7 * parts.sparsity
+    assert parts.contrastive > 0 and parts.sparsity > 0 and parts.auxiliary > 0
+    expected = (
+        parts.cross_entropy
+        + 0.3 * parts.contrastive
+        + 0.7 * parts.sparsity
+        + config.lambda_auxiliary * parts.auxiliary
+    )
     assert torch.allclose(parts.total, expected)
 
 
@@ -76,6 +87,28 @@ def test_sparsity_is_the_mean_weight_over_counted_tokens_only() -> None:
     assert math.isclose(float(feature_sparsity(weights, masks)), expected, rel_tol=1e-6)
 
 
+def test_sparsity_with_a_target_only_penalises_the_share_above_it() -> None:
+    opened = {"a": torch.tensor([[0.9, 0.9, 0.0], [0.1, 0.1, 0.1]])}
+    masks = {"a": torch.tensor([[True, True, False], [True, True, True]])}
+    # Patient 0 keeps 0.9 of its two tokens open, patient 1 0.1 of three: only 0 exceeds 0.5.
+    assert math.isclose(float(feature_sparsity(opened, masks, target=0.5)), (0.9 - 0.5) / 2, rel_tol=1e-6)
+    assert float(feature_sparsity(opened, masks, target=0.95)) == 0
+
+
+def test_auxiliary_cross_entropy_reads_each_modality_on_the_patients_that_have_it() -> None:
+    logits = torch.randn(5, 2, 3)
+    present = torch.tensor([[True, False], [True, True], [False, True], [True, False], [True, True]])
+    targets = torch.tensor([0, 2, 1, 1, 0])
+    first = F.cross_entropy(logits[present[:, 0], 0], targets[present[:, 0]])
+    second = F.cross_entropy(logits[present[:, 1], 1], targets[present[:, 1]])
+    got = auxiliary_cross_entropy(logits, present, targets)
+    assert torch.allclose(got, (first + second) / 2)
+    # Whatever an absent slot holds is never read.
+    changed = logits.clone()
+    changed[~present] = 1e6
+    assert torch.allclose(auxiliary_cross_entropy(changed, present, targets), got)
+
+
 def test_bad_targets_are_refused() -> None:
     output = DeepWe(TINY).eval()(*make_batch())
     loss = DeepWeLoss(TINY)
@@ -83,3 +116,13 @@ def test_bad_targets_are_refused() -> None:
         loss(output, torch.full((BATCH,), 3))
     with pytest.raises(ValueError, match="targets must be long"):
         loss(output, torch.zeros(BATCH))
+
+
+def test_the_sparsity_scale_ramps_the_sparsity_term_only() -> None:
+    output = DeepWe(TINY).train()(*make_batch())
+    targets = torch.arange(BATCH) % 3
+    loss = DeepWeLoss(TINY)
+    full = loss(output, targets)
+    loss.sparsity_scale = 0.0
+    off = loss(output, targets)
+    assert torch.allclose(full.total - off.total, TINY.lambda_sparsity * full.sparsity)

@@ -11,7 +11,7 @@ from deepwe_mm import DeepWe, DeepWeConfig, DeepWeLoss, drop_modalities
 from tests.deepwe_mm import BATCH, TINY, make_batch
 
 
-@pytest.mark.parametrize("gate", ["sigmoid", "sparsemax"])
+@pytest.mark.parametrize("gate", ["stochastic", "sigmoid", "sparsemax"])
 def test_gradients_reach_every_trainable_parameter(gate: str) -> None:
     config = replace(TINY, gate=gate, dropout=0.0)
     model = DeepWe(config).train()

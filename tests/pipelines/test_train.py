@@ -275,3 +275,10 @@ def test_a_lone_last_training_patient_is_dropped_not_batched_alone():
         assert len(loader) == batches, (size, shuffled)
         if shuffled and size > 1:  # training batches; prediction (unshuffled) keeps every patient
             assert all(len(batch) > 1 for batch in loader)
+
+
+def test_regularisers_ramp_linearly_from_zero_to_their_rate():
+    from pipelines.train import ramped
+
+    assert [ramped(0.3, epoch, 3) for epoch in range(5)] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.3])
+    assert ramped(0.3, 0, 0) == 0.3  # no ramp: the full rate from the start
