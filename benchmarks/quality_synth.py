@@ -75,6 +75,7 @@ from benchmarks.summary_features import SummaryFeatures, cohort_features
 from benchmarks.unimodal import REPO
 from pipelines.cohort import Cohort, load_cohort
 from pipelines.decoded_files import keep_decoded_files
+from pipelines.json_values import finite
 from pipelines.loading import Bundle, load_bundle
 from pipelines.metrics import auroc, binary_metrics
 from pipelines.predict import prediction_loader
@@ -588,7 +589,7 @@ def cohort_rows(data: SynthCohort, runs: Sequence[SeedResult], settings: Setting
     rows = []
     for method in runs[0].risks:
         own = runs[0].risks[method].index
-        oracle = _finite(data.oracle.anchor(labels, own.to_numpy(), "logit")["value"])
+        oracle = finite(data.oracle.anchor(labels, own.to_numpy(), "logit")["value"])
         metrics = [
             binary_metrics(labels.loc[r.risks[method].index].to_numpy(), r.risks[method].to_numpy())
             for r in runs
@@ -611,7 +612,7 @@ def cohort_rows(data: SynthCohort, runs: Sequence[SeedResult], settings: Setting
             per_seed = [auroc_by_pattern(labels, r.risks[method], pattern, chosen) for r in runs]
             for name in chosen:
                 ids = pattern.index[(pattern == name).to_numpy()]
-                oracle = _finite(data.oracle.anchor(labels, ids.to_numpy(), "logit")["value"])
+                oracle = finite(data.oracle.anchor(labels, ids.to_numpy(), "logit")["value"])
                 metric = f"test AUROC, {kind}: {name} ({len(ids)} test patients)"
                 rows.append(_row(by_pattern, method, metric, [p[name] for p in per_seed], oracle))
     rows += ranking_rows(data, runs, ranking)
@@ -643,8 +644,8 @@ def ranking_rows(data: SynthCohort, runs: Sequence[SeedResult], benchmark: str) 
     rows = []
     for source in (BY_WEIGHT, BY_SHAPLEY, BY_SINGLE):
         agreement = [ranking_agreement(r.importance[source], data.truth) for r in runs]
-        rows.append(_row(benchmark, source, SPEARMAN, [a[0] for a in agreement], _finite(oracle_rho)))
-        rows.append(_row(benchmark, source, TOP, [a[1] for a in agreement], _finite(oracle_top)))
+        rows.append(_row(benchmark, source, SPEARMAN, [a[0] for a in agreement], finite(oracle_rho)))
+        rows.append(_row(benchmark, source, TOP, [a[1] for a in agreement], finite(oracle_top)))
         if source == BY_SINGLE:
             continue
         what = "mean weight" if source == BY_WEIGHT else "mean |Shapley|"
@@ -652,10 +653,6 @@ def ranking_rows(data: SynthCohort, runs: Sequence[SeedResult], benchmark: str) 
             metric = f"{what}: {m} (truth {data.truth[m]:g})"
             rows.append(_row(benchmark, source, metric, [r.importance[source][m] for r in runs]))
     return rows
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 # --- the part ------------------------------------------------------------------------------------------

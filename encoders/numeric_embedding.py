@@ -81,6 +81,8 @@ class PiecewiseLinearEmbedding(nn.Module):
         dim: D, the token width.
     """
 
+    edges: Tensor  # (F, K + 1)
+
     def __init__(self, features: int, bins: int, dim: int) -> None:
         super().__init__()
         if features < 1 or bins < 1 or dim < 1:
