@@ -43,7 +43,7 @@ test: lint
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not realdata" -q --durations=10
 
-# Benchmarks: write benchmarks/results.json and benchmarks/RESULTS.md.
+# Benchmarks: write benchmarks/results/{full,quick}/ (RESULTS.md, results.json, one folder per part).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.suite
 
