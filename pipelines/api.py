@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipelines.cohort import Cohort, load_cohort
+from pipelines.cohort import Cohort
 from pipelines.spec_io import SpecError
 from pipelines.train_config import TrainConfig
 
@@ -36,11 +36,6 @@ CohortLike = Cohort | str | Path
 ConfigLike = TrainConfig | Mapping[str, Any] | str | Path | None
 """Training settings: a :class:`TrainConfig`, a mapping of its keys, a YAML file of them, or None
 for the defaults."""
-
-
-def as_cohort(cohort: CohortLike) -> Cohort:
-    """``cohort`` itself, or the cohort at that spec path (loaded without row checks)."""
-    return cohort if isinstance(cohort, Cohort) else load_cohort(cohort)
 
 
 def as_train_config(config: ConfigLike) -> TrainConfig:
@@ -122,13 +117,14 @@ def compatible(bundle: Bundle, cohort: CohortLike) -> Cohort:
     Raises:
         SpecError: every column, id or spec problem that keeps the model from reading the cohort.
     """
-    from pipelines.predict import check_compatible
+    from pipelines.predict import check_compatible, compatible_cohort
 
-    loaded = as_cohort(cohort)
-    problems = check_compatible(bundle, loaded)
+    if not isinstance(cohort, Cohort):
+        return compatible_cohort(bundle, cohort)
+    problems = check_compatible(bundle, cohort)
     if problems:
         raise SpecError(problems)
-    return loaded
+    return cohort
 
 
 def predict_table(
