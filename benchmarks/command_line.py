@@ -10,12 +10,20 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from benchmarks.options import log_to_console, with_overrides, write_run
+from benchmarks.options import log_to_console, subset_of, with_overrides, write_run
 from benchmarks.paths import WORK, results_path
 
 S = TypeVar("S")
+
+
+class PartSettings(Protocol[S]):  # type: ignore[misc]
+    """A part's settings class: its defaults are the full run, ``quick()`` the reduced one."""
+
+    def __call__(self) -> S: ...
+
+    def quick(self) -> S: ...
 
 
 def part_parser(part: str, description: str, *, quick: str) -> argparse.ArgumentParser:
@@ -34,6 +42,13 @@ def part_parser(part: str, description: str, *, quick: str) -> argparse.Argument
     return parser
 
 
+def add_datasets_option(parser: argparse.ArgumentParser, known: Sequence[str]) -> None:
+    """``--datasets a,b``: some of ``known`` (default all)."""
+    parser.add_argument(
+        "--datasets", type=subset_of(known), default=None, help=f"some of {','.join(known)} (default all)"
+    )
+
+
 def output_path(args: argparse.Namespace, part: str) -> Path:
     """``--out``, else the part's results file for the mode of ``--quick``."""
     return args.out if args.out is not None else results_path(part, args.quick)
@@ -43,14 +58,15 @@ def run_part(
     part: str,
     args: argparse.Namespace,
     argv: Sequence[str] | None,
-    settings: S,
+    settings: PartSettings[S],
     overrides: Mapping[str, Any],
     run: Callable[[bool, Path, S], list[dict[str, Any]]],
     report: Callable[[S, list[dict[str, Any]]], str],
     rows_facts: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
     **facts: Any,
 ) -> int:
-    """Run a part from its command line: settings (quick or full) with the options given, the rows,
+    """Run a part from its command line: ``settings.quick()`` or ``settings()`` with the options
+    given, the rows,
     the JSON of the run (with ``facts``, and ``rows_facts(rows)`` such as a verdict), and ``report``
     (a table) on stdout.
 
@@ -59,7 +75,7 @@ def run_part(
         measured).
     """
     log_to_console()
-    chosen = with_overrides(settings, overrides)
+    chosen = with_overrides(settings.quick() if args.quick else settings(), overrides)
     started = time.perf_counter()
     rows = run(args.quick, args.work, chosen)
     seconds = time.perf_counter() - started

@@ -49,8 +49,8 @@ import numpy as np
 import torch
 
 from benchmarks.baselines import P12_OUTCOME, p12_cohort, synthetic_cohort, train_deepwe
-from benchmarks.command_line import part_parser, run_part
-from benchmarks.options import subset_of, torch_threads
+from benchmarks.command_line import add_datasets_option, part_parser, run_part
+from benchmarks.options import torch_threads
 from benchmarks.paths import bench_config
 from benchmarks.rows import result_row
 from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, split_cohort
@@ -434,12 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(synthetic cohort and PhysioNet 2012).",
         quick="small cohorts, one epoch, three patients per seed",
     )
-    parser.add_argument(
-        "--datasets",
-        type=subset_of(DATASETS),
-        default=None,
-        help=f"some of {','.join(DATASETS)} (default all)",
-    )
+    add_datasets_option(parser, DATASETS)
     parser.add_argument("--seeds", type=int, default=None, help="training seeds (default 3)")
     parser.add_argument("--patients", type=int, default=None, help="test patients explained per seed")
     args = parser.parse_args(argv)
@@ -452,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "faithfulness",
         args,
         argv,
-        Settings.quick() if args.quick else Settings(),
+        Settings,
         overrides,
         run,
         report,

@@ -70,8 +70,8 @@ import yaml
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from benchmarks.command_line import part_parser, run_part
-from benchmarks.options import subset_of, torch_threads
+from benchmarks.command_line import add_datasets_option, part_parser, run_part
+from benchmarks.options import torch_threads
 from benchmarks.unimodal import REPO
 from pipelines.cohort import load_cohort
 from pipelines.dataset import PatientCollator
@@ -641,12 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "features that matter?",
         quick="1,000/500 rows, three seeds, four epochs",
     )
-    parser.add_argument(
-        "--datasets",
-        type=subset_of(DATASETS),
-        default=None,
-        help=f"some of {','.join(DATASETS)} (default all)",
-    )
+    add_datasets_option(parser, DATASETS)
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3)")
     parser.add_argument("--epochs", type=int, default=None, help="most DeepWe epochs (default 20; 5 quick)")
     parser.add_argument(
@@ -668,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "invase",
         args,
         argv,
-        Settings.quick() if args.quick else Settings(),
+        Settings,
         overrides,
         run,
         report,

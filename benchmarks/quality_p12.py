@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "quality_p12",
             args,
             argv,
-            Settings.quick() if args.quick else Settings(),
+            Settings,
             overrides,
             run,
             report,

@@ -754,7 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quality_synth",
         args,
         argv,
-        Settings.quick() if args.quick else Settings(),
+        Settings,
         {"n": args.n, "epochs": args.epochs},
         run,
         report,

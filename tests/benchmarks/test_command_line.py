@@ -16,6 +16,10 @@ class _Settings:
     seeds: int = 3
     torch_threads: int | None = None
 
+    @classmethod
+    def quick(cls) -> _Settings:
+        return cls(seeds=1)
+
 
 def _rows(quick: bool, work: Path, settings: _Settings) -> list[dict]:
     mean = math.nan if settings.seeds == 0 else float(settings.seeds)
@@ -42,7 +46,7 @@ def test_run_part_writes_rows_and_run_and_fails_on_an_unmeasured_row(tmp_path: P
         "fake",
         args,
         argv,
-        _Settings(),
+        _Settings,
         {"seeds": args.seeds},
         _rows,
         lambda settings, rows: f"table of {settings.seeds}",
@@ -52,5 +56,7 @@ def test_run_part_writes_rows_and_run_and_fails_on_an_unmeasured_row(tmp_path: P
     written = json.loads(out.read_text())
     assert written["rows"][0]["mean"] == 2.0
     assert written["run"]["settings"]["seeds"] == 2 and written["run"]["verdict"] == 1
-    assert run_part("fake", args, argv, _Settings(), {"seeds": 0}, _rows, lambda s, r: "") == 1
+    run_part("fake", args, argv, _Settings, {}, _rows, lambda settings, rows: f"table of {settings.seeds}")
+    assert "table of 1" in capsys.readouterr().out  # --quick: the quick settings
+    assert run_part("fake", args, argv, _Settings, {"seeds": 0}, _rows, lambda s, r: "") == 1
     assert json.loads(out.read_text())["rows"][0]["mean"] is None  # NaN written as null
