@@ -9,7 +9,7 @@ DEMO_OUT ?= runs/demo
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint venv clean-venv schemas bench bench-quick
+.PHONY: demo test test-fast lint venv clean-venv schemas bench bench-quick
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,11 +32,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
+# The full suite, as CI runs it, with the 20 slowest tests listed at the end.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=20
 
-# Benchmarks: write benchmarks/results.json and benchmarks/RESULTS.md.
+# The daily loop: every test but the slow ones (end-to-end training, torchrun, kill -9, the demo,
+# the browser) and those reading ../shared/data.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not realdata" -q --durations=10
+
+# Benchmarks: write benchmarks/results/{full,quick}/ (RESULTS.md, results.json, one folder per part).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.suite
 

@@ -1,6 +1,7 @@
 """Interactive charts (Altair, which Streamlit draws with ``st.altair_chart``).
 
-Attribution colours match :mod:`app.pictures`: red towards the positive outcome, blue against it.
+Colours are the audit report's (:mod:`pipelines.explanation_pictures`): red towards the positive
+outcome, blue against it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,11 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-RED, BLUE, GREY = "#db2626", "#2563eb", "#9ca3af"
+from pipelines.explanation_pictures import AWAY as BLUE
+from pipelines.explanation_pictures import INK
+from pipelines.explanation_pictures import NEUTRAL as GREY
+from pipelines.explanation_pictures import TOWARDS as RED
+
 SPARSE_POINTS = 200  # sensor channels with at most this many observations show each one as a dot
 
 
@@ -52,7 +57,7 @@ def sensor_chart(frame: pd.DataFrame, unit: str, width: int = 760) -> alt.FacetC
     """
     scale = float(np.nanmax(np.abs(frame["attribution"].to_numpy(dtype=float)), initial=0.0)) or 1.0
     sparse = frame.groupby("channel")["value"].count().max() <= SPARSE_POINTS
-    points = alt.OverlayMarkDef(size=12, color="#111827") if sparse else False
+    points = alt.OverlayMarkDef(size=12, color=INK) if sparse else False
     shading = (
         alt.Chart()
         .mark_rect(opacity=0.45)
@@ -68,7 +73,7 @@ def sensor_chart(frame: pd.DataFrame, unit: str, width: int = 760) -> alt.FacetC
     )
     line = (
         alt.Chart()
-        .mark_line(color="#111827", strokeWidth=1.2, point=points)
+        .mark_line(color=INK, strokeWidth=1.2, point=points)
         .encode(
             x="time:Q",
             y=alt.Y("value:Q", scale=alt.Scale(zero=False), title=None),
@@ -146,6 +151,6 @@ def decision_curve(frame: pd.DataFrame, top: float) -> alt.Chart:
         .encode(
             x=alt.X("threshold:Q", title="risk threshold"),
             y=alt.Y("net_benefit:Q", title="net benefit", scale=alt.Scale(domain=[-0.05, top], clamp=True)),
-            color=alt.Color("strategy:N", scale=alt.Scale(range=[RED, GREY, "#111827"])),
+            color=alt.Color("strategy:N", scale=alt.Scale(range=[RED, GREY, INK])),
         )
     )

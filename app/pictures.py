@@ -1,23 +1,25 @@
 """Pictures for the patient page: numpy RGB arrays for ``st.image`` and the highlighted note as
 escaped HTML. No Streamlit, no pyplot.
 
-Colours: attribution towards the positive outcome is red, against it blue, in every picture.
+The note highlight, the image overlay and the colours are the audit report's
+(:mod:`pipelines.explanation_pictures`): attribution towards the positive outcome is red, against
+it blue, in every picture.
 """
 
 from __future__ import annotations
 
-import html
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib import colormaps
 
+from pipelines.explanation_pictures import AWAY, TOWARDS, highlighted_note_html, rgb, saliency_rgb
+
 DISPLAY_SIDE = 288
 """Small model inputs (33 x 33 pixels) are enlarged by whole pixels to at least this many pixels."""
-RED = np.array([0.86, 0.15, 0.15])
-BLUE = np.array([0.15, 0.39, 0.92])
-_NO_SPACE_BEFORE = frozenset(".,;:!?)%]'")
+RED = np.array(rgb(TOWARDS))
+BLUE = np.array(rgb(AWAY))
 
 
 def _unit(values: np.ndarray) -> np.ndarray:
@@ -40,8 +42,8 @@ def stretch(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.repeat(np.repeat(rgb, rows, axis=0), columns, axis=1)
 
 
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    return (np.clip(rgb, 0.0, 1.0) * 255).round().astype(np.uint8)
+def _to_uint8(colours: np.ndarray) -> np.ndarray:
+    return (np.clip(colours, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
 def middle_slice(array: np.ndarray) -> np.ndarray:
@@ -64,8 +66,9 @@ def image_rgb(image: np.ndarray) -> np.ndarray:
     return enlarge(_to_uint8(np.repeat(grey[..., None], 3, axis=-1)))
 
 
-def saliency_overlay(image: np.ndarray, attribution: np.ndarray, alpha: float = 0.65) -> np.ndarray:
-    """The image in grey under a red heat map of attribution magnitude, as (H', W', 3) uint8.
+def saliency_overlay(image: np.ndarray, attribution: np.ndarray) -> np.ndarray:
+    """The image in grey under a red heat map of attribution magnitude, as (H', W', 3) uint8,
+    enlarged (the report's overlay, :func:`pipelines.explanation_pictures.saliency_rgb`).
 
     Args:
         image: (C, H, W) or (C, D, H, W).
@@ -74,9 +77,7 @@ def saliency_overlay(image: np.ndarray, attribution: np.ndarray, alpha: float = 
     image, attribution = middle_slice(image), middle_slice(attribution)
     if image.shape != attribution.shape:
         raise ValueError(f"image {image.shape} and attribution {attribution.shape} differ in shape")
-    grey = _unit(image.mean(axis=0))[..., None]
-    heat = alpha * _unit(np.abs(attribution).sum(axis=0))[..., None]
-    return enlarge(_to_uint8(grey * (1 - heat) + RED * heat))
+    return enlarge(saliency_rgb(image.mean(axis=0), np.abs(attribution).sum(axis=0)))
 
 
 SPECTRUM_SHAPE = (176, 480)
@@ -99,39 +100,15 @@ def diverging_rgb(values: np.ndarray) -> np.ndarray:
     return stretch(_to_uint8(1 - strength * (1 - colour)), *SPECTRUM_SHAPE)
 
 
-def merge_word_pieces(words: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
-    """WordPiece continuations (``"##ing"``) joined to the word before them, their scores summed."""
-    merged: list[tuple[str, float]] = []
-    for piece, score in words:
-        if piece.startswith("##") and merged:
-            word, total = merged[-1]
-            merged[-1] = (word + piece[2:], total + float(score))
-        else:
-            merged.append((piece, float(score)))
-    return merged
-
-
 def note_html(words: Sequence[tuple[str, float]]) -> str:
-    """The note as an HTML fragment, each word shaded by its attribution (red towards the outcome).
-
-    Every word is HTML-escaped; the only markup is ours. The strongest word is shaded at 85 %.
+    """The note as an HTML fragment, each word shaded by its attribution (red towards the outcome),
+    as the report shows it. Every word is HTML-escaped; the only markup is ours.
 
     Args:
         words: the note's word pieces (or any text units) in order, with their attributions.
     """
-    merged = merge_word_pieces(words)
-    scale = max((abs(s) for _, s in merged), default=0.0) or 1.0
-    parts = []
-    for index, (word, score) in enumerate(merged):
-        red, green, blue = (RED if score >= 0 else BLUE) * 255
-        strength = 0.85 * abs(score) / scale
-        space = "" if index == 0 or word[:1] in _NO_SPACE_BEFORE else " "
-        parts.append(
-            f'{space}<mark class="deepwe-word" title="{score:+.3g}" style="background: '
-            f'rgba({red:.0f}, {green:.0f}, {blue:.0f}, {strength:.2f}); padding: 0 1px">'
-            f"{html.escape(word, quote=True)}</mark>"
-        )
-    return f'<div class="deepwe-note" style="line-height: 1.9">{"".join(parts)}</div>'
+    shaded = highlighted_note_html([w for w, _ in words], [float(s) for _, s in words])
+    return f'<div class="deepwe-note" style="line-height: 1.9">{shaded}</div>'
 
 
 def block_reduce(values: np.ndarray, max_points: int, how: str = "mean") -> tuple[np.ndarray, int]:

@@ -29,6 +29,7 @@ import streamlit as st
 from app.settings import DashboardSettings, SettingsError, parse_settings
 from data_schemas import PredictionRecord
 from data_schemas.cohort import canonical_label
+from pipelines.api import predict_table
 from pipelines.bundle import BundleError
 from pipelines.cohort import Cohort, load_cohort
 from pipelines.explaining import PatientExplanation, UnknownPatient, explain_patient, patient_position
@@ -38,7 +39,6 @@ from pipelines.predict import (
     check_compatible,
     iter_predictions,
     read_predictions,
-    record_to_row,
     row_to_record,
 )
 from pipelines.spec_io import SpecError
@@ -122,8 +122,7 @@ def served() -> Served:
 def _computed_predictions(model: str, cohort: str) -> pd.DataFrame:
     bundle, table = _bundle(model), _cohort(cohort)
     with model_lock(model):
-        records = list(iter_predictions(bundle, table, range(len(table.table)), PredictOptions()))
-    return pd.DataFrame([record_to_row(r) for r in records])
+        return predict_table(bundle, table)
 
 
 @st.cache_resource(show_spinner="Reading the predictions file…")

@@ -21,10 +21,10 @@ random orders' mean as the anchor of the IG and gradient x input rows.
 Datasets:
 
 - ``faithfulness, synthetic``: a ``deepwe synth`` cohort (seed 0, 20% of modalities missing, all six
-  modalities, the generator's own split) and the model sizes of ``benchmarks.deepwe_vs_baselines``.
+  modalities, the generator's own split) and the model sizes of ``configs/bench/synth.yaml``.
 - ``faithfulness, PhysioNet 2012``: set A imported with ``pipelines.importers`` (static tabular +
   48 h series), optionally a stratified subset, one seeded stratified 70/15/15 split; the model
-  sizes of ``benchmarks.deepwe_vs_baselines``. Skipped, with a note, when the data folder is absent.
+  sizes of ``configs/bench/p12.yaml``. Skipped, with a note, when the data folder is absent.
 
 ``--quick`` (the suite's quick mode) uses small cohorts, one epoch, tiny model sizes, a few patients
 and few IG steps: it shows that every path runs, not figures to quote.
@@ -36,9 +36,7 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import logging
-import math
 import os
 import sys
 import time
@@ -50,10 +48,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks import deepwe_vs_baselines as issue4
-from benchmarks.options import log_to_console, subset_of, torch_threads, with_overrides, write_run
+from benchmarks.baselines import P12_OUTCOME, p12_cohort, synthetic_cohort, train_deepwe
+from benchmarks.command_line import add_datasets_option, part_parser, run_part
+from benchmarks.options import torch_threads
+from benchmarks.paths import bench_config
 from benchmarks.rows import result_row
-from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, write_split_cohort
+from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, split_cohort
 from explain.attribution import GRADIENT_X_INPUT, INTEGRATED_GRADIENTS
 from explain.faithfulness import Curves
 from pipelines.cohort import Cohort, load_cohort
@@ -72,7 +72,6 @@ log = logging.getLogger("benchmarks.faithfulness")
 notes = logging.getLogger("benchmarks.notes")  # lines the suite prints under this part's tables
 
 WORK = REPO / "runs" / "bench" / "faithfulness"
-RESULTS = REPO / "benchmarks" / "results" / "faithfulness.json"
 SYNTHETIC = "synthetic"
 P12 = "physionet2012"
 DATASETS = (SYNTHETIC, P12)
@@ -147,17 +146,15 @@ class Settings:
         )
 
     def train_config(self, dataset: str, seed: int, text_cache: Path) -> TrainConfig:
-        """DeepWe's training settings for ``dataset`` (the sizes of the PhysioNet 2012 and synthetic comparison unless quick)."""
-        sizes = issue4.Settings(
-            p12_epochs=self.epochs,
-            p12_patience=self.patience,
-            synth_epochs=self.epochs,
-            synth_patience=self.patience,
+        """DeepWe's training settings for ``dataset``: ``configs/bench/p12.yaml`` or ``synth.yaml``
+        (the sizes of the PhysioNet 2012 and synthetic comparisons) unless quick."""
+        config = bench_config(
+            "p12" if dataset == P12 else "synth",
+            epochs=self.epochs,
+            patience=self.patience,
+            seed=seed,
+            text_cache=str(text_cache),
         )
-        if dataset == P12:
-            config = sizes.p12_config(seed, text_cache)
-        else:
-            config = replace(sizes.synth_config(text_cache), seed=seed)
         return replace(config, **QUICK_MODEL) if self.quick_model else config
 
 
@@ -167,13 +164,13 @@ class Dataset:
 
     Attributes:
         key: one of :data:`DATASETS`.
-        spec: the cohort spec (its table has the split column).
+        cohort: the cohort (its table has the split column).
         explained: patient ids, the same for every seed.
         size: patients in the cohort; split_sizes: train/val/test counts.
     """
 
     key: str
-    spec: Path
+    cohort: Cohort
     explained: tuple[str, ...]
     size: int
     split_sizes: dict[str, int]
@@ -185,13 +182,13 @@ def explained_patients(ids: Sequence[str], count: int, seed: int = 0) -> tuple[s
     return tuple(str(ids[i]) for i in order[:count])
 
 
-def _dataset(key: str, spec: Path, settings: Settings) -> Dataset:
-    records = list(load_cohort(spec).records())
+def _dataset(key: str, cohort: Cohort, settings: Settings) -> Dataset:
+    records = list(cohort.records())
     split = [r.split for r in records]
     test = [r.patient_id for r in records if r.split == "test"]
     return Dataset(
         key,
-        spec,
+        cohort,
         explained_patients(test, settings.patients),
         len(records),
         {s: split.count(s) for s in ("train", "val", "test")},
@@ -199,20 +196,19 @@ def _dataset(key: str, spec: Path, settings: Settings) -> Dataset:
 
 
 def synthetic_dataset(settings: Settings, work: Path) -> Dataset:
-    """The ``deepwe synth`` cohort of :func:`benchmarks.deepwe_vs_baselines.synthetic_cohort`."""
-    spec = issue4.synthetic_cohort(settings.synth_n, work / "cohorts" / f"synth-n{settings.synth_n}")
-    return _dataset(SYNTHETIC, spec, settings)
+    """The ``deepwe synth`` cohort of :func:`benchmarks.baselines.synthetic_cohort`."""
+    spec = synthetic_cohort(settings.synth_n, work / "cohorts" / f"synth-n{settings.synth_n}")
+    return _dataset(SYNTHETIC, load_cohort(spec), settings)
 
 
 def p12_dataset(settings: Settings, work: Path, data: Path = SHARED_DATA) -> Dataset | None:
     """PhysioNet 2012 set A with one stratified split (seed 0), or None when the data is absent."""
     try:
-        spec_path, table = issue4.p12_cohort(data, work, settings.p12_limit)
+        spec_path, table = p12_cohort(data, work, settings.p12_limit)
     except FileNotFoundError:
         return None
-    split = holdout_split(table[issue4.P12_OUTCOME].tolist(), seed=0)
-    spec = write_split_cohort(spec_path, table, split, work / "cohorts" / f"p12-{len(table)}")
-    return _dataset(P12, spec, settings)
+    split = holdout_split(table[P12_OUTCOME].tolist(), seed=0)
+    return _dataset(P12, split_cohort(spec_path, table, split), settings)
 
 
 # --- one patient ---------------------------------------------------------------------------------
@@ -297,8 +293,8 @@ def run_seed(dataset: Dataset, settings: Settings, seed: int, work: Path) -> See
         ValueError: none of the patients could be explained.
     """
     config = settings.train_config(dataset.key, seed, work / ".text-cache")
-    result = issue4.train_deepwe(dataset.spec, work / "models" / dataset.key / f"seed-{seed}", config)
-    bundle, cohort = load_bundle(result.bundle), load_cohort(dataset.spec)
+    result = train_deepwe(dataset.cohort, work / "models" / dataset.key / f"seed-{seed}", config)
+    bundle, cohort = load_bundle(result.bundle), dataset.cohort
     started = time.perf_counter()
     found = []
     for patient in dataset.explained:
@@ -317,7 +313,7 @@ def run_seed(dataset: Dataset, settings: Settings, seed: int, work: Path) -> See
         found.append(curve_aucs(curves))
     if not found:
         raise ValueError(
-            f"{dataset.spec}: none of the {len(dataset.explained)} test patients could be explained"
+            f"{dataset.key}: none of the {len(dataset.explained)} test patients could be explained"
         )
     explain_seconds = time.perf_counter() - started
     aucs = mean_aucs(found)
@@ -431,51 +427,32 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.faithfulness",
-        description="Deletion/insertion AUC of Integrated Gradients, gradient x input and random orders "
-        "on DeepWe (synthetic cohort and PhysioNet 2012).",
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = part_parser(
+        "faithfulness",
+        "Deletion/insertion AUC of Integrated Gradients, gradient x input and random orders on DeepWe "
+        "(synthetic cohort and PhysioNet 2012).",
+        quick="small cohorts, one epoch, three patients per seed",
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="small cohorts, one epoch, three patients per seed"
-    )
-    parser.add_argument(
-        "--datasets",
-        type=subset_of(DATASETS),
-        default=None,
-        help=f"some of {','.join(DATASETS)} (default all)",
-    )
+    add_datasets_option(parser, DATASETS)
     parser.add_argument("--seeds", type=int, default=None, help="training seeds (default 3)")
     parser.add_argument("--patients", type=int, default=None, help="test patients explained per seed")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON of results")
-    parser.add_argument("--work", type=Path, default=WORK, help="where cohorts and models go")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    log_to_console()
-    settings = Settings.quick() if args.quick else Settings()
+    args = parser.parse_args(argv)
     overrides = {"datasets": args.datasets, "seeds": args.seeds, "patients": args.patients}
-    settings = with_overrides(settings, overrides)
-    load_at_start = [round(x, 2) for x in os.getloadavg()]
-    started = time.perf_counter()
-    rows = run(args.quick, args.work, settings)
-    seconds = time.perf_counter() - started
-    write_run(
-        args.out,
-        rows,
-        script="faithfulness",
-        argv=argv,
-        settings=settings,
-        load_average_at_start=load_at_start,
-        seconds=round(seconds, 1),
+
+    def report(settings: Settings, rows: list[dict[str, Any]]) -> str:
+        return f"\n## Explanation faithfulness ({settings.seeds} seed(s))\n\n{markdown_table(rows)}"
+
+    return run_part(
+        "faithfulness",
+        args,
+        argv,
+        Settings,
+        overrides,
+        run,
+        report,
+        load_average_at_start=[round(x, 2) for x in os.getloadavg()],
     )
-    print(f"\n## Explanation faithfulness ({settings.seeds} seed(s))\n")
-    print(markdown_table(rows))
-    print(f"\nwrote {args.out} ({seconds:.0f} s in all)")
-    return 0 if rows and all(math.isfinite(r["mean"]) for r in rows) else 1
 
 
 if __name__ == "__main__":

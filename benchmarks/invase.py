@@ -47,16 +47,14 @@ about 1.5 minutes; the full run about 2 minutes per dataset and seed (20 DeepWe 
 rows, 200 IG patients, TabNet), so about 40 minutes for six datasets and three seeds.
 
 Work files (cohorts, model bundles) go under ``runs/bench/invase/``; the JSON of results goes to
-``benchmarks/results/invase.json`` by default.
+``benchmarks/results/{quick,full}/invase/results.json`` by default.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
-import math
 import sys
 import time
 import warnings
@@ -72,7 +70,8 @@ import yaml
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from benchmarks.options import log_to_console, subset_of, torch_threads, with_overrides, write_run
+from benchmarks.command_line import add_datasets_option, part_parser, run_part
+from benchmarks.options import torch_threads
 from benchmarks.unimodal import REPO
 from pipelines.cohort import load_cohort
 from pipelines.dataset import PatientCollator
@@ -87,7 +86,6 @@ log = logging.getLogger("deepwe.bench.invase")
 notes = logging.getLogger("benchmarks.notes")  # lines the suite prints under this part's tables
 
 WORK = REPO / "runs" / "bench" / "invase"
-RESULTS = REPO / "benchmarks" / "results" / "invase.json"
 DATASETS = ("syn1", "syn2", "syn3", "syn4", "syn5", "syn6")
 N_FEATURES = 11
 FEATURES = tuple(f"X{i}" for i in range(1, N_FEATURES + 1))
@@ -644,57 +642,42 @@ def run(quick: bool, work: Path, settings: Settings | None = None) -> list[dict[
     return summary_rows(per_seed)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.invase",
-        description="INVASE Syn1-Syn6: do DeepWe's feature weights, IG on DeepWe and TabNet's masks "
-        "select the features that matter?",
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = part_parser(
+        "invase",
+        "INVASE Syn1-Syn6: do DeepWe's feature weights, IG on DeepWe and TabNet's masks select the "
+        "features that matter?",
+        quick="1,000/500 rows, three seeds, four epochs",
     )
-    parser.add_argument("--quick", action="store_true", help="1,000/500 rows, three seeds, four epochs")
-    parser.add_argument(
-        "--datasets",
-        type=subset_of(DATASETS),
-        default=None,
-        help=f"some of {','.join(DATASETS)} (default all)",
-    )
+    add_datasets_option(parser, DATASETS)
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3)")
     parser.add_argument("--epochs", type=int, default=None, help="most DeepWe epochs (default 20; 5 quick)")
     parser.add_argument(
         "--ig-patients", type=int, default=None, help="test patients explained by IG (default 200; 50 quick)"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON of results")
-    parser.add_argument("--work", type=Path, default=WORK, help="where cohorts and models go")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    log_to_console()
-    settings = Settings.quick() if args.quick else Settings()
+    args = parser.parse_args(argv)
     overrides = {
         "datasets": args.datasets,
         "seeds": args.seeds,
         "epochs": args.epochs,
         "ig_patients": args.ig_patients,
     }
-    settings = with_overrides(settings, overrides)
-    started = time.perf_counter()
-    rows = run(args.quick, args.work, settings)
-    minutes = (time.perf_counter() - started) / 60
-    write_run(
-        args.out,
-        rows,
-        script="invase",
-        argv=argv,
-        settings=settings,
+
+    def report(settings: Settings, rows: list[dict[str, Any]]) -> str:
+        title = f"## INVASE Syn1-Syn6 ({settings.seeds} seed(s), {settings.n_train}/{settings.n_test} rows)"
+        return f"\n{title}\n\n{markdown_table(rows)}"
+
+    return run_part(
+        "invase",
+        args,
+        argv,
+        Settings,
+        overrides,
+        run,
+        report,
         tabnet=tabnet_problem() or "pytorch-tabnet",
-        minutes=round(minutes, 2),
         units="tpr and fdr are fractions in [0, 1]; selected is features per sample (of 11)",
     )
-    print(f"\n## INVASE Syn1-Syn6 ({settings.seeds} seed(s), {settings.n_train}/{settings.n_test} rows)\n")
-    print(markdown_table(rows))
-    print(f"\nwrote {args.out} ({minutes:.1f} min in all)")
-    return 0 if all(math.isfinite(r["mean"]) for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ the JSON of a run."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+
+from pipelines.json_values import json_text
 
 T = TypeVar("T")
 
@@ -86,4 +87,4 @@ def write_run(
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     } | facts
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"rows": list(rows), "run": run}, indent=1) + "\n", encoding="utf-8")
+    path.write_text(json_text({"rows": list(rows), "run": run}, indent=1), encoding="utf-8")

@@ -13,8 +13,6 @@ rank, and token by token over the statistics both have (first, last, min, max, m
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -25,25 +23,34 @@ from scipy.stats import spearmanr
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.inspection import permutation_importance
 
-from benchmarks.deepwe_vs_baselines import GB_PARAMS, P12_OUTCOME, by_split, fit_gradient_boosting, p12_cohort
+from benchmarks.baselines import (
+    GB_PARAMS,
+    P12_OUTCOME,
+    by_split,
+    fit_gradient_boosting,
+    p12_cohort,
+    train_deepwe,
+)
+from benchmarks.command_line import part_parser
 from benchmarks.options import log_to_console
+from benchmarks.paths import results_path
 from benchmarks.summary_features import cohort_features
-from benchmarks.unimodal import REPO, SHARED_DATA, kfold_splits, write_split_cohort
-from pipelines.cohort import load_cohort
+from benchmarks.unimodal import REPO, SHARED_DATA, kfold_splits, split_cohort
+from pipelines.cohort import Cohort
 from pipelines.dataset import PatientCollator
+from pipelines.json_values import json_text
 from pipelines.loading import load_bundle
 from pipelines.prepare import prepare_cohort
-from pipelines.train import train
 from pipelines.train_config import TrainConfig
 
 WORK = REPO / "runs" / "bench" / "p12_weights"
 TOP = 10
 
 
-def deepwe_token_weights(bundle_path: Path, spec_path: Path) -> dict[str, float]:
+def deepwe_token_weights(bundle_path: Path, cohort: Cohort) -> dict[str, float]:
     """Token name -> mean feature weight over the test patients where the token was observed."""
     bundle = load_bundle(bundle_path)
-    prepared = prepare_cohort(load_cohort(spec_path))
+    prepared = prepare_cohort(cohort)
     loader = torch.utils.data.DataLoader(
         prepared.dataset("test"), batch_size=64, collate_fn=PatientCollator(bundle.model.encoders)
     )
@@ -106,18 +113,12 @@ def run(fold: int, work: Path, seed: int = 0) -> dict[str, object]:
     spec_path, table = p12_cohort(SHARED_DATA, work, None, seed)
     splits = kfold_splits(table[P12_OUTCOME].tolist(), 5, seed)
     split = splits[fold]
-    spec = write_split_cohort(spec_path, table, split, work / f"fold-{fold}")
+    cohort = split_cohort(spec_path, table, split)
     bundle = work / f"model-{fold}"
     if not (bundle / "manifest.json").is_file():
-        train(
-            spec,
-            bundle,
-            TrainConfig(seed=seed, text_cache=str(work / ".text-cache")),
-            device="cpu",
-            progress=False,
-        )
-    weights = deepwe_token_weights(bundle, spec)
-    features = cohort_features(load_cohort(spec)).frame.loc[table["RecordID"]]
+        train_deepwe(cohort, bundle, TrainConfig(seed=seed, text_cache=str(work / ".text-cache")))
+    weights = deepwe_token_weights(bundle, cohort)
+    features = cohort_features(cohort).frame.loc[table["RecordID"]]
     labels = table[P12_OUTCOME].astype(int).to_numpy()
     y = {s: labels[split == s] for s in ("train", "val", "test")}
     x = by_split(features, split)
@@ -132,21 +133,18 @@ def run(fold: int, work: Path, seed: int = 0) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.p12_weights", description=__doc__.split("\n")[0]
-    )
+    parser = part_parser("p12_weights", __doc__.split("\n")[0], quick="(no quick version: the same run)")
     parser.add_argument("--fold", type=int, default=0, help="which of the 5 folds (default 0)")
-    parser.add_argument("--work", type=Path, default=WORK, help="where the cohort copies and the model go")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "p12_weights.json")
     args = parser.parse_args(argv)
+    out = results_path("p12_weights", quick=False) if args.out is None else args.out
     log_to_console()
     try:
         result = run(args.fold, args.work)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json_text(result), encoding="utf-8")
     print("DeepWe: top feature weights (mean over test patients where observed)")
     for token, weight in result["deepwe_top_tokens"]:
         print(f"  {token:<28} {weight:.3f}")

@@ -21,8 +21,6 @@ paired AUROC difference DeepWe - gradient boosting (anchor 0), so "do we beat it
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
 import shutil
@@ -37,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.deepwe_vs_baselines import (
+from benchmarks.baselines import (
     GB,
     P12_OUTCOME,
     SAPS,
@@ -48,12 +46,12 @@ from benchmarks.deepwe_vs_baselines import (
     p12_cohort,
     train_deepwe,
 )
-from benchmarks.options import log_to_console, subset_of, torch_threads, with_overrides
+from benchmarks.command_line import part_parser, run_part
+from benchmarks.options import subset_of, torch_threads
 from benchmarks.rows import result_row
 from benchmarks.summary_features import cohort_features
-from benchmarks.unimodal import REPO, SHARED_DATA, kfold_splits, write_split_cohort
+from benchmarks.unimodal import REPO, SHARED_DATA, kfold_splits, split_cohort
 from deepwe_mm.config import ABLATIONS
-from pipelines.cohort import load_cohort
 from pipelines.decoded_files import keep_decoded_files
 from pipelines.metrics import binary_metrics
 from pipelines.train_config import TrainConfig
@@ -143,8 +141,8 @@ def run_folds(settings: Settings, work: Path, data: Path = SHARED_DATA) -> list[
     splits = kfold_splits(table[P12_OUTCOME].tolist(), settings.folds, settings.seed)
     started = time.perf_counter()
     # Summary features of the kept stays only (the import holds all of set A).
-    kept = write_split_cohort(spec_path, table, splits[0], work / "kept-stays")
-    features = cohort_features(load_cohort(kept)).frame.loc[table["RecordID"]]
+    kept = split_cohort(spec_path, table, splits[0])
+    features = cohort_features(kept).frame.loc[table["RecordID"]]
     notes.info(
         "PhysioNet 2012 set A: %d stays (%d deaths), %d folds (test k, validation k+1, stratified, seed %d); "
         "%d summary features extracted once in %.0f s. DeepWe: %s.",
@@ -183,7 +181,7 @@ def run_fold(
         Method -> metric (``auroc``, ``auprc``, ``brier``, ``ece``, ``train_seconds``) -> value.
     """
     labels = table[P12_OUTCOME].astype(int).to_numpy()
-    spec = write_split_cohort(spec_path, table, split, work / "cohort")
+    spec = split_cohort(spec_path, table, split)
     y = {s: labels[split == s] for s in ("train", "val", "test")}
     log.info("%s: train %d, val %d, test %d", work.name, *(len(y[s]) for s in ("train", "val", "test")))
     x = by_split(features, split)
@@ -307,13 +305,13 @@ def run(quick: bool, work: Path, settings: Settings | None = None) -> list[dict[
     return rows
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.quality_p12",
-        description="PhysioNet 2012 in-hospital death, patient-level CV: DeepWe and its ablations against "
-        "gradient boosting, logistic regression and SAPS-I on the same folds.",
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = part_parser(
+        "quality_p12",
+        "PhysioNet 2012 in-hospital death, patient-level CV: DeepWe and its ablations against gradient "
+        "boosting, logistic regression and SAPS-I on the same folds.",
+        quick="5 folds of 500 stays, 3 epochs, half width",
     )
-    parser.add_argument("--quick", action="store_true", help="5 folds of 500 stays, 3 epochs, half width")
     parser.add_argument("--folds", type=int, default=None, help="CV folds (default 5)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many stays (default all)")
     parser.add_argument(
@@ -328,17 +326,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help=f"some of {','.join(ABLATION_CHOICES)}, or 'none' (default all)",
     )
-    parser.add_argument("--work", type=Path, default=WORK, help="where the cohort copies and models go")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="also write the rows and the verdict as JSON here"
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    log_to_console()
-    settings = Settings.quick() if args.quick else Settings()
+    args = parser.parse_args(argv)
     overrides: dict[str, Any] = {
         "folds": args.folds,
         "limit": args.limit,
@@ -346,21 +334,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ensemble": args.ensemble,
         "ablations": args.ablations,
     }
-    settings = with_overrides(settings, overrides)
+
+    def report(settings: Settings, rows: list[dict[str, Any]]) -> str:
+        lines = []
+        for row in rows:
+            sd = "" if row["sd"] is None else f" ± {row['sd']:.3f}"
+            anchor = "" if row["anchor"] is None else f" (anchor {row['anchor']:.3f})"
+            lines.append(f"{row['method']:<60} {row['metric']:<36} {row['mean']:.3f}{sd}{anchor}")
+        return "\n".join([*lines, verdict(rows)])
+
     try:
-        rows = run(args.quick, args.work, settings)
+        return run_part(
+            "quality_p12",
+            args,
+            argv,
+            Settings,
+            overrides,
+            run,
+            report,
+            rows_facts=lambda rows: {"verdict": verdict(rows)},
+        )
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"rows": rows, "verdict": verdict(rows)}, indent=2), encoding="utf-8")
-    for row in rows:
-        sd = "" if row["sd"] is None else f" ± {row['sd']:.3f}"
-        anchor = "" if row["anchor"] is None else f" (anchor {row['anchor']:.3f})"
-        print(f"{row['method']:<60} {row['metric']:<36} {row['mean']:.3f}{sd}{anchor}")
-    print(verdict(rows))
-    return 0
 
 
 if __name__ == "__main__":

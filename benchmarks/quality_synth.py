@@ -41,7 +41,6 @@ that score them), so within one cohort every file is decoded once and kept in me
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -59,22 +58,24 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from benchmarks.deepwe_vs_baselines import (
+from benchmarks.baselines import (
     Fitted,
     Oracle,
     by_split,
     fit_gradient_boosting,
+    single_modality,
     synthetic_cohort,
     train_deepwe,
-    write_single_modality,
 )
-from benchmarks.deepwe_vs_baselines import Settings as BaselineSettings
-from benchmarks.options import log_to_console, torch_threads, with_overrides
+from benchmarks.command_line import part_parser, run_part
+from benchmarks.options import torch_threads
+from benchmarks.paths import bench_config
 from benchmarks.rows import result_row
 from benchmarks.summary_features import SummaryFeatures, cohort_features
 from benchmarks.unimodal import REPO
 from pipelines.cohort import Cohort, load_cohort
 from pipelines.decoded_files import keep_decoded_files
+from pipelines.json_values import finite
 from pipelines.loading import Bundle, load_bundle
 from pipelines.metrics import auroc, binary_metrics
 from pipelines.predict import prediction_loader
@@ -148,9 +149,10 @@ class Settings:
         return cls(n=200, epochs=1, patience=1, quick_sizes=True, min_pattern_patients=5, mlp_epochs=60)
 
     def train_config(self, seed: int, text_cache: Path) -> TrainConfig:
-        """The sizes of :meth:`benchmarks.deepwe_vs_baselines.Settings.synth_config` (or smaller ones)."""
-        base = BaselineSettings(synth_epochs=self.epochs, synth_patience=self.patience)
-        config = replace(base.synth_config(text_cache), seed=seed)
+        """The sizes of ``configs/bench/synth.yaml`` (or smaller ones)."""
+        config = bench_config(
+            "synth", epochs=self.epochs, patience=self.patience, seed=seed, text_cache=str(text_cache)
+        )
         if self.quick_sizes:
             config = replace(
                 config, token_dim=16, encoders=QUICK_ENCODERS, fusion={"hidden_dim": 24, "n_heads": 2}
@@ -471,14 +473,14 @@ class SeedResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def single_modality_cohorts(data: SynthCohort, folder: Path) -> dict[str, Path]:
-    """Per modality, a copy of the cohort keeping that modality and the patients that have it."""
+def single_modality_cohorts(data: SynthCohort) -> dict[str, Cohort]:
+    """Per modality, the cohort keeping that modality and the patients that have it (in memory)."""
     table = data.cohort.table
     specs = {}
     for modality in data.modalities:
         has = set(data.ids[data.present[modality].to_numpy()])
         rows = table[table[data.cohort.spec.id].astype(str).isin(has)]
-        specs[modality] = write_single_modality(data.spec_path, rows, modality, folder / modality)
+        specs[modality] = single_modality(data.cohort, rows, modality)
     return specs
 
 
@@ -494,7 +496,7 @@ def gradient_boosting(data: SynthCohort) -> Fitted:
 
 def run_seed(
     data: SynthCohort,
-    singles: Mapping[str, Path],
+    singles: Mapping[str, Cohort],
     gb: Fitted,
     seed: int,
     settings: Settings,
@@ -523,7 +525,7 @@ def run_seed(
     result.importance[BY_SINGLE] = {}
     for modality, spec in singles.items():
         trained = train_deepwe(spec, models / modality, config)
-        risk, embeddings[modality] = model_outputs(load_bundle(trained.bundle), load_cohort(spec))
+        risk, embeddings[modality] = model_outputs(load_bundle(trained.bundle), spec)
         own = test[np.isin(test, risk.index)]
         result.risks[single(modality)] = risk.loc[own]
         single_test.loc[own, modality] = risk.loc[own]
@@ -588,7 +590,7 @@ def cohort_rows(data: SynthCohort, runs: Sequence[SeedResult], settings: Setting
     rows = []
     for method in runs[0].risks:
         own = runs[0].risks[method].index
-        oracle = _finite(data.oracle.anchor(labels, own.to_numpy(), "logit")["value"])
+        oracle = finite(data.oracle.anchor(labels, own.to_numpy(), "logit")["value"])
         metrics = [
             binary_metrics(labels.loc[r.risks[method].index].to_numpy(), r.risks[method].to_numpy())
             for r in runs
@@ -611,7 +613,7 @@ def cohort_rows(data: SynthCohort, runs: Sequence[SeedResult], settings: Setting
             per_seed = [auroc_by_pattern(labels, r.risks[method], pattern, chosen) for r in runs]
             for name in chosen:
                 ids = pattern.index[(pattern == name).to_numpy()]
-                oracle = _finite(data.oracle.anchor(labels, ids.to_numpy(), "logit")["value"])
+                oracle = finite(data.oracle.anchor(labels, ids.to_numpy(), "logit")["value"])
                 metric = f"test AUROC, {kind}: {name} ({len(ids)} test patients)"
                 rows.append(_row(by_pattern, method, metric, [p[name] for p in per_seed], oracle))
     rows += ranking_rows(data, runs, ranking)
@@ -643,8 +645,8 @@ def ranking_rows(data: SynthCohort, runs: Sequence[SeedResult], benchmark: str) 
     rows = []
     for source in (BY_WEIGHT, BY_SHAPLEY, BY_SINGLE):
         agreement = [ranking_agreement(r.importance[source], data.truth) for r in runs]
-        rows.append(_row(benchmark, source, SPEARMAN, [a[0] for a in agreement], _finite(oracle_rho)))
-        rows.append(_row(benchmark, source, TOP, [a[1] for a in agreement], _finite(oracle_top)))
+        rows.append(_row(benchmark, source, SPEARMAN, [a[0] for a in agreement], finite(oracle_rho)))
+        rows.append(_row(benchmark, source, TOP, [a[1] for a in agreement], finite(oracle_top)))
         if source == BY_SINGLE:
             continue
         what = "mean weight" if source == BY_WEIGHT else "mean |Shapley|"
@@ -652,10 +654,6 @@ def ranking_rows(data: SynthCohort, runs: Sequence[SeedResult], benchmark: str) 
             metric = f"{what}: {m} (truth {data.truth[m]:g})"
             rows.append(_row(benchmark, source, metric, [r.importance[source][m] for r in runs]))
     return rows
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 # --- the part ------------------------------------------------------------------------------------------
@@ -688,7 +686,7 @@ def run(quick: bool, work: Path, settings: Settings | None = None) -> list[dict[
             folder = work / "cohorts" / f"synth-n{settings.n}-{_rate_folder(rate)}"
             with keep_decoded_files():
                 data = load_synth(settings.n, rate, folder / "all")
-                singles = single_modality_cohorts(data, folder / "single")
+                singles = single_modality_cohorts(data)
                 gb = gradient_boosting(data)
                 runs = [run_seed(data, singles, gb, seed, settings, work) for seed in range(settings.seeds)]
             rows += cohort_rows(data, runs, settings)
@@ -734,33 +732,33 @@ def _anchor(row: Mapping[str, Any] | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.quality_synth",
-        description="DeepWe against single modalities, late and early fusion and gradient boosting on "
-        "synthetic cohorts with 0, 30 and 60%% missing modalities; modality ranking against the truth.",
+    parser = part_parser(
+        "quality_synth",
+        "DeepWe against single modalities, late and early fusion and gradient boosting on synthetic "
+        "cohorts with 0, 30 and 60%% missing modalities; modality ranking against the truth.",
+        quick="200 patients, one epoch (under 2 minutes)",
     )
-    parser.add_argument("--quick", action="store_true", help="200 patients, one epoch (under 2 minutes)")
     parser.add_argument("--n", type=int, default=None, help="patients per cohort (default 5,000; 200 quick)")
     parser.add_argument("--epochs", type=int, default=None, help="most DeepWe epochs (default 20)")
-    parser.add_argument("--work", type=Path, default=WORK, help="where cohorts and models go")
-    parser.add_argument("--out", type=Path, default=None, help="also write the result rows here (JSON)")
     args = parser.parse_args(argv)
-    log_to_console()
-    settings = Settings.quick() if args.quick else Settings()
-    overrides = {"n": args.n, "epochs": args.epochs}
-    settings = with_overrides(settings, overrides)
-    started = time.perf_counter()
     load = os.getloadavg()
-    rows = run(args.quick, args.work, settings)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    print(
-        f"\n## Synthetic cohorts: test AUROC, mean ± sd over seeds ({time.perf_counter() - started:.0f} s, "
-        f"load average {load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end)\n"
+
+    def report(settings: Settings, rows: list[dict[str, Any]]) -> str:
+        title = (
+            f"## Synthetic cohorts: test AUROC, mean ± sd over seeds (load average {load[0]:.1f} at start, "
+            f"{os.getloadavg()[0]:.1f} at end)"
+        )
+        return f"\n{title}\n\n{markdown_table(rows)}"
+
+    return run_part(
+        "quality_synth",
+        args,
+        argv,
+        Settings,
+        {"n": args.n, "epochs": args.epochs},
+        run,
+        report,
     )
-    print(markdown_table(rows))
-    return 0 if rows else 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``make bench``: run every benchmark part and write ``benchmarks/results.json`` and ``RESULTS.md``.
+"""``make bench``: run every benchmark part and write its results under ``benchmarks/results/{quick,full}/``.
 
 A part is a module (``benchmarks.<name>``, or any dotted module name) with
 
@@ -19,8 +19,10 @@ as "not yet implemented", which is not a failure.
 
     python -m benchmarks.suite [--quick] [--parts speed,invase] [--out benchmarks] [--work runs/bench/suite]
 
-``results.json`` holds the rows of the parts run this time (a JSON list); RESULTS.md adds when,
-where and how they were measured.
+Every result file has one shape, ``{"rows": [...], "run": {...}}``: ``<out>/<part>/results.json``
+holds a part's rows and how it ran (status, seconds, machine, command), ``<out>/results.json`` the
+rows of every part run this time; ``<out>/RESULTS.md`` adds when, where and how they were measured.
+``<out>`` is ``benchmarks/results/quick`` or ``benchmarks/results/full`` (:mod:`benchmarks.paths`).
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ from numbers import Real
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / "runs" / "bench" / "suite"
-OUT = ROOT / "benchmarks"
+from benchmarks.paths import REPO as ROOT
+from benchmarks.paths import RESULTS
+from benchmarks.paths import WORK as BENCH_WORK
+from pipelines.json_values import json_text
+
+WORK = BENCH_WORK / "suite"
 NOTES_LOGGER = "benchmarks.notes"
 ROW_KEYS = ("benchmark", "method", "metric", "mean", "sd", "n", "anchor")
 
@@ -74,6 +79,7 @@ PARTS: tuple[Part, ...] = (
     Part("quality_p12"),
     Part("quality_synth"),
     Part("faithfulness"),
+    Part("unimodal"),
 )
 
 
@@ -329,9 +335,11 @@ def select_parts(names: str | None) -> list[Part]:
 
 
 def run_suite(
-    parts: Sequence[Part], *, quick: bool, work: Path = WORK, out: Path = OUT, command: str = ""
+    parts: Sequence[Part], *, quick: bool, work: Path = WORK, out: Path | None = None, command: str = ""
 ) -> list[PartOutcome]:
-    """Run ``parts`` in order and write ``out/results.json`` and ``out/RESULTS.md``."""
+    """Run ``parts`` in order and write ``out/<part>/results.json``, ``out/results.json`` and
+    ``out/RESULTS.md`` (``out`` defaults to ``benchmarks/results/quick`` or ``full``)."""
+    out = out if out is not None else RESULTS / ("quick" if quick else "full")
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(work / "suite.log", encoding="utf-8")
@@ -352,11 +360,21 @@ def run_suite(
     for outcome in outcomes:
         if outcome.status == "failed" and outcome.reason:
             outcome.reason += f" (traceback in {_shown(work / 'suite.log')})"
+    run = {"command": command, "quick": quick, "machine": info}
+    for outcome in outcomes:
+        part_run = run | {"part": outcome.name, "status": outcome.status, "seconds": outcome.seconds}
+        write_results(out / outcome.name / "results.json", outcome.rows, part_run)
     rows = [row for outcome in outcomes for row in outcome.rows]
-    (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    write_results(out / "results.json", rows, run | {"parts": [o.name for o in outcomes]})
     text = render_results(outcomes, info, quick=quick, command=command, seconds=time.perf_counter() - started)
     (out / "RESULTS.md").write_text(text, encoding="utf-8")
     return outcomes
+
+
+def write_results(path: Path, rows: Sequence[dict[str, Any]], run: dict[str, Any]) -> None:
+    """``{"rows": rows, "run": run}`` as JSON at ``path`` (NaN as null; folders made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json_text({"rows": list(rows), "run": run}, indent=1), encoding="utf-8")
 
 
 def _shown(path: Path) -> str:
@@ -372,7 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--parts", help=f"Comma-separated parts; default all: {', '.join(p.name for p in PARTS)}"
     )
-    parser.add_argument("--out", type=Path, default=OUT, help="Folder for results.json and RESULTS.md.")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="Results folder (default benchmarks/results/quick or full)."
+    )
     parser.add_argument("--work", type=Path, default=WORK, help="Scratch folder (logs, cohorts, models).")
     args = parser.parse_args(argv)
     try:

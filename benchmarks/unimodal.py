@@ -17,13 +17,12 @@ Run from the repository root::
     python -m benchmarks.unimodal [--quick] [--datasets a,b] [--folds 5] [--out PATH]
 
 Everything it writes goes under ``runs/bench/unimodal/`` (imports, fold cohorts, model bundles)
-except the JSON of results (``benchmarks/results/unimodal.json`` by default).
+except the JSON of results (``benchmarks/results/{quick,full}/unimodal/results.json`` by default).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -39,18 +38,21 @@ import pandas as pd
 import torch
 import yaml
 
+from benchmarks.command_line import output_path, part_parser
 from benchmarks.options import log_to_console
-from pipelines.cohort import load_cohort
+from pipelines.api import checked_cohort
+from pipelines.cohort import Cohort, load_cohort
 from pipelines.importers import import_dataset
+from pipelines.json_values import json_text
 from pipelines.train import train
 from pipelines.train_config import TrainConfig
 
 log = logging.getLogger("deepwe.bench.unimodal")
+notes = logging.getLogger("benchmarks.notes")  # lines the suite prints under this part's tables
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DEEPWE_SHARED_DATA", REPO.parent / "shared" / "data"))
 WORK = REPO / "runs" / "bench" / "unimodal"
-RESULTS = REPO / "benchmarks" / "results" / "unimodal.json"
 SPLIT_COLUMN = "split"
 METRIC = "test AUROC"
 
@@ -339,36 +341,25 @@ def subset(table: pd.DataFrame, outcome: str, limit: int, seed: int, by: str | N
     return table.iloc[np.sort(np.concatenate(keep))]
 
 
-def write_split_cohort(spec_path: Path, table: pd.DataFrame, split: Sequence[str], out: Path) -> Path:
-    """Copy the cohort at ``spec_path`` into ``out`` with ``split`` as its split column.
-
-    The copy's ``data_root`` is the absolute folder the original's file paths resolve under, so
-    no data file is copied.
+def split_cohort(spec_path: Path, table: pd.DataFrame, split: Sequence[str]) -> Cohort:
+    """The cohort at ``spec_path`` cut to the rows of ``table``, with ``split`` as its split column,
+    held in memory: file paths resolve where the original's do and nothing is written.
 
     Args:
         spec_path: the importer's ``cohort.yaml``.
         table: the rows to keep, with the original's columns.
         split: (len(table),) ``train`` / ``val`` / ``test``.
-        out: the folder of the copy (created).
-
-    Returns:
-        The copy's spec path.
     """
-    spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
-    spec["data_root"] = str(load_cohort(spec_path).data_root)
-    spec["table"] = "cohort.csv"
-    spec["split"] = {"column": SPLIT_COLUMN}
-    out.mkdir(parents=True, exist_ok=True)
-    table.assign(**{SPLIT_COLUMN: list(split)}).to_csv(out / "cohort.csv", index=False)
-    copy = out / "cohort.yaml"
-    copy.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    return copy
+    original = load_cohort(spec_path)
+    kept = Cohort.from_frame(table, original.spec, root=original.folder)
+    return kept.split(list(split), column=SPLIT_COLUMN)
 
 
 def fold_cohorts(
-    benchmark: Benchmark, spec_path: Path, settings: RunSettings, out: Path
-) -> tuple[str, list[Path]]:
-    """Write the cohort copies a benchmark trains on; returns the split's description and their specs."""
+    benchmark: Benchmark, spec_path: Path, settings: RunSettings
+) -> tuple[str, list[tuple[str, Cohort]]]:
+    """The cohorts a benchmark trains on, in memory: the split's description and (name, cohort) per
+    fold."""
     spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
     outcome = spec["outcome"]["column"]
     table = pd.read_csv(spec_path.parent / spec["table"], dtype=str, keep_default_na=False)
@@ -385,23 +376,23 @@ def fold_cohorts(
     limited = f", stratified subset of {len(table)}" if settings.limit is not None else ""
     if official:
         return f"official train/val/test{limited}", [
-            write_split_cohort(spec_path, table, table[SPLIT_COLUMN].tolist(), out / "official")
+            ("official", split_cohort(spec_path, table, table[SPLIT_COLUMN].tolist()))
         ]
     if benchmark.split == "holdout":
         split = holdout_split(labels, settings.seed)
         return f"seeded stratified 70/15/15 holdout{limited}", [
-            write_split_cohort(spec_path, table, split, out / "holdout")
+            ("holdout", split_cohort(spec_path, table, split))
         ]
     splits = kfold_splits(labels, settings.folds, settings.seed)
     return f"{settings.folds}-fold stratified CV (test k, val k+1){limited}", [
-        write_split_cohort(spec_path, table, split, out / f"fold-{k}") for k, split in enumerate(splits)
+        (f"fold-{k}", split_cohort(spec_path, table, split)) for k, split in enumerate(splits)
     ]
 
 
 def run_benchmark(
     benchmark: Benchmark, settings: RunSettings, *, work: Path = WORK, data: Path = SHARED_DATA
 ) -> BenchmarkResult:
-    """Import one dataset, write its fold cohorts, train and score every fold.
+    """Import one dataset, make its fold cohorts (in memory), train and score every fold.
 
     Raises:
         ValueError: the dataset's source is absent under ``data`` or not what its importer expects.
@@ -413,12 +404,17 @@ def run_benchmark(
         benchmark.importer, source, work / "imports" / benchmark.key, **benchmark.options
     )
     log.info("%s: imported %d rows %s", benchmark.key, imported.rows, imported.outcome_counts)
-    described, specs = fold_cohorts(benchmark, imported.spec_path, settings, work / "cohorts" / benchmark.key)
+    described, cohorts = fold_cohorts(benchmark, imported.spec_path, settings)
     config = settings.train_config(benchmark, work.parent / ".text-cache")
     folds = []
-    for k, spec in enumerate(specs):
+    for k, (name, cohort) in enumerate(cohorts):
         result = train(
-            spec, work / "models" / benchmark.key / spec.parent.name, config, device="cpu", progress=False
+            cohort.spec_path,
+            work / "models" / benchmark.key / name,
+            config,
+            device="cpu",
+            progress=False,
+            cohort=checked_cohort(cohort),
         )
         sizes = result.metrics["split_sizes"]
         fold = FoldResult(
@@ -434,7 +430,7 @@ def run_benchmark(
         log.info(
             "%s %s: test AUROC %.4f (train %d, val %d, test %d; %d epochs, best %d; %.0f s)",
             benchmark.key,
-            spec.parent.name,
+            name,
             fold.auroc,
             fold.n_train,
             fold.n_val,
@@ -478,9 +474,15 @@ def _duration(seconds: float) -> str:
 
 
 def write_results(results: Sequence[BenchmarkResult], path: Path) -> None:
-    """Write the JSON rows ``{benchmark, method, metric, mean, sd, n, anchor, details}``."""
+    """Write ``{"rows": [...], "run": {...}}``: rows ``{benchmark, method, metric, mean, sd, n, anchor,
+    details}`` (the folds in ``details``), and the run's datasets and torch threads."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([r.row() for r in results], indent=2) + "\n", encoding="utf-8")
+    run = {
+        "script": "unimodal",
+        "datasets": [r.benchmark.key for r in results],
+        "torch_threads": torch.get_num_threads(),
+    }
+    path.write_text(json_text({"rows": [r.row() for r in results], "run": run}), encoding="utf-8")
 
 
 def select(keys: Sequence[str], data: Path = SHARED_DATA) -> list[Benchmark]:
@@ -498,7 +500,7 @@ def select(keys: Sequence[str], data: Path = SHARED_DATA) -> list[Benchmark]:
     return [BENCHMARKS[k] for k in keys]
 
 
-def run(
+def run_benchmarks(
     benchmarks: Sequence[Benchmark],
     settings: RunSettings,
     *,
@@ -515,12 +517,36 @@ def run(
     return results
 
 
+def suite_rows(results: Sequence[BenchmarkResult]) -> list[dict[str, Any]]:
+    """The suite's rows of ``results`` (:mod:`benchmarks.rows`): the anchor as its value; the folds
+    stay in the part's own JSON."""
+    keys = ("benchmark", "method", "metric", "mean", "sd", "n")
+    return [
+        {key: r.row()[key] for key in keys}
+        | {"anchor": None if r.benchmark.anchor is None else r.benchmark.anchor.value}
+        for r in results
+    ]
+
+
+def run(quick: bool, work: Path, data: Path = SHARED_DATA) -> list[dict[str, Any]]:
+    """The suite part: every benchmark whose data is under ``data`` (the others are named in a note);
+    :meth:`RunSettings.quick` or the full settings."""
+    present = [b for b in BENCHMARKS.values() if (data / b.source).exists()]
+    absent = [b.title for b in BENCHMARKS.values() if b not in present]
+    if absent:
+        notes.info(
+            "Each encoder alone: no data for %s under %s; those rows are absent.", ", ".join(absent), data
+        )
+    settings = RunSettings.quick() if quick else RunSettings()
+    return suite_rows(run_benchmarks(present, settings, work=work, data=data))
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.unimodal",
-        description="Each encoder alone with a linear head on its real dataset: test AUROC.",
+    parser = part_parser(
+        "unimodal",
+        "Each encoder alone with a linear head on its real dataset: test AUROC.",
+        quick="subsets, 3 folds, 2 epochs (a few minutes)",
     )
-    parser.add_argument("--quick", action="store_true", help="subsets, 3 folds, 2 epochs (a few minutes)")
     parser.add_argument(
         "--datasets", default=",".join(BENCHMARKS), help=f"comma-separated, from {', '.join(BENCHMARKS)}"
     )
@@ -532,8 +558,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (default 1: the cores are shared)"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON of results")
-    parser.add_argument("--work", type=Path, default=WORK, help="where imports, cohorts and models go")
     return parser.parse_args(argv)
 
 
@@ -555,11 +579,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Several processes share the cores here; one thread each avoids oversubscription stalls.
     torch.set_num_threads(max(1, args.threads))
     started = time.perf_counter()
-    results = run(benchmarks, settings, work=args.work, out=args.out)
+    out = output_path(args, "unimodal")
+    results = run_benchmarks(benchmarks, settings, work=args.work, out=out)
     print(f"\n{METHOD_NOTE}.\n")
     print(markdown_table(results))
     minutes = (time.perf_counter() - started) / 60
-    print(f"\nwrote {args.out} ({minutes:.1f} min in all)")
+    print(f"\nwrote {out} ({minutes:.1f} min in all)")
     return 0 if all(math.isfinite(r.mean) for r in results) else 1
 
 

@@ -7,12 +7,14 @@ misspelt key is an error rather than a silently ignored setting.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MODALITY_KINDS = ("tabular", "text", "image", "audio", "sensor")
 SPLIT_VALUES = ("train", "val", "test")
+SplitName = Literal["train", "val", "test"]
+DEFAULT_FRACTIONS: dict[SplitName, float] = {"train": 0.7, "val": 0.15, "test": 0.15}
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
@@ -91,9 +93,7 @@ class SplitSpec(_Strict):
     column: str | None = None
     group: str | None = None
     seed: int = 0
-    fractions: dict[Literal["train", "val", "test"], float] = Field(
-        default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15}
-    )
+    fractions: dict[SplitName, float] = Field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
 
     @field_validator("fractions")
     @classmethod
@@ -208,7 +208,7 @@ class SensorModality(_Strict):
     @property
     def rate_hz(self) -> float:
         """The grid rate in Hz, whichever of ``sample_rate`` or ``period_s`` was given."""
-        return self.sample_rate if self.sample_rate is not None else 1.0 / self.period_s
+        return self.sample_rate if self.sample_rate is not None else 1.0 / cast(float, self.period_s)
 
     def columns(self) -> list[str]:
         return [self.column]
@@ -284,5 +284,5 @@ class CohortSpec(_Strict):
         return {
             name: m
             for name, m in self.modalities.items()
-            if m.kind in FILE_KINDS and not (m.kind == "text" and m.inline)
+            if not isinstance(m, TabularModality) and not (isinstance(m, TextModality) and m.inline)
         }

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SOURCES = ("mimic-iv", "fhir", "omop")
+_EVERY_TARGET: tuple[Literal["tabular", "sensor"], ...] = ("tabular", "sensor")
 _COLUMN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
@@ -86,9 +87,7 @@ class VariableSpec(_Strict):
 
     name: str | None = Field(default=None, min_length=1, max_length=100)
     codes: list[str] = Field(min_length=1)
-    to: list[Literal["tabular", "sensor"]] = Field(
-        default_factory=lambda: ["tabular", "sensor"], min_length=1
-    )
+    to: list[Literal["tabular", "sensor"]] = Field(default_factory=lambda: list(_EVERY_TARGET), min_length=1)
     unit: str | None = None
     range: tuple[float, float] | None = None
 

@@ -11,6 +11,7 @@ neighbours shown are the first member's, since each member chooses its own.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +36,11 @@ class DeepWeEnsemble(nn.Module):
             raise ValueError("ensemble members must share one DeepWeConfig")
         self.members = nn.ModuleList(members)
         self.config = members[0].config
+
+    @property
+    def cores(self) -> list[DeepWe]:
+        """The members, typed (``nn.ModuleList`` yields plain modules)."""
+        return cast("list[DeepWe]", list(self.members))
 
     def _slices(self, values: Mapping[str, Tensor]) -> list[dict[str, Tensor]]:
         """Each member's share of the token width: (B, T, k · d_m) -> k x (B, T, d_m)."""
@@ -61,7 +67,7 @@ class DeepWeEnsemble(nn.Module):
         """Arguments as :meth:`DeepWe.forward`, with each value's width ``k`` times the member's."""
         outputs = [
             member(part, masks, present, labels, ids)
-            for member, part in zip(self.members, self._slices(values), strict=True)
+            for member, part in zip(self.cores, self._slices(values), strict=True)
         ]
         first = outputs[0]
         return DeepWeOutput(
@@ -94,7 +100,7 @@ class DeepWeEnsemble(nn.Module):
         return torch.cat(
             [
                 member.embed(part, masks, present)
-                for member, part in zip(self.members, self._slices(values), strict=True)
+                for member, part in zip(self.cores, self._slices(values), strict=True)
             ],
             dim=-1,
         )
@@ -108,24 +114,25 @@ class DeepWeEnsemble(nn.Module):
             raise ValueError(
                 f"reference embeddings must be (R, {hidden * len(self.members)}), got {tuple(embeddings.shape)}"
             )
-        for member, chunk in zip(self.members, embeddings.split(hidden, dim=1), strict=True):
+        for member, chunk in zip(self.cores, embeddings.split(hidden, dim=1), strict=True):
             member.set_reference(chunk, ids, outcomes)
 
     @property
     def reference(self) -> ReferenceCohort | None:
-        references = [member.reference for member in self.members]
-        if references[0] is None:
+        references = [member.reference for member in self.cores]
+        present = [r for r in references if r is not None]
+        if len(present) < len(references):  # members get their references together: all or none
             return None
         return ReferenceCohort(
-            torch.cat([r.embeddings for r in references], dim=1), references[0].ids, references[0].outcomes
+            torch.cat([r.embeddings for r in present], dim=1), present[0].ids, present[0].outcomes
         )
 
     def clear_reference(self) -> None:
-        for member in self.members:
+        for member in self.cores:
             member.clear_reference()
 
     @torch.no_grad()
     def shift_positive_logit(self, shift: float) -> None:
         """Add ``shift`` to the positive-class logit of every member (so to the mean)."""
-        for member in self.members:
+        for member in self.cores:
             member.shift_positive_logit(shift)

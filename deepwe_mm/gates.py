@@ -61,6 +61,8 @@ class FeatureGate(nn.Module):
 
     def scores(self, values: Tensor, context: Tensor | None) -> Tensor:
         """(B, T, D) tokens and a (B, H) context -> (B, T) raw gate scores (μ for stochastic gates)."""
+        if self.score is None:
+            raise ValueError("a feature gate without a kind has no scores")
         inputs = values
         if self.context:
             if context is None:

@@ -59,13 +59,12 @@ def feature_sparsity(
     Returns:
         Scalar in [0, 1].
     """
+    names = list(open_probabilities)
+    opened = torch.cat([torch.where(token_masks[m], open_probabilities[m], 0.0) for m in names], dim=1)
+    counted = torch.cat([token_masks[m] for m in names], dim=1)  # (B, Σ T_m)
     if target is None:
-        total = sum(torch.where(token_masks[m], w, 0.0).sum() for m, w in open_probabilities.items())
-        count = sum(token_masks[m].sum() for m in open_probabilities)
-        return total / count.clamp_min(1)
-    per_patient = sum(torch.where(token_masks[m], w, 0.0).sum(-1) for m, w in open_probabilities.items())
-    counts = sum(token_masks[m].sum(-1) for m in open_probabilities)
-    share = per_patient / counts.clamp_min(1)
+        return opened.sum() / counted.sum().clamp_min(1)
+    share = opened.sum(-1) / counted.sum(-1).clamp_min(1)
     return torch.relu(share - target).mean()
 
 
@@ -115,6 +114,8 @@ class DeepWeLoss(nn.Module):
             (λ3 = ``lambda_auxiliary``, used with additive fusion), ``gate_target`` and the
             contrastive temperature.
     """
+
+    class_weights: Tensor | None
 
     def __init__(self, config: DeepWeConfig) -> None:
         super().__init__()

@@ -58,6 +58,9 @@ class DeepWe(nn.Module):
         config: the whole constructor contract.
     """
 
+    reference_embeddings: Tensor | None
+    reference_outcomes: Tensor | None
+
     def __init__(self, config: DeepWeConfig) -> None:
         super().__init__()
         self.config = config
@@ -231,7 +234,10 @@ class DeepWe(nn.Module):
     def shift_positive_logit(self, shift: float) -> None:
         """Add ``shift`` to the positive-class bias of the output layer, so that every use of the
         weights (prediction, explanations, the dashboard) gives the shifted logits."""
-        self.head[-1].bias[1] += shift
+        last = self.head[-1]
+        if not isinstance(last, nn.Linear):
+            raise TypeError("the output layer must be linear")
+        last.bias[1] += shift
 
     def clear_reference(self) -> None:
         """Drop the reference cohort (eval falls back to the memory bank, then to no neighbours)."""
@@ -250,7 +256,7 @@ class DeepWe(nn.Module):
         if self.training:
             unknown = torch.full((fused.shape[0],), -1, dtype=torch.long, device=fused.device)
             batch_outcomes = unknown if labels is None else labels.long()
-            if stored is None or stored.shape[0] == 0:
+            if memory is None or stored is None or stored.shape[0] == 0:
                 return fused, 0, batch_outcomes, None
             excluded = None
             if ids is not None:
@@ -262,7 +268,7 @@ class DeepWe(nn.Module):
             return torch.cat([stored, fused]), stored.shape[0], outcomes, excluded
         if self.reference_embeddings is not None:
             return self.reference_embeddings.to(fused.dtype), None, self.reference_outcomes, None
-        if stored is not None and stored.shape[0] > 0:
+        if memory is not None and stored is not None and stored.shape[0] > 0:
             return stored, None, memory.stored_outcomes(), None
         return None, None, None, None
 
@@ -312,7 +318,7 @@ class DeepWe(nn.Module):
     def _evidence(self, tokens: Tensor, taking_part: Tensor) -> Tensor | None:
         """(B, M, H) modality tokens -> (B, M, C): each present modality's head logits, each
         absent one's learned missing bias; None without additive fusion."""
-        if self.modality_heads is None:
+        if self.modality_heads is None or self.missing_logits is None:
             return None
         own = torch.stack([head(tokens[:, i]) for i, head in enumerate(self.modality_heads)], dim=1)
         return torch.where(taking_part.unsqueeze(-1), own, self.missing_logits.unsqueeze(0).to(own.dtype))

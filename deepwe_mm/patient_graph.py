@@ -93,7 +93,7 @@ class PatientGraph(nn.Module):
         if excluded is not None and available > 0:
             available -= int(excluded.sum(-1).max())
         k = min(self.top_k, available)
-        if k < 1:
+        if k < 1 or candidates is None:
             message = torch.zeros_like(fused)
             return self.norm(fused + self.dropout(self.out(message))), None, None
         with torch.no_grad():
@@ -127,6 +127,10 @@ class MemoryBank(nn.Module):
         size: rows kept.
         hidden: H, embedding width.
     """
+
+    rows: Tensor  # (size, H)
+    outcomes: Tensor  # (size,)
+    ids: Tensor  # (size,)
 
     def __init__(self, size: int, hidden: int) -> None:
         super().__init__()

@@ -88,6 +88,8 @@ class PiecewiseLinearEmbedding(nn.Module):
             the bias is what tells one feature's token from another's.
     """
 
+    edges: Tensor  # (F, K + 1)
+
     def __init__(self, features: int, bins: int, dim: int, bias_std: float = EMBEDDING_INIT_STD) -> None:
         super().__init__()
         if features < 1 or bins < 1 or dim < 1:

@@ -111,7 +111,7 @@ class SensorEncoder(ModalityEncoder):
         from encoders.readers.sensor import SensorArray
 
         window, channels = self.config.window, self.config.channels
-        samples = []
+        samples: list[SensorSample] = []
         for _ in range(n):
             length = int(rng.integers(window, 4 * window + 1))
             observed = rng.random((length, channels)) < 0.5

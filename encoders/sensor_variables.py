@@ -39,10 +39,19 @@ PATTERN_TOKEN = "measured channels"
 class GriddedSeries(Protocol):
     """What this encoder reads of :class:`encoders.readers.sensor.SensorArray`."""
 
-    values: np.ndarray  # (T, C) float32, 0 where unobserved
-    observed: np.ndarray  # (T, C) bool
-    rate_hz: float
-    start_s: float
+    @property
+    def values(self) -> np.ndarray:
+        """(T, C) float32, 0 where unobserved."""
+
+    @property
+    def observed(self) -> np.ndarray:
+        """(T, C) bool."""
+
+    @property
+    def rate_hz(self) -> float: ...
+
+    @property
+    def start_s(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -168,7 +177,7 @@ class SensorVariableEncoder(ModalityEncoder):
         from encoders.readers.sensor import SensorArray
 
         channels = self.config.channels
-        samples = []
+        samples: list[GriddedSeries] = []
         for _ in range(n):
             length = int(rng.integers(3, 13))
             observed = rng.random((length, channels)) < 0.4

@@ -94,6 +94,9 @@ class TabularEncoder(ModalityEncoder):
     kind: ClassVar[str] = "tabular"
     fixed_token_count: ClassVar[bool] = True
 
+    category_offsets: Tensor | None  # (V,) first code of each categorical variable
+    category_table: nn.Embedding | None
+
     def __init__(self, config: TabularEncoderConfig) -> None:
         super().__init__()
         self.config = config
@@ -183,7 +186,7 @@ class TabularEncoder(ModalityEncoder):
         if self.numeric_embedding is not None:
             parts.append(self.numeric_embedding(numeric))
             missing.append(batch.tensors["numeric_missing"])
-        if self.category_table is not None:
+        if self.category_table is not None and self.category_offsets is not None:
             parts.append(self.category_table(codes + self.category_offsets))
             missing.append(codes == MISSING_CODE)
         unobserved = torch.cat(missing, dim=1)

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 import torch
@@ -257,7 +257,7 @@ class TextEncoder(ModalityEncoder):
         self.backbone: nn.Module | None = None
         if config.finetune_top_layers:
             self.backbone = copy.deepcopy(load_frozen_model(self.model_dir))
-            for layer in self.backbone.encoder.layer[-config.finetune_top_layers :]:
+            for layer in self.backbone.encoder.layer[-config.finetune_top_layers :]:  # type: ignore[union-attr,index]
                 layer.requires_grad_(True)
 
     def weights_sha256(self) -> str:
@@ -363,7 +363,7 @@ class TextEncoder(ModalityEncoder):
         ]
         misses = [row for row, text in enumerate(texts) if text is not None and notes[row] is None]
         if misses:
-            plans = [self._plan(texts[row]) for row in misses]
+            plans = [self._plan(cast(str, texts[row])) for row in misses]
             tensors = _window_tensors(plans)
             with torch.no_grad():
                 pooled = _pool(
@@ -387,9 +387,9 @@ class TextEncoder(ModalityEncoder):
                     cache.put(text, note)
         n_tokens = max([1] + [len(note.names) for note in notes if note is not None])
         embeddings = torch.zeros(len(texts), n_tokens, self.folder.hidden_size)
-        for row, note in enumerate(notes):
-            if note is not None:
-                embeddings[row, : len(note.names)] = note.embeddings
+        for row, stored in enumerate(notes):
+            if stored is not None:
+                embeddings[row, : len(stored.names)] = stored.embeddings
         return _assemble(
             {"embeddings": embeddings},
             [None if note is None else list(note.names) for note in notes],
@@ -448,7 +448,7 @@ def _note_text(sample: object, row: int) -> str | None:
     return sample if sample.strip() else None
 
 
-def _window_tensors(plans: list[_NotePlan | None]) -> dict[str, Tensor]:
+def _window_tensors(plans: Sequence[_NotePlan | None]) -> dict[str, Tensor]:
     """Pad the windows of a batch of notes into (B, C, L) ids, attention mask and targets."""
     real = [plan for plan in plans if plan is not None]
     n_windows = max([1] + [len(plan.windows) for plan in real])
@@ -541,7 +541,7 @@ def _run_windows(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
     """
     length = ids.shape[1]
     if ids.shape[0] == 0:
-        return torch.zeros(0, length, int(model.config.hidden_size), device=ids.device)
+        return torch.zeros(0, length, int(model.config.hidden_size), device=ids.device)  # type: ignore[union-attr,arg-type]
     lengths = mask.sum(dim=1)
     order = torch.argsort(lengths, stable=True)
     outputs = []

@@ -4,31 +4,30 @@ Every function builds a :class:`matplotlib.figure.Figure` directly (no pyplot st
 threads and needs no backend switch) and returns the PNG at a fixed resolution with a tight bounding box.
 Inputs are numpy arrays or lists; nothing here knows about models, encoders or files.
 
-Colour convention shared by every signed plot and by :func:`highlighted_note_html`: red pushes the
+Colours come from :mod:`explain.palette`, highlights from :mod:`explain.highlight`: red pushes the
 prediction towards the outcome, blue away from it.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 
+from explain.highlight import normalised_magnitude, saliency_rgb
+from explain.palette import AWAY, NEUTRAL, TOWARDS
+
 DPI = 110
-TOWARDS = "#c0392b"  # towards the outcome
-AWAY = "#2e6fba"  # away from the outcome
-BEFORE = "#8c8c8c"
+BEFORE = NEUTRAL
 MAX_PATTERNS = 20
 MAX_CHANNELS = 8
 # BERT-style markers carry no words of the note; showing them would only confuse a clinician.
-_SPECIAL_TOKENS = frozenset({"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"})
-_CLOSING_PUNCTUATION = frozenset(".,;:!?%)]}")
 
 
 def _png(fig: Figure) -> bytes:
@@ -262,39 +261,6 @@ def bar_chart(
     return _png(fig)
 
 
-def resize_bilinear(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a 2-D array with pixel-centre alignment (as PIL and OpenCV do).
-
-    Args:
-        array: ``(h, w)`` values.
-        shape: ``(H, W)`` target size.
-
-    Returns:
-        ``(H, W)`` float64 array.
-    """
-    array = np.asarray(array, dtype=float)
-    if array.ndim != 2:
-        raise ValueError(f"expected a 2-D array, got shape {array.shape}")
-    out_h, out_w = shape
-
-    def coordinates(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        source = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-        low = np.floor(source).astype(int)
-        high = np.minimum(low + 1, n_in - 1)
-        return low, high, source - low
-
-    y0, y1, fy = coordinates(array.shape[0], out_h)
-    x0, x1, fx = coordinates(array.shape[1], out_w)
-    rows = array[y0] * (1 - fy)[:, None] + array[y1] * fy[:, None]
-    return rows[:, x0] * (1 - fx)[None, :] + rows[:, x1] * fx[None, :]
-
-
-def _normalised_magnitude(values: np.ndarray) -> np.ndarray:
-    magnitude = np.abs(np.nan_to_num(np.asarray(values, dtype=float)))
-    peak = magnitude.max() if magnitude.size else 0.0
-    return magnitude / peak if peak > 0 else magnitude
-
-
 def saliency_overlay(image: np.ndarray, saliency: np.ndarray) -> bytes:
     """The image, and the same image under a semi-transparent heat map of attribution magnitude.
 
@@ -307,21 +273,22 @@ def saliency_overlay(image: np.ndarray, saliency: np.ndarray) -> bytes:
         PNG bytes.
     """
     image = np.nan_to_num(np.asarray(image, dtype=float))
-    if image.ndim != 2:
-        raise ValueError(f"image must be (H, W), got shape {image.shape}")
-    heat = _normalised_magnitude(resize_bilinear(saliency, image.shape))
+    overlay = saliency_rgb(image, saliency)  # the dashboard's picture too
     low, high = np.percentile(image, [1, 99]) if image.size else (0.0, 1.0)
     height, width = image.shape
     panel = 3.2
     fig = Figure(figsize=(2 * panel + 0.8, panel * height / max(width, 1) + 0.6))
     plain_ax, overlay_ax = fig.subplots(1, 2)
+    plain_ax.imshow(
+        image, cmap="gray", vmin=low, vmax=high if high > low else low + 1, interpolation="nearest"
+    )
+    overlay_ax.imshow(overlay, interpolation="nearest")
     for ax in (plain_ax, overlay_ax):
-        ax.imshow(image, cmap="gray", vmin=low, vmax=high if high > low else low + 1, interpolation="nearest")
         ax.set_axis_off()
-    # Alpha grows with magnitude so that unimportant regions leave the anatomy visible.
-    mappable = overlay_ax.imshow(heat, cmap="inferno", vmin=0, vmax=1, alpha=0.15 + 0.55 * heat)
     plain_ax.set_title("image", fontsize=10)
     overlay_ax.set_title("attribution magnitude", fontsize=10)
+    scale = LinearSegmentedColormap.from_list("attribution", ["#ffffff", TOWARDS])
+    mappable = overlay_ax.imshow(normalised_magnitude(saliency), cmap=scale, vmin=0, vmax=1, visible=False)
     fig.colorbar(mappable, ax=[plain_ax, overlay_ax], fraction=0.025, pad=0.02)
     return _png(fig)
 
@@ -487,57 +454,3 @@ def curves_plot(
     if curves:
         ax.legend(fontsize=8, frameon=False)
     return _png(fig)
-
-
-def merge_wordpieces(tokens: Sequence[str], scores: Sequence[float]) -> list[tuple[str, float]]:
-    """Join WordPiece continuations (``"##"``) to the word before them, summing their scores.
-
-    Args:
-        tokens: ``T`` tokens as the tokenizer wrote them.
-        scores: ``(T,)`` one attribution per token; non-finite scores count as 0.
-
-    Returns:
-        ``(word, score)`` pairs, without the tokenizer's special markers such as ``[CLS]``.
-    """
-    if len(tokens) != len(scores):
-        raise ValueError(f"{len(tokens)} tokens for {len(scores)} scores")
-    words: list[tuple[str, float]] = []
-    for token, score in zip(tokens, scores, strict=True):
-        value = float(score) if math.isfinite(float(score)) else 0.0
-        if token in _SPECIAL_TOKENS:
-            continue
-        if token.startswith("##") and words:
-            word, total = words[-1]
-            words[-1] = (word + token[2:], total + value)
-        else:
-            words.append((token.removeprefix("##"), value))
-    return words
-
-
-def highlighted_note_html(tokens: Sequence[str], scores: Sequence[float]) -> str:
-    """A clinical note as an HTML fragment, each word shaded by its attribution.
-
-    Red marks words that push towards the outcome, blue away; opacity is ``|score| / max |score|``.
-    Every word is HTML-escaped, so the fragment is safe to embed (``report.RawHtml``).
-
-    Args:
-        tokens: ``T`` tokens (WordPiece continuations start with ``"##"``).
-        scores: ``(T,)`` signed attribution per token.
-
-    Returns:
-        A ``<p class="highlighted-note">`` element.
-    """
-    words = merge_wordpieces(tokens, scores)
-    peak = max((abs(score) for _, score in words), default=0.0)
-    pieces: list[str] = []
-    for i, (word, score) in enumerate(words):
-        # Readable text needs a cap on opacity; the title attribute keeps the exact value.
-        alpha = 0.85 * abs(score) / peak if peak > 0 else 0.0
-        rgb = "192, 57, 43" if score >= 0 else "46, 111, 186"
-        span = (
-            f'<span class="note-word" style="background-color: rgba({rgb}, {alpha:.3f})" '
-            f'title="{html.escape(f"{score:+.4g}")}">{html.escape(word)}</span>'
-        )
-        glued = i > 0 and word and all(ch in _CLOSING_PUNCTUATION for ch in word)
-        pieces.append(span if i == 0 or glued else " " + span)
-    return '<p class="highlighted-note">' + "".join(pieces) + "</p>"

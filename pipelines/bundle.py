@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from data_schemas import BundleManifest, CohortSpec
 from data_schemas.bundle import BUNDLE_FILES, BUNDLE_FORMAT_VERSION
 from pipelines.bundle_checks import HeaderError, check_config_sizes, tensor_shapes
+from pipelines.json_values import json_text
 
 MANIFEST = "manifest.json"
 _LIBRARIES = ("torch", "transformers", "timm", "monai", "numpy", "pandas", "pydantic", "safetensors")
@@ -91,29 +91,12 @@ def library_versions() -> dict[str, str]:
     return {name: metadata.version(name) for name in _LIBRARIES}
 
 
-def training_fingerprint(spec: CohortSpec, table_path: Path) -> str:
-    """sha256 of the spec (canonical JSON) and the bytes of the training table."""
+def training_fingerprint(spec: CohortSpec, table: Path | bytes) -> str:
+    """sha256 of the spec (canonical JSON) and the bytes of the training table (its file, or the
+    bytes of a table held in memory)."""
     digest = hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode())
-    digest.update(table_path.read_bytes())
+    digest.update(table if isinstance(table, bytes) else table.read_bytes())
     return digest.hexdigest()
-
-
-def _json_text(payload: Any) -> str:
-    """JSON with NaN and infinities (an AUROC on a one-class split) as null.
-
-    Keys keep their order: the order of the modalities is the order of the model's modality axis.
-    """
-    return json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n"
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def write_bundle(
@@ -138,18 +121,18 @@ def write_bundle(
     staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    (staging / "config.json").write_text(_json_text(config), encoding="utf-8")
+    (staging / "config.json").write_text(json_text(config), encoding="utf-8")
     save_file(
         {k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(staging / "weights.safetensors")
     )
-    (staging / "preprocessing.json").write_text(_json_text(preprocessing), encoding="utf-8")
+    (staging / "preprocessing.json").write_text(json_text(preprocessing), encoding="utf-8")
     save_file(
         {k: v.detach().cpu().contiguous() for k, v in reference.items()},
         str(staging / "reference.safetensors"),
         metadata={"ids": json.dumps(reference_ids)},
     )
-    (staging / "calibration.json").write_text(_json_text(calibration), encoding="utf-8")
-    (staging / "metrics.json").write_text(_json_text(metrics), encoding="utf-8")
+    (staging / "calibration.json").write_text(json_text(calibration), encoding="utf-8")
+    (staging / "metrics.json").write_text(json_text(metrics), encoding="utf-8")
     (staging / "model_card.md").write_text(model_card, encoding="utf-8")
     manifest = BundleManifest(
         format_version=BUNDLE_FORMAT_VERSION,

@@ -559,38 +559,22 @@ def evaluate(
     missing-modality pattern; calibration before and after temperature scaling (ECE, Brier, slope,
     intercept); decision curve; the threshold's confusion matrix.
     """
-    from pipelines.evaluation import evaluate_predictions, format_interval
+    from pipelines.evaluation import format_interval
     from pipelines.loading import load_bundle
-    from pipelines.predict import (
-        PredictOptions,
-        compatible_cohort,
-        iter_predictions,
-        read_predictions,
-        record_to_row,
-    )
+    from pipelines.predict import compatible_cohort, read_predictions
 
     console = _console()
     with _handled(spec, "evaluate"):
         bundle = load_bundle(model)
         cohort = compatible_cohort(bundle, spec)
-        if predictions is None:
-            import pandas as pd
-
-            rows = iter_predictions(bundle, cohort, range(len(cohort.table)), PredictOptions())
-            table = pd.DataFrame([record_to_row(r) for r in rows])
-        else:
+        table = None
+        if predictions is not None:
             table = read_predictions(predictions)
             stale = table.loc[table["status"] == "ok", "model_sha256"].ne(bundle.sha256)
             if stale.any():
                 raise ValueError(f"{predictions}: {int(stale.sum())} rows were predicted by another model")
-        result = evaluate_predictions(
-            table,
-            cohort,
-            temperature=bundle.temperature,
-            threshold=bundle.threshold,
-            logit_shift=bundle.logit_shift,
-            split=None if split == "all" else split,
-            n_boot=n_boot,
+        result = bundle.evaluate(
+            cohort, predictions=table, split=None if split == "all" else split, n_boot=n_boot
         )
     console.print(
         f"{result.n} patients ({result.split or 'all labelled rows'}): AUROC {format_interval(result.auroc)}, "

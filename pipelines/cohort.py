@@ -1,11 +1,11 @@
-"""A cohort on disk: its spec, its table and where its files live."""
+"""A cohort: its spec, its table and where its files live (read from disk, or made from a DataFrame)."""
 
 from __future__ import annotations
 
 import hashlib
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -13,11 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from data_schemas import CohortSpec, PatientRecord, Problem
-from data_schemas.cohort import canonical_label
+from data_schemas.cohort import SPLIT_VALUES, SplitSpec, canonical_label
 from pipelines.spec_io import SpecError, read_spec
 
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})
 TABLE_SUFFIXES = (".csv", ".parquet")
+FRAME_TABLE = "<data frame>"
+"""The ``table`` of a cohort made from a DataFrame (it names no file)."""
 
 
 def is_missing(value: object) -> bool:
@@ -31,11 +33,18 @@ def is_missing(value: object) -> bool:
 
 @dataclass(frozen=True)
 class Cohort:
-    """A validated spec with its table. Table cells are strings, numbers or None (missing)."""
+    """A validated spec with its table. Table cells are strings, numbers or None (missing).
+
+    Attributes:
+        spec_path: the spec file; for a cohort made from a DataFrame, a name in the folder that the
+            spec's relative ``data_root`` resolves under.
+        in_memory: True when the table is a DataFrame, not the file the spec names.
+    """
 
     spec: CohortSpec
     spec_path: Path
     table: pd.DataFrame
+    in_memory: bool = False
     _real_folders: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -100,9 +109,60 @@ class Cohort:
             refused[row - 1] = f"row {row}, column {column!r}: path refused ({error})"
             return None
 
+    def table_bytes(self) -> bytes:
+        """The table's bytes: the file's, or the CSV text of a table held in memory."""
+        if self.in_memory:
+            return self.table.to_csv(index=False).encode("utf-8")
+        return self.table_path.read_bytes()
+
+    @property
+    def ids(self) -> list[str]:
+        """The patient id of every row, in table order."""
+        return [str(value).strip() for value in self.table[self.spec.id]]
+
     @classmethod
-    def from_frame(cls, spec: CohortSpec, frame: pd.DataFrame, data_root: str | Path) -> Cohort:
-        """A cohort of the rows of ``frame`` (a notebook's or a served request's), read with ``spec``.
+    def from_frame(
+        cls,
+        frame: pd.DataFrame,
+        spec: CohortSpec | Mapping[str, object] | str | Path,
+        *,
+        root: str | Path | None = None,
+    ) -> Cohort:
+        """A cohort of the rows of ``frame``, read with ``spec``, held in memory (nothing is written).
+
+        Args:
+            frame: one row per patient with the columns the spec names (id, outcome, split, modality
+                columns); blank cells are missing values or modalities.
+            spec: a :class:`CohortSpec`, a mapping of the spec's keys (``table`` may be left out), or
+                the path of a spec YAML file (only the spec is read; its table is not).
+            root: the folder the spec lives in: the spec's ``data_root`` (when relative) and so every
+                file cell resolve under it, and no file cell may escape the data root. Default: the
+                spec file's folder when ``spec`` is a path, else the current directory.
+
+        Raises:
+            SpecError: the spec (a mapping or a file) is invalid; every problem is listed.
+        """
+        name = "<cohort spec>"
+        if isinstance(spec, str | Path):
+            spec_file = Path(spec).resolve()
+            parsed, problems = read_spec(spec_file)
+            if parsed is None or problems:
+                raise SpecError(problems)
+            spec, name = parsed, spec_file.name
+            root = spec_file.parent if root is None else root
+        elif not isinstance(spec, CohortSpec):
+            spec = _spec_from_mapping(spec)
+        folder = Path.cwd() if root is None else Path(root)
+        return cls(
+            spec=spec.model_copy(update={"table": FRAME_TABLE}),
+            spec_path=folder.resolve() / name,
+            table=table_cells(frame),
+            in_memory=True,
+        )
+
+    @classmethod
+    def for_prediction(cls, spec: CohortSpec, frame: pd.DataFrame, data_root: str | Path) -> Cohort:
+        """A cohort of the rows of ``frame`` (a served request's), read with a model's ``spec``.
 
         File cells resolve under ``data_root``. Subgroups, outcome and split are dropped: the rows are
         only predicted on. Nothing is checked here (``predict.check_compatible`` does that).
@@ -111,7 +171,47 @@ class Cohort:
         served = spec.model_copy(
             update={"data_root": str(root), "subgroups": [], "outcome": None, "split": None}
         )
-        return cls(spec=served, spec_path=root / "<data frame>", table=table_cells(frame))
+        return cls(spec=served, spec_path=root / FRAME_TABLE, table=table_cells(frame), in_memory=True)
+
+    def split(
+        self,
+        assignment: Sequence[str] | Mapping[str, str] | None = None,
+        *,
+        seed: int = 0,
+        fractions: Mapping[str, float] | None = None,
+        group: str | None = None,
+        column: str = "split",
+    ) -> Cohort:
+        """The same rows with another train/val/test split, in memory (nothing is written).
+
+        Args:
+            assignment: ``train``/``val``/``test`` per row in table order (N values), or a mapping
+                patient id -> split (rows it leaves out are in no split). None draws a patient-level
+                split from a hash of (``seed``, id), or of the ``group`` column's value.
+            fractions: of a drawn split (default 0.7/0.15/0.15).
+            column: the table column an ``assignment`` is written to.
+
+        Raises:
+            ValueError: an assignment of the wrong length or with another value than train, val or
+                test, or a ``column`` the spec already uses for something else.
+        """
+        if assignment is None:
+            drawn = SplitSpec(seed=seed, group=group, **({"fractions": dict(fractions)} if fractions else {}))
+            spec = self.spec.model_copy(update={"split": drawn})
+            return Cohort(spec=spec, spec_path=self.spec_path, table=self.table, in_memory=self.in_memory)
+        if isinstance(assignment, Mapping):
+            values = [assignment.get(patient) for patient in self.ids]
+        else:
+            values = list(assignment)
+            if len(values) != len(self.table):
+                raise ValueError(f"a split per row: {len(self.table)} values, got {len(values)}")
+        unknown = sorted({str(v) for v in values if v is not None and v not in SPLIT_VALUES})
+        if unknown:
+            raise ValueError(f"split values {unknown}; expected one of {list(SPLIT_VALUES)}")
+        data = self.spec.model_dump() | {"split": {"column": column}}
+        spec = CohortSpec.model_validate(data)
+        table = self.table.assign(**{column: values})
+        return Cohort(spec=spec, spec_path=self.spec_path, table=table, in_memory=True)
 
     def split_of(self, row: int) -> str | None:
         """The split of a 1-based row: from the split column, else a stable hash of its group (with
@@ -232,6 +332,30 @@ def _clean_cells(series: pd.Series) -> pd.Series:
         stripped = series.str.strip()
         return stripped.astype(object).where(~stripped.str.lower().isin(MISSING_TOKENS), None)
     return series.map(lambda v: None if is_missing(v) else (v.strip() if isinstance(v, str) else v))
+
+
+def _spec_from_mapping(data: Mapping[str, object]) -> CohortSpec:
+    """A spec from a mapping of its keys (``table`` defaults to the DataFrame marker).
+
+    Raises:
+        SpecError: every problem of the mapping, located by key path.
+    """
+    from pydantic import ValidationError
+
+    keys = {"table": FRAME_TABLE} | dict(data)
+    try:
+        return CohortSpec.model_validate(keys)
+    except ValidationError as error:
+        raise SpecError(
+            [
+                Problem(
+                    file="<cohort spec>",
+                    column=".".join(str(k) for k in e["loc"]) or None,
+                    expected=e["msg"].removeprefix("Value error, "),
+                )
+                for e in error.errors()
+            ]
+        ) from None
 
 
 def load_cohort(spec_path: str | Path) -> Cohort:

@@ -25,6 +25,7 @@ from scipy.special import expit
 from data_schemas.cohort import SPLIT_VALUES, canonical_label
 from pipelines.cohort import Cohort, is_missing
 from pipelines.dataset import label_index
+from pipelines.json_values import finite
 from pipelines.metrics import (
     average_precision,
     brier,
@@ -172,21 +173,7 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: NaN and infinities are None, numpy scalars are Python numbers."""
-        return _json_safe(asdict(self))
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
+        return finite(asdict(self))
 
 
 def bootstrap_ci(

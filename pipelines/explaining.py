@@ -49,6 +49,7 @@ from explain.faithfulness import (
 from explain.shapley import Coalition, exact_shapley
 from pipelines.cohort import Cohort
 from pipelines.dataset import Batch, PatientCollator, PatientSample
+from pipelines.json_values import finite
 from pipelines.loading import Bundle
 from pipelines.predict import PredictionDataset, PredictOptions, predict_batch
 
@@ -209,9 +210,9 @@ class PatientExplanation:
                     "completeness_error": item.delta,
                     "relative_completeness_error": item.relative_delta,
                     "explained_difference": item.difference,
-                    "weight_attribution_agreement": _nan_to_none(item.agreement),
-                    "infidelity": _nan_to_none(item.infidelity),
-                    "max_sensitivity": _nan_to_none(item.sensitivity),
+                    "weight_attribution_agreement": finite(item.agreement),
+                    "infidelity": finite(item.infidelity),
+                    "max_sensitivity": finite(item.sensitivity),
                     "tokens": [
                         {"token": token, "attribution": float(a), "feature_weight": float(w)}
                         for token, a, w in zip(
@@ -233,10 +234,6 @@ class PatientExplanation:
             },
             "faithfulness": None if self.faithfulness is None else _curves_dict(self.faithfulness),
         }
-
-
-def _nan_to_none(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
 
 
 def _curves_dict(curves: Curves) -> dict[str, Any]:

@@ -12,13 +12,13 @@ File names carry modality names (the spec's, chosen by the team), never patient 
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import numpy as np
 
-from explain import figures
+from explain import figures, highlight
 from pipelines.explaining import ModalityExplanation, PatientExplanation
+from pipelines.json_values import json_text
 from pipelines.loading import Bundle
 
 NOTE_PAGE = """<!doctype html>
@@ -39,7 +39,7 @@ def write_explanation(explanation: PatientExplanation, bundle: Bundle, out: str 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "explanation.json"]
-    written[0].write_text(json.dumps(explanation.to_dict(), indent=2, default=_json_default) + "\n")
+    written[0].write_text(json_text(explanation.to_dict()))
     modalities = list(explanation.shapley)
     weights = explanation.prediction.modality_weights
     contributions = figures.bar_chart(
@@ -101,7 +101,7 @@ def _modality_files(folder: Path, name: str, item: ModalityExplanation, bundle: 
         return [_write(folder / f"{name}.png", spectrum), _write(folder / f"{name}-waveform.png", wave)]
     if item.kind == "text":
         words = item.extras.get("words", [])
-        body = figures.highlighted_note_html([w for w, _ in words], [a for _, a in words])
+        body = highlight.highlighted_note_html([w for w, _ in words], [a for _, a in words])
         page = NOTE_PAGE.format(title=html.escape(f"{name}: word attributions"), body=body)
         return [_write(folder / f"{name}.html", page)]
     return []
@@ -116,9 +116,3 @@ def _largest(tokens: list[str], attribution: list[float]) -> tuple[list[str], li
         return tokens, attribution
     keep = sorted(sorted(range(len(tokens)), key=lambda i: -abs(attribution[i]))[:MAX_BARS])
     return [tokens[i] for i in keep], [attribution[i] for i in keep]
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

@@ -28,7 +28,7 @@ def predict_frame(
         SpecError: a column the model needs is absent, a patient id is blank or repeated, or a file
             cell escapes ``data_root`` (every problem listed, with row and column).
     """
-    cohort = Cohort.from_frame(bundle.spec, frame, data_root)
+    cohort = Cohort.for_prediction(bundle.spec, frame, data_root)
     problems = check_compatible(bundle, cohort)
     if not problems:
         problems = _escaping_paths(cohort)

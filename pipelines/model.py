@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from data_schemas import CohortSpec
 from deepwe_mm import DeepWe, DeepWeConfig, DeepWeEnsemble, DeepWeOutput
-from encoders._registry import create_encoder
+from encoders import create_encoder
 from encoders.base import ModalityEncoder
 from encoders.tokens import Tokens
 from pipelines.dataset import Batch

@@ -24,24 +24,19 @@ import pandas as pd
 import torch
 
 from deepwe_mm import SELECTED_ABOVE
-from explain import figures
+from explain import figures, highlight
 from explain.faithfulness import precision_at_k, rank_agreement
 from explain.report import Figure, RawHtml, Report, Section, Table, write_html, write_pdf
 from explain.shapley import exact_shapley
+from pipelines.api import evaluate, predict_table
 from pipelines.bundle import code_version
 from pipelines.cohort import Cohort, split_unit
 from pipelines.dataset import label_index
-from pipelines.evaluation import Evaluation, evaluate_predictions, format_interval
+from pipelines.evaluation import Evaluation, format_interval
 from pipelines.explaining import PatientExplanation, explain_patient, reference_base_rate
 from pipelines.loading import Bundle
 from pipelines.metrics import auroc
-from pipelines.predict import (
-    PredictOptions,
-    iter_predictions,
-    prediction_loader,
-    record_to_row,
-    token_modalities,
-)
+from pipelines.predict import prediction_loader, token_modalities
 
 log = logging.getLogger(__name__)
 
@@ -208,21 +203,9 @@ def gather(
     """Predict (unless ``predictions`` are given), evaluate, and explain a few patients."""
     if predictions is None:
         progress("predicting")
-        rows = [
-            record_to_row(r)
-            for r in iter_predictions(bundle, cohort, range(len(cohort.table)), PredictOptions())
-        ]
-        predictions = pd.DataFrame(rows)
+        predictions = predict_table(bundle, cohort)
     progress("evaluating")
-    evaluation = evaluate_predictions(
-        predictions,
-        cohort,
-        temperature=bundle.temperature,
-        threshold=bundle.threshold,
-        logit_shift=bundle.logit_shift,
-        split=split,
-        n_boot=n_boot,
-    )
+    evaluation = evaluate(bundle, cohort, predictions=predictions, split=split, n_boot=n_boot)
     ok = predictions[predictions["status"] == "ok"]
     chosen_split = evaluation.split
     positions = [
@@ -740,7 +723,7 @@ def examples_section(inputs: ReportInputs) -> Section:
                     f"Example {letter}: {name}, words highlighted by attribution (red: towards the outcome)."
                 )
                 blocks.append(
-                    RawHtml(figures.highlighted_note_html([w for w, _ in words], [a for _, a in words]))
+                    RawHtml(highlight.highlighted_note_html([w for w, _ in words], [a for _, a in words]))
                 )
                 continue
             order = torch.argsort(item.token_attribution.abs(), descending=True)[:3].tolist()

@@ -37,7 +37,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from deepwe_mm import DeepWe, DeepWeConfig, DeepWeLoss
-from encoders._registry import create_encoder
+from encoders import create_encoder
 from pipelines.bundle import training_fingerprint, write_bundle
 from pipelines.checkpoint import LoopState, load_checkpoint, save_checkpoint
 from pipelines.cohort import Cohort
@@ -225,7 +225,7 @@ def train(
         bins=config.bins,
     )
     settings = encoder_settings(cohort.spec, prepared.preprocessing, config)
-    data_fingerprint = training_fingerprint(cohort.spec, cohort.table_path)
+    data_fingerprint = training_fingerprint(cohort.spec, cohort.table_bytes())
     fingerprint = _fingerprint(data_fingerprint, config, settings)
     checkpoints = out.parent / f"{out.name}{CHECKPOINTS}"
     if not resume and rank == 0:

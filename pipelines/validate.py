@@ -116,7 +116,29 @@ def validate_cohort(spec_path: str | Path, *, check_files: bool = True) -> Valid
     except ValueError as error:
         report.problems.append(Problem(file=str(table_path), column="table", expected=str(error)))
         return report
-    cohort = Cohort(spec=spec, spec_path=spec_path, table=table)
+    return _check_loaded(Cohort(spec=spec, spec_path=spec_path, table=table), report, str(table_path))
+
+
+def validate_loaded(cohort: Cohort, *, check_files: bool = True) -> ValidationReport:
+    """:func:`validate_cohort` for a cohort already in memory (``Cohort.from_frame``): the same row,
+    column and file checks, with problems located in the table by row and column."""
+    report = ValidationReport(spec_path=cohort.spec_path, files=FileTally(headers=check_files))
+    return _check_loaded(
+        Cohort(
+            spec=cohort.spec,
+            spec_path=cohort.spec_path,
+            table=cohort.table.copy(),
+            in_memory=cohort.in_memory,
+        ),
+        report,
+        str(cohort.table_path),
+    )
+
+
+def _check_loaded(cohort: Cohort, report: ValidationReport, table_file: str) -> ValidationReport:
+    """Check the rows, columns and files of a loaded cohort into ``report`` (its summary and cohort
+    are set when there is no problem)."""
+    spec, spec_path, table, table_path = cohort.spec, cohort.spec_path, cohort.table, table_file
     if spec.data_root and not cohort.data_root.is_dir():
         report.problems.append(
             Problem(

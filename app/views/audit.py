@@ -11,7 +11,8 @@ import streamlit as st
 
 from app import charts, frames
 from app.resources import DashboardError, Served, predictions, show_page
-from pipelines.evaluation import Evaluation, GroupMetrics, Interval, evaluate_predictions
+from pipelines.api import evaluate
+from pipelines.evaluation import Evaluation, GroupMetrics, Interval
 from pipelines.predict import token_modalities
 
 SPLITS = {"test": "test", "validation": "val", "training": "train", "every labelled patient": None}
@@ -26,16 +27,7 @@ def _evaluation(
     """One evaluation per server, model, cohort, predictions source and split (cohort-wide, no
     patient detail)."""
     try:
-        return evaluate_predictions(
-            _frame,
-            _current.cohort,
-            temperature=_current.bundle.temperature,
-            threshold=_current.bundle.threshold,
-            logit_shift=_current.bundle.logit_shift,
-            split=split,
-            n_boot=BOOTSTRAP,
-            classes=_current.bundle.classes,
-        )
+        return evaluate(_current.bundle, _current.cohort, predictions=_frame, split=split, n_boot=BOOTSTRAP)
     except ValueError as error:
         raise DashboardError(f"cannot evaluate these predictions: {error}") from None
 

@@ -170,7 +170,7 @@ def _read_nifti(path: Path, limits: _Limits) -> np.ndarray:
 
     try:
         image = nibabel.load(path)
-        shape = tuple(int(side) for side in image.shape)
+        shape = tuple(int(side) for side in image.shape)  # type: ignore[attr-defined]
     except Exception as error:  # nibabel, like pydicom, has no single error type for bad headers
         raise _expected(path, f"a readable NIfTI header ({_why(error)})") from error
     squeezed = tuple(side for side in shape if side != 1)
@@ -182,7 +182,7 @@ def _read_nifti(path: Path, limits: _Limits) -> np.ndarray:
         )
     limits.check(path, squeezed)
     try:
-        data = image.get_fdata(dtype=np.float32)
+        data = image.get_fdata(dtype=np.float32)  # type: ignore[attr-defined]
     except Exception as error:
         raise _expected(path, f"NIfTI voxel data that can be read ({_why(error)})") from error
     values = data.reshape(squeezed).transpose()
@@ -200,7 +200,7 @@ def _read_pillow(path: Path, limits: _Limits) -> np.ndarray:
                 width, height = image.size
                 limits.check(path, (height, width))
                 if image.mode not in _PILLOW_FULL_SCALE:
-                    image = image.convert("L")
+                    image = image.convert("L")  # type: ignore[assignment]
                 full_scale = _PILLOW_FULL_SCALE[image.mode]
                 pixels = np.asarray(image)
     except ReaderError:

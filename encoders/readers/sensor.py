@@ -25,7 +25,7 @@ import math
 import re
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,7 +201,7 @@ def _grid(
     return values, observed
 
 
-def _no_channels(path: Path, channels: Sequence[str], has: Sequence[str], what: str) -> ReaderError:
+def _no_channels(path: Path, channels: Sequence[str], has: Iterable[str], what: str) -> ReaderError:
     listed = sorted(set(has))
     more = f" and {len(listed) - 30} more" if len(listed) > 30 else ""
     return ReaderError(

@@ -157,7 +157,7 @@ def test_patient_page_in_chromium(
                 page, server, full_patient, _expected_risk(dashboard_bundle, dashboard_cohort, full_patient)
             )
             page.get_by_role("tab", name="notes").click()
-            note = page.locator(".deepwe-note mark")
+            note = page.locator(".deepwe-note .note-word")
             expect(note.first).to_be_visible()
             assert note.count() >= 5
             _shoot(page, "patient", tmp_path)

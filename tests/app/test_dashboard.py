@@ -79,7 +79,7 @@ def test_patient_page_shows_the_risk_pipelines_computes(
     present = [m for m, flag in expected.modality_present.items() if flag]
     assert [t.label for t in at.tabs] == present
     assert len(at.image) >= 2  # the X-ray and its saliency overlay
-    assert any('class="deepwe-note"' in m.value and "<mark" in m.value for m in at.markdown)
+    assert any('class="deepwe-note"' in m.value and 'class="note-word"' in m.value for m in at.markdown)
     neighbours = next(d.value for d in at.dataframe if "reference_id" in d.value.columns)
     assert list(neighbours["reference_id"]) == [n.reference_id for n in expected.neighbours]
     started = time.perf_counter()

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import frames, pictures
+from app import charts, frames, pictures
+from explain.highlight import highlighted_note_html
+from explain.palette import AWAY, TOWARDS, rgb
 
 
 def test_note_html_escapes_every_word_and_joins_word_pieces():
@@ -16,11 +18,18 @@ def test_note_html_escapes_every_word_and_joins_word_pieces():
     text = pictures.note_html(words)
     assert "<script>" not in text and "&lt;script&gt;" in text
     assert "&quot;x&quot;" in text
-    assert ">physio</mark>" in text  # one word, its pieces' scores summed
+    assert ">physio</span>" in text  # one word, its pieces' scores summed
     assert 'title="+0.3"' in text
-    assert text.count("<mark") == 5
-    assert "rgba(219, 38, 38, 0.85)" in text  # the strongest word, red: it raises the risk
-    assert "rgba(38, 99, 235" in text  # a word that lowers the risk is blue
+    assert text.count('class="note-word"') == 5
+    assert "rgba(192, 57, 43, 0.850)" in text  # the strongest word, red: it raises the risk
+    assert "rgba(46, 111, 186" in text  # a word that lowers the risk is blue
+    shared = highlighted_note_html([w for w, _ in words], [s for _, s in words])
+    assert text == f'<div class="deepwe-note" style="line-height: 1.9">{shared}</div>'
+
+
+def test_the_dashboard_and_the_report_share_one_palette():
+    assert charts.RED == TOWARDS and charts.BLUE == AWAY
+    assert tuple(pictures.RED) == rgb(TOWARDS) and tuple(pictures.BLUE) == rgb(AWAY)
 
 
 def test_saliency_overlay_is_enlarged_rgb_and_red_where_attribution_is():
@@ -29,7 +38,7 @@ def test_saliency_overlay_is_enlarged_rgb_and_red_where_attribution_is():
     attribution[0, 5, 7] = 2.0
     overlay = pictures.saliency_overlay(image, attribution)
     assert overlay.dtype == np.uint8 and overlay.shape == (33 * 9, 31 * 9, 3)
-    assert tuple(overlay[5 * 9, 7 * 9]) == (143, 25, 25)  # 65 % red over black
+    assert tuple(overlay[5 * 9, 7 * 9]) == (125, 37, 28)  # 65 % of the report's red over black
     assert overlay[0, 0].tolist() == [0, 0, 0]
     volume = pictures.saliency_overlay(np.zeros((1, 5, 33, 31)), np.zeros((1, 5, 33, 31)))
     assert volume.shape == overlay.shape

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.deepwe_vs_baselines import GB, p12_cohort
+from benchmarks.baselines import GB, p12_cohort
 from benchmarks.quality_p12 import (
     ABLATION_NAMES,
     DEEPWE,

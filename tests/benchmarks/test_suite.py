@@ -138,7 +138,13 @@ def test_suite_runs_every_part_after_a_failure_and_reports_each(fake_parts, tmp_
     outcomes = run_suite(parts, quick=True, work=tmp_path / "work", out=tmp_path / "out", command="test")
     assert [o.status for o in outcomes] == ["failed", "ok", "failed", "failed"]
     assert (tmp_path / "work" / f"{fake_parts}.fine" / "touched").read_text() == "yes"
-    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written["run"]["parts"] == [p.name for p in parts] and written["run"]["quick"] is True
+    fine = json.loads((tmp_path / "out" / f"{fake_parts}.fine" / "results.json").read_text())
+    assert fine["rows"] == written["rows"] and fine["run"]["status"] == "ok"
+    broken = json.loads((tmp_path / "out" / f"{fake_parts}.broken" / "results.json").read_text())
+    assert (broken["rows"], broken["run"]["status"]) == ([], "failed")
+    rows = written["rows"]
     assert rows == [
         {
             "benchmark": "fine",

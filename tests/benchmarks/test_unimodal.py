@@ -22,13 +22,14 @@ from benchmarks.unimodal import (
     run_benchmark,
     select,
     shuffled_by_outcome,
+    split_cohort,
     subset,
     write_results,
-    write_split_cohort,
 )
+from benchmarks.unimodal import run as unimodal_part
 from pipelines.cohort import load_cohort
 from pipelines.importers import import_dataset
-from pipelines.validate import validate_cohort
+from pipelines.validate import validate_loaded
 
 LABELS = ["1"] * 13 + ["0"] * 44  # odd sizes, imbalanced like the real outcomes
 
@@ -78,18 +79,18 @@ def test_subset_keeps_the_proportions_of_outcome_and_official_split():
     assert subset(table, "label", 1000, seed=0) is table
 
 
-def test_split_cohort_copy_validates_and_keeps_files_at_their_source(tmp_path, shared_data):
+def test_split_cohort_validates_in_memory_and_keeps_files_at_their_source(tmp_path, shared_data):
     imported = import_dataset(
         "medmnist", shared_data / "medmnist" / "breastmnist.npz", tmp_path / "import", limit_per_split=20
     )
     table = pd.read_csv(imported.spec_path.parent / "cohort.csv", dtype=str, keep_default_na=False)
     split = ["test"] * 5 + ["val"] * 5 + ["train"] * (len(table) - 10)
-    copy = write_split_cohort(imported.spec_path, table, split, tmp_path / "copy")
-    assert validate_cohort(copy).ok
-    cohort = load_cohort(copy)
-    assert cohort.data_root == imported.spec_path.parent.resolve()
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    cohort = split_cohort(imported.spec_path, table, split)
+    assert cohort.in_memory and validate_loaded(cohort).ok
+    assert cohort.data_root == load_cohort(imported.spec_path).data_root
     assert [r.split for r in cohort.records()][:6] == ["test"] * 5 + ["val"]
-    assert not (tmp_path / "copy" / "images").exists()
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
 
 
 @pytest.mark.realdata
@@ -113,13 +114,14 @@ def test_tiny_kfold_run_on_real_images_writes_folds_a_table_and_json_rows(tmp_pa
     assert all(f.n_train + f.n_val + f.n_test == 45 for f in result.folds)
     assert all(0.0 <= f.auroc <= 1.0 for f in result.folds)
     assert result.sd is not None
-    specs = sorted((tmp_path / "work" / "cohorts" / "breastmnist").glob("fold-*/cohort.yaml"))
-    assert len(specs) == 3
+    assert not (tmp_path / "work" / "cohorts").exists()  # fold cohorts live in memory
     assert (tmp_path / "work" / "models" / "breastmnist" / "fold-2" / "metrics.json").is_file()
     table = markdown_table([result])
     assert "| BreastMNIST |" in table and "3-fold" in table and "0.500 (chance)" in table
     write_results([result], tmp_path / "rows.json")
-    (row,) = json.loads((tmp_path / "rows.json").read_text())
+    written = json.loads((tmp_path / "rows.json").read_text())
+    assert written["run"]["datasets"] == ["breastmnist"]
+    (row,) = written["rows"]
     assert {"benchmark", "method", "metric", "mean", "sd", "n", "anchor"} <= row.keys()
     assert row["n"] == 45 and row["metric"] == "test AUROC"
     assert row["mean"] == pytest.approx(result.mean, abs=1e-4)
@@ -146,3 +148,10 @@ def test_select_refuses_a_dataset_whose_data_is_absent_before_running_anything(t
         select(["physionet2012", "iu-xray"], data=tmp_path)
     (tmp_path / "iu_xray_reports").mkdir()
     assert [b.key for b in select(["iu-xray"], data=tmp_path)] == ["iu-xray"]
+
+
+def test_the_suite_part_names_absent_data_in_a_note_and_runs_nothing(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="benchmarks.notes"):
+        assert unimodal_part(quick=True, work=tmp_path, data=tmp_path / "nothing") == []
+    assert "PneumoniaMNIST" in caplog.text and "no data" in caplog.text
+    assert not any(tmp_path.iterdir())

@@ -30,7 +30,7 @@ import pytest
 import torch
 
 import encoders
-from encoders._registry import create_encoder, list_encoders
+from encoders import create_encoder, list_encoders
 from encoders.base import ModalityEncoder
 from encoders.tokens import EncoderBatch, Tokens
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from encoders._registry import create_encoder
+from encoders import create_encoder
 from encoders.audio import AudioEncoder, AudioEncoderConfig
 from encoders.image import ImageEncoder, ImageEncoderConfig, build_backbone
 from encoders.readers.sensor import SensorArray, read_sensor

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from encoders._registry import create_encoder
+from encoders import create_encoder
 from encoders.numeric_embedding import PiecewiseLinearEmbedding, implausible_counts, quantile_edges
 from encoders.readers.sensor import SensorArray
 from encoders.sensor_variables import SERIES_STATISTICS, series_statistics

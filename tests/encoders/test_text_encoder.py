@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encoders._registry import create_encoder, list_encoders
+from encoders import create_encoder, list_encoders
 from encoders.text import (
     PAD_NAME,
     TINY_TEXT_CONFIG,

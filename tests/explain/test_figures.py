@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from explain import figures
+from explain import figures, highlight
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -76,15 +76,15 @@ def test_bar_chart_png() -> None:
 
 def test_resize_bilinear_matches_the_image_resolution() -> None:
     small = np.array([[0.0, 1.0], [2.0, 3.0]])
-    big = figures.resize_bilinear(small, (5, 7))
+    big = highlight.resize_bilinear(small, (5, 7))
     assert big.shape == (5, 7)
     # pixel-centre alignment keeps the corners and stays within the source range
     assert big[0, 0] == 0.0 and big[-1, -1] == 3.0
     assert big.min() >= 0.0 and big.max() <= 3.0
-    np.testing.assert_allclose(figures.resize_bilinear(np.full((3, 4), 2.5), (11, 13)), 2.5)
+    np.testing.assert_allclose(highlight.resize_bilinear(np.full((3, 4), 2.5), (11, 13)), 2.5)
     # doubling a ramp: source centres at 0.5 and 1.5 of the output grid interpolate halfway
     np.testing.assert_allclose(
-        figures.resize_bilinear(np.array([[0.0, 4.0]]), (1, 4))[0], [0.0, 1.0, 3.0, 4.0]
+        highlight.resize_bilinear(np.array([[0.0, 4.0]]), (1, 4))[0], [0.0, 1.0, 3.0, 4.0]
     )
 
 
@@ -133,7 +133,7 @@ def test_png_data_uri_round_trip() -> None:
 def test_highlighted_note_escapes_and_merges_wordpieces() -> None:
     tokens = ["[CLS]", "<script>", "lact", "##ate", "##mia", "high", ".", "[SEP]"]
     scores = [9.0, 0.1, 0.5, 0.25, 0.25, -2.0, 0.0, 9.0]
-    fragment = figures.highlighted_note_html(tokens, scores)
+    fragment = highlight.highlighted_note_html(tokens, scores)
     assert "<script" not in fragment
     assert "&lt;script&gt;" in fragment
     words = re.findall(r'title="([^"]+)">([^<]*)</span>', fragment)
@@ -142,6 +142,6 @@ def test_highlighted_note_escapes_and_merges_wordpieces() -> None:
     # red towards the outcome, blue away; the largest |score| is fully (capped) opaque
     assert "rgba(192, 57, 43" in fragment and "rgba(46, 111, 186, 0.850)" in fragment
     assert "high</span><span" in fragment  # punctuation sticks to the word before it
-    assert figures.merge_wordpieces(["##x", "y"], [1.0, float("nan")]) == [("x", 1.0), ("y", 0.0)]
+    assert highlight.merge_wordpieces(["##x", "y"], [1.0, float("nan")]) == [("x", 1.0), ("y", 0.0)]
     with pytest.raises(ValueError, match="tokens for"):
-        figures.highlighted_note_html(["a"], [])
+        highlight.highlighted_note_html(["a"], [])

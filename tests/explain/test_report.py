@@ -8,7 +8,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from explain import figures
+from explain import figures, highlight
 from explain.report import (
     TRIPOD_AI_ITEMS,
     Figure,
@@ -49,7 +49,7 @@ def _report(png: bytes) -> Report:
                         [["AUROC", 0.81234, 53], ["ECE", float("nan"), None]],
                         "Metrics",
                     ),
-                    RawHtml(figures.highlighted_note_html(["high", "lact", "##ate"], [0.3, -0.1, 0.4])),
+                    RawHtml(highlight.highlighted_note_html(["high", "lact", "##ate"], [0.3, -0.1, 0.4])),
                 ],
                 tripod=["23a", "12e", "11"],
             ),

@@ -207,6 +207,7 @@ def _append_worker(path: str, worker: int, barrier) -> None:
         log.append([_prediction(1000 * worker + i + 1)], user=f"worker{worker}", code_version="0.1.0")
 
 
+@pytest.mark.slow
 def test_concurrent_appenders_keep_one_chain(tmp_path: Path):
     path = tmp_path / "log.jsonl"
     context = multiprocessing.get_context("spawn")
@@ -227,6 +228,7 @@ def test_concurrent_appenders_keep_one_chain(tmp_path: Path):
     assert len(rows) == 40
 
 
+@pytest.mark.slow
 def test_verify_streams_a_large_log(tmp_path: Path):
     path = tmp_path / "log.jsonl"
     _write_log(path, 2_000)

@@ -342,6 +342,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow  # each case runs the command line in a fresh process
 @pytest.mark.parametrize("make", CASES, ids=[c.__name__ for c in CASES])
 def test_hostile_input(make, bundle_path, cohort_60, tmp_path):
     cohort = tmp_path / "cohort"

@@ -60,6 +60,7 @@ def test_training_patients_are_in_distribution(bundle, cohort_60, tmp_path):
     assert (frame["ood_score"] < 0.99).mean() > 0.7
 
 
+@pytest.mark.slow  # DataLoader worker processes
 def test_predictions_identical_across_batch_sizes_and_workers(bundle, cohort_60, tmp_path):
     outputs = []
     for batch_size, workers in ((1, 0), (7, 2), (64, 0)):

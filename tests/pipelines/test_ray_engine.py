@@ -103,6 +103,7 @@ def _no_workers_left(seconds: float = 20.0) -> bool:
 
 
 # Before any test that starts the module's cluster: these two need Ray stopped.
+@pytest.mark.slow  # starts Ray
 def test_too_many_cpus_for_a_local_cluster_is_refused_in_one_line(bundle, cohort_60, tmp_path):
     assert not ray.is_initialized()
     engine = RayEngine(RaySettings(workers=3, cpus_per_worker=float(os.cpu_count())))
@@ -121,6 +122,7 @@ def test_engine_ray_refuses_an_altered_bundle_before_starting_ray(bundle_path, c
     assert not ray.is_initialized()
 
 
+@pytest.mark.slow  # starts Ray
 def test_ray_output_and_audit_records_equal_the_local_engine(cluster, bundle, broken_cohort, tmp_path):
     options = PredictOptions(chunk_size=7, batch_size=5)
     local, local_records = _run(bundle, broken_cohort, tmp_path / "local.parquet", options)
@@ -137,6 +139,7 @@ def test_ray_output_and_audit_records_equal_the_local_engine(cluster, bundle, br
     assert _no_workers_left(), "the Ray workers outlived the run"
 
 
+@pytest.mark.slow  # starts Ray
 def test_a_worker_killed_mid_run_is_restarted_and_nothing_is_lost(cluster, bundle, cohort_60, tmp_path):
     options = PredictOptions(chunk_size=5, batch_size=5)
     predict_cohort(bundle, cohort_60, tmp_path / "local.parquet", options, progress=False)
@@ -163,6 +166,7 @@ def test_a_worker_killed_mid_run_is_restarted_and_nothing_is_lost(cluster, bundl
     )
 
 
+@pytest.mark.slow  # starts Ray
 def test_a_fault_mid_run_then_resume_loses_and_repeats_no_row(cluster, bundle, broken_cohort, tmp_path):
     options = PredictOptions(chunk_size=6, batch_size=4)
     _run(bundle, broken_cohort, tmp_path / "local.parquet", options)
@@ -195,6 +199,7 @@ def test_a_fault_mid_run_then_resume_loses_and_repeats_no_row(cluster, bundle, b
     pd.testing.assert_frame_equal(read_predictions(out), read_predictions(tmp_path / "local.parquet"))
 
 
+@pytest.mark.slow  # starts Ray
 def test_max_errors_aborts_cleanly_and_resumes_with_a_higher_limit(cluster, bundle, cohort_60, tmp_path):
     folder = tmp_path / "cohort"
     shutil.copytree(cohort_60.parent, folder)
@@ -221,6 +226,7 @@ def test_max_errors_aborts_cleanly_and_resumes_with_a_higher_limit(cluster, bund
     pd.testing.assert_frame_equal(read_predictions(out), read_predictions(tmp_path / "local.parquet"))
 
 
+@pytest.mark.slow  # starts Ray
 def test_cli_engine_ray_writes_the_local_output_and_audit_log(cluster, bundle_path, cohort_60, tmp_path):
     runner = CliRunner()
     outputs = {}
