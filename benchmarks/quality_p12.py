@@ -54,7 +54,7 @@ from benchmarks.summary_features import cohort_features
 from benchmarks.unimodal import REPO, SHARED_DATA, kfold_splits, write_split_cohort
 from deepwe_mm.config import ABLATIONS
 from pipelines.cohort import load_cohort
-from pipelines.decoded_files import keep_decoded_files
+from pipelines.decoded_cache import keep_decoded_files
 from pipelines.metrics import binary_metrics
 from pipelines.train_config import TrainConfig
 

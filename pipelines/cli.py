@@ -779,6 +779,52 @@ def _audit_hook(path: Path | None, bundle):
     return lambda records: log.append(records, user=user, code_version=version, redact_tokens=hidden)
 
 
+@app.callback()
+def _everywhere(
+    cache_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder of the decoded-file cache shared by every command ('off' to read every file "
+            "afresh). Default: $DEEPWE_CACHE_DIR, else ~/.cache/deepwe.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Options that hold for every command (give them before the command's name)."""
+    if cache_dir is not None:
+        os.environ["DEEPWE_CACHE_DIR"] = cache_dir  # DataLoader workers and child processes see it too
+
+
+cache_app = typer.Typer(help="The decoded-file cache (see deepwe --cache-dir).", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("clear")
+def cache_clear() -> None:
+    """Delete every decoded file kept in the cache folder."""
+    from pipelines.decoded_cache import process_cache
+
+    cache = process_cache()
+    if cache is None:
+        _console().print("the decoded-file cache is off; nothing to clear")
+        return
+    _console().print(f"removed {cache.clear()} decoded files from {cache.folder}")
+
+
+@cache_app.command("info")
+def cache_info() -> None:
+    """Where the cache is, how much it holds and its size bound."""
+    from pipelines.decoded_cache import process_cache
+
+    cache = process_cache()
+    if cache is None:
+        _console().print("the decoded-file cache is off")
+        return
+    _console().print(
+        f"{cache.folder}: {cache.size_bytes() / 1e6:.1f} MB of at most {cache.max_bytes / 1e6:.0f} MB"
+    )
+
+
 export_app = typer.Typer(help="Export a model bundle for other platforms.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 

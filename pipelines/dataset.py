@@ -34,7 +34,7 @@ from encoders.readers import (
 )
 from encoders.sensor_variables import SeriesStatistics, series_statistics
 from encoders.tokens import EncoderBatch
-from pipelines.decoded_files import remembered
+from pipelines.decoded_cache import decoded
 
 UNLABELLED = -1
 
@@ -157,12 +157,12 @@ def file_reader(
         stats: for a sensor modality, the per-channel ``mean`` and ``std`` fitted on training files.
     """
     if modality.kind == "text":
-        return lambda path: remembered("text", path, lambda p: read_text(p).text)
+        return lambda path: decoded("text", path, lambda p: read_text(p).text)
     if modality.kind == "image":
-        return lambda path: remembered("image", path, read_image)
+        return lambda path: decoded("image", path, read_image)
     if modality.kind == "audio":
         how = ("audio", modality.sample_rate, modality.duration_s)
-        return lambda path: remembered(
+        return lambda path: decoded(
             how,
             path,
             lambda p: read_audio(p, sample_rate=modality.sample_rate, duration_s=modality.duration_s),
@@ -204,7 +204,7 @@ def read_sensor_file(path: str, modality: SensorModality) -> SensorArray:
     """Read a sensor file onto the grid its modality's spec describes (raw units)."""
     how = ("sensor", tuple(modality.channels or ()), modality.rate_hz, modality.time_column)
     how += (modality.time_unit, modality.duration_s, tuple(modality.summed_channels), modality.max_file_mb)
-    return remembered(how, path, lambda p: _read_sensor_grid(p, modality))
+    return decoded(how, path, lambda p: _read_sensor_grid(p, modality))
 
 
 def _read_sensor_grid(path: str, modality: SensorModality) -> SensorArray:
