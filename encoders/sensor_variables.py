@@ -37,7 +37,8 @@ PATTERN_TOKEN = "measured channels"
 
 
 class GriddedSeries(Protocol):
-    """What this encoder reads of :class:`encoders.readers.sensor.SensorArray`."""
+    """What this encoder reads of :class:`encoders.readers.sensor.SensorArray` (and its ``cells()``,
+    the flat indices of the observed cells, when the series has it)."""
 
     values: np.ndarray  # (T, C) float32, 0 where unobserved
     observed: np.ndarray  # (T, C) bool
@@ -72,8 +73,11 @@ def series_statistics(series: GriddedSeries) -> SeriesStatistics:
     steps, channels = observed.shape
     end = (float(series.start_s) + steps / float(series.rate_hz)) / 3600.0
     # Only observed cells are read: a long grid is mostly empty. Grouped by channel, time ascending.
-    channel, step = np.nonzero(observed.T)
-    value = np.asarray(series.values, dtype=np.float64).T[channel, step]
+    known = getattr(series, "cells", None)
+    cells = known() if callable(known) else np.flatnonzero(observed)
+    cells = cells[np.argsort(cells % channels, kind="stable")]
+    step, channel = np.divmod(cells, channels)
+    value = np.asarray(series.values, dtype=np.float64).reshape(-1)[cells]
     hour = (float(series.start_s) + (step + 0.5) / float(series.rate_hz)) / 3600.0
     count = np.bincount(channel, minlength=channels)
     seen = count > 0

@@ -42,15 +42,17 @@ def _encode_sensor(array: SensorArray) -> tuple[Arrays, Metadata]:
             "values": np.ascontiguousarray(array.values),
             "observed": np.ascontiguousarray(array.observed),
         }, metadata
-    where = np.flatnonzero(array.observed).astype(np.int64)
+    where = array.cells().astype(np.int64)
     return {"cells": where, "observed_values": array.values.reshape(-1)[where]}, metadata
 
 
 def _decode_sensor(arrays: Arrays, metadata: Metadata) -> SensorArray:
     steps, channels = json.loads(metadata["shape"])
+    cells = None
     if "values" in arrays:
         values, observed = arrays["values"], arrays["observed"]
     else:
+        cells = arrays["cells"]
         values = np.zeros(steps * channels, dtype=np.float32)
         observed = np.zeros(steps * channels, dtype=bool)
         values[arrays["cells"]] = arrays["observed_values"]
@@ -63,6 +65,7 @@ def _decode_sensor(arrays: Arrays, metadata: Metadata) -> SensorArray:
         float(metadata["rate_hz"]),
         float(metadata["start_s"]),
         skipped=json.loads(metadata["skipped"]),
+        observed_cells=cells,
     )
 
 

@@ -464,13 +464,14 @@ def _record(
     modalities = output.modalities
     present = {m: bool(output.modality_present[j, k]) for k, m in enumerate(modalities)}
     weights = {m: round(float(output.modality_weights[j, k]), 6) for k, m in enumerate(modalities)}
-    tokens: list[TokenWeight] = []
+    candidates: list[tuple[float, str, str]] = []  # (weight, modality, token); records only for the top
     for m in modalities:
         names = batch.inputs[m].names[j]
         for t, w in enumerate(output.feature_weights[m][j].tolist()):
             if w > 0 and t < len(names):
-                tokens.append(TokenWeight(modality=m, token=names[t], weight=min(1.0, max(0.0, w))))
-    tokens.sort(key=lambda tw: -tw.weight)
+                candidates.append((min(1.0, w), m, names[t]))
+    candidates.sort(key=lambda item: -item[0])
+    tokens = [TokenWeight(modality=m, token=t, weight=w) for w, m, t in candidates[: options.top_features]]
     neighbours = []
     if output.neighbours is not None:
         reference = bundle.contents.reference
@@ -504,7 +505,7 @@ def _record(
         modality_weights=weights,
         modality_errors=sample.errors,
         skipped_lines=sample.skipped,
-        top_features=tokens[: options.top_features],
+        top_features=tokens,
         neighbours=neighbours,
         ood=ood_flag or bool(outside),
         ood_score=round(ood_rank, 6),

@@ -60,6 +60,9 @@ class SensorArray:
         start_s: time of grid cell 0, in seconds.
         skipped: reason -> number of lines, rows or cells of the file that were skipped (empty when
             every line was usable). Reasons name no line content.
+        observed_cells: ``(K,)`` int64 flat indices of the observed cells in row-major order
+            (``np.flatnonzero(observed)``) when the reader knows them, else None; it saves
+            consumers a scan of a long, mostly empty grid.
     """
 
     values: np.ndarray
@@ -68,6 +71,14 @@ class SensorArray:
     rate_hz: float
     start_s: float
     skipped: Mapping[str, int] = field(default_factory=dict)
+    observed_cells: np.ndarray | None = None
+
+    def cells(self) -> np.ndarray:
+        """``(K,)`` flat indices of the observed cells, row-major: ``np.flatnonzero(observed)``."""
+        known = self.observed_cells
+        if known is not None and len(known) == np.count_nonzero(self.observed):
+            return known
+        return np.flatnonzero(self.observed)
 
 
 def read_sensor(
@@ -134,8 +145,12 @@ def read_sensor(
     start = 0.0 if samples.times_s.min() >= 0 else float(samples.times_s.min())
     n_cells = _n_cells(path, samples.times_s.max() - start, rate_hz, duration_s, max_samples)
     cells = np.floor((samples.times_s - start) * rate_hz + _EDGE_EPS).astype(np.int64)
-    values, observed = _grid(cells, samples.values, n_cells, [name in summed for name in channels])
-    return SensorArray(values, observed, channels, float(rate_hz), start, skipped=dict(samples.skipped))
+    values, observed, observed_cells = _grid(
+        cells, samples.values, n_cells, [name in summed for name in channels]
+    )
+    return SensorArray(
+        values, observed, channels, float(rate_hz), start, dict(samples.skipped), observed_cells
+    )
 
 
 def _n_cells(path: Path, span_s: float, rate_hz: float, duration_s: float | None, max_samples: int) -> int:
@@ -172,7 +187,7 @@ def _round_down(x: float, digits: int = 6) -> str:
 
 def _grid(
     cells: np.ndarray, samples: np.ndarray, n_cells: int, summed: Sequence[bool] = ()
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Average (or, for ``summed`` channels, add) samples into cells.
 
     Args:
@@ -181,7 +196,8 @@ def _grid(
         summed: per channel, True to add its samples up (default: average every channel).
 
     Returns:
-        ``values`` ``(n_cells, C)`` float32, 0.0 where unobserved, and ``observed`` (same shape).
+        ``values`` ``(n_cells, C)`` float32, 0.0 where unobserved, ``observed`` (same shape), and
+        the ``(K,)`` int64 flat indices of the observed cells, row-major.
     """
     n_channels = samples.shape[1]
     inside = (cells >= 0) & (cells < n_cells)
@@ -198,7 +214,7 @@ def _grid(
     values[pairs] = np.where(averaged[pairs % n_channels], sums / counts, sums)
     observed[pairs] = True
     values, observed = values.reshape(n_cells, n_channels), observed.reshape(n_cells, n_channels)
-    return values, observed
+    return values, observed, pairs
 
 
 # --- CSV and Parquet ---------------------------------------------------------------------------
@@ -315,7 +331,7 @@ def _read_wfdb(
             path, f"the WFDB signal could not be read ({type(error).__name__}: truncated file?)"
         ) from None
     cells = np.floor(np.arange(signal.shape[0]) * (rate_hz / fs) + _EDGE_EPS).astype(np.int64)
-    gridded, seen = _grid(cells, np.asarray(signal, dtype=np.float64), n_cells)
+    gridded, seen, _ = _grid(cells, np.asarray(signal, dtype=np.float64), n_cells)
     values = np.zeros((n_cells, len(channels)), dtype=np.float32)
     observed = np.zeros((n_cells, len(channels)), dtype=bool)
     where = [channels.index(name) for name in present]
