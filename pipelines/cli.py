@@ -255,10 +255,13 @@ def train(
         settings = TrainConfig.from_yaml(config) if config else TrainConfig()
         if ensemble is not None:
             settings = dataclasses.replace(settings, ensemble=ensemble)
+        from pipelines.decoded_cache import cache_counts
+
+        before = dataclasses.replace(cache_counts())
         result = run_training(spec, out, settings, device=device, resume=resume)
         if int(os.environ.get("RANK", "0")) != 0:
             return
-    _print_training(result)
+    _print_training(result, cache_counts().since(before))
 
 
 @app.command()
@@ -316,7 +319,8 @@ def _init_distributed() -> None:
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
-def _print_training(result) -> None:
+def _print_training(result, reads=None) -> None:
+    """The training summary; ``reads``: the decoded-cache hits and misses of this training."""
     console = _console()
     metrics = result.metrics
     members = len(metrics.get("members", [])) or 1
@@ -330,6 +334,12 @@ def _print_training(result) -> None:
     preprocessing = json.loads((Path(result.bundle) / "preprocessing.json").read_text(encoding="utf-8"))
     for note in data_notes(preprocessing):
         console.print(note.replace("`", ""), markup=False, highlight=False)
+    if reads is not None and reads.hit_rate is not None:
+        console.print(
+            f"decoded files: {reads.hits + reads.misses} reads, {reads.hits} from the cache "
+            f"({reads.hit_rate:.0%} hit rate)"
+            + (f" ({reads.corrupt} damaged entries decoded again)" if reads.corrupt else "")
+        )
     for split in ("val", "test"):
         if split in metrics:
             shown = ", ".join(
@@ -368,8 +378,9 @@ def predict(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="local engine: DataLoader worker processes reading files (default 0 = in the main "
-            "process); ray engine: Ray workers, each holding the model (default 2).",
+            help="local engine: DataLoader worker processes reading files (default: one per core, 0 "
+            "on a single core = in the main process); ray engine: Ray workers, each holding the model "
+            "(default 2).",
             min=0,
         ),
     ] = None,
@@ -443,7 +454,7 @@ def predict(
             shard=parse_shard(shard) if shard else None,
             batch_size=batch_size,
             chunk_size=chunk_size,
-            num_workers=0 if engine == "ray" or workers is None else workers,
+            num_workers=0 if engine == "ray" else _reading_workers(workers, device),
         )
         bundle = bundle or load_bundle(model, device=pick_device(device))
         log = _audit_hook(audit_log, bundle)
@@ -464,6 +475,18 @@ def predict(
         _console(stderr=True).print(f"[red]failed:[/] {line}; the output is complete in {summary.output}")
     if too_many:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _reading_workers(workers: int | None, device: str) -> int:
+    """``--workers``, else one reading process per core; torch then gets the cores they leave (CPU)."""
+    from pipelines.parallelism import default_workers, torch_threads
+
+    chosen = default_workers() if workers is None else workers
+    if device != "cuda":
+        import torch
+
+        torch.set_num_threads(torch_threads(chosen))
+    return chosen
 
 
 def print_degraded(summary) -> None:

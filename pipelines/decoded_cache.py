@@ -64,6 +64,12 @@ class CacheCounts:
         total = self.hits + self.misses
         return self.hits / total if total else None
 
+    def since(self, earlier: CacheCounts) -> CacheCounts:
+        """The reads made after ``earlier`` was copied from these counts."""
+        return CacheCounts(
+            self.hits - earlier.hits, self.misses - earlier.misses, self.corrupt - earlier.corrupt
+        )
+
 
 def default_folder() -> Path | None:
     """The cache folder the environment asks for; None when the cache is turned off."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import re
 import shutil
 from pathlib import Path
 
@@ -213,3 +214,33 @@ def test_cache_clear_command_empties_the_folder_named_by_cache_dir(tmp_path):
     assert "removed 1 decoded files" in result.output
     assert DecodedCache(folder).size_bytes() == 0
     shutil.rmtree(folder)
+
+
+def _reads(output: str) -> tuple[int, int]:
+    """(reads, hits) from a training summary."""
+    found = re.search(r"decoded files: (\d+) reads, (\d+) from the cache \(\d+% hit rate\)", output)
+    assert found is not None, output
+    return int(found[1]), int(found[2])
+
+
+def test_training_decodes_each_file_once_and_reports_the_hit_rate(cohort_60, tmp_path):
+    from pipelines.cli import DEMO_CONFIG
+    from pipelines.cohort import load_cohort
+
+    cohort = load_cohort(cohort_60)
+    files = {p for r in cohort.records() for p in r.paths.values() if p is not None}
+    arguments = [
+        "train",
+        str(cohort_60),
+        "--config",
+        str(DEMO_CONFIG.with_name("tiny.yaml")),
+        "--device",
+        "cpu",
+    ]
+    cold = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "m1")])
+    assert cold.exit_code == 0, cold.output
+    reads, hits = _reads(cold.output)
+    assert reads - hits == len(files) > 0  # every file decoded once, then served from the cache
+    warm = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "m2")])
+    reads, hits = _reads(warm.output)
+    assert hits == reads > 0
