@@ -464,14 +464,7 @@ def _record(
     modalities = output.modalities
     present = {m: bool(output.modality_present[j, k]) for k, m in enumerate(modalities)}
     weights = {m: round(float(output.modality_weights[j, k]), 6) for k, m in enumerate(modalities)}
-    candidates: list[tuple[float, str, str]] = []  # (weight, modality, token); records only for the top
-    for m in modalities:
-        names = batch.inputs[m].names[j]
-        for t, w in enumerate(output.feature_weights[m][j].tolist()):
-            if w > 0 and t < len(names):
-                candidates.append((min(1.0, w), m, names[t]))
-    candidates.sort(key=lambda item: -item[0])
-    tokens = [TokenWeight(modality=m, token=t, weight=w) for w, m, t in candidates[: options.top_features]]
+    tokens = _top_tokens(batch, output, j, modalities, options.top_features)
     neighbours = []
     if output.neighbours is not None:
         reference = bundle.contents.reference
@@ -513,6 +506,23 @@ def _record(
         model_sha256=bundle.sha256,
         input_sha256=digest,
     )
+
+
+def _top_tokens(batch: Batch, output, j: int, modalities: Sequence[str], k: int) -> list[TokenWeight]:
+    """Patient ``j``'s ``k`` tokens of largest feature weight (ties in modality, then token order)."""
+    weights, names = [], []
+    for m in modalities:
+        names.append(batch.inputs[m].names[j])
+        weights.append(output.feature_weights[m][j].detach().float().cpu().numpy()[: len(names[-1])])
+    every = np.minimum(np.concatenate(weights) if weights else np.zeros(0, np.float32), 1.0)
+    starts = np.cumsum([0, *(len(w) for w in weights)])
+    kept = np.flatnonzero(every > 0)
+    top = kept[np.argsort(-every[kept], kind="stable")[:k]]
+    owner = np.searchsorted(starts, top, side="right") - 1
+    return [
+        TokenWeight(modality=modalities[o], token=names[o][t - starts[o]], weight=float(every[t]))
+        for t, o in zip(top.tolist(), owner.tolist(), strict=True)
+    ]
 
 
 def token_modalities(bundle: Bundle) -> list[str]:
