@@ -822,30 +822,31 @@ cache_app = typer.Typer(help="The decoded-file cache (see deepwe --cache-dir).",
 app.add_typer(cache_app, name="cache")
 
 
-@cache_app.command("clear")
-def cache_clear() -> None:
-    """Delete every decoded file kept in the cache folder."""
+def _cache_or_say_off():
+    """The decoded-file cache, or None after saying that it is off."""
     from pipelines.decoded_cache import process_cache
 
     cache = process_cache()
     if cache is None:
-        _console().print("the decoded-file cache is off; nothing to clear")
-        return
-    _console().print(f"removed {cache.clear()} decoded files from {cache.folder}")
+        _console().print("the decoded-file cache is off (--cache-dir off or DEEPWE_CACHE_DIR=off)")
+    return cache
+
+
+@cache_app.command("clear")
+def cache_clear() -> None:
+    """Delete every decoded file kept in the cache folder."""
+    cache = _cache_or_say_off()
+    if cache is not None:
+        _console().print(f"removed {cache.clear()} decoded files from {cache.folder}")
 
 
 @cache_app.command("info")
 def cache_info() -> None:
     """Where the cache is, how much it holds and its size bound."""
-    from pipelines.decoded_cache import process_cache
-
-    cache = process_cache()
-    if cache is None:
-        _console().print("the decoded-file cache is off")
-        return
-    _console().print(
-        f"{cache.folder}: {cache.size_bytes() / 1e6:.1f} MB of at most {cache.max_bytes / 1e6:.0f} MB"
-    )
+    cache = _cache_or_say_off()
+    if cache is not None:
+        megabytes = cache.size_bytes() / 1e6
+        _console().print(f"{cache.folder}: {megabytes:.1f} MB of at most {cache.max_bytes / 1e6:.0f} MB")
 
 
 export_app = typer.Typer(help="Export a model bundle for other platforms.", no_args_is_help=True)

@@ -213,6 +213,10 @@ def test_cache_clear_command_empties_the_folder_named_by_cache_dir(tmp_path):
     assert result.exit_code == 0, result.output
     assert "removed 1 decoded files" in result.output
     assert DecodedCache(folder).size_bytes() == 0
+    info = CliRunner().invoke(app, ["--cache-dir", str(folder), "cache", "info"])
+    assert info.exit_code == 0 and f"{folder}: 0.0 MB of at most" in info.output.replace("\n", "")
+    off = CliRunner().invoke(app, ["--cache-dir", "off", "cache", "clear"])
+    assert off.exit_code == 0 and "cache is off" in off.output
     shutil.rmtree(folder)
 
 
