@@ -26,7 +26,8 @@ def test_top_tokens_match_sorting_every_weight():
     names = {"labs": [f"lab{i}" for i in range(13)], "vitals": [f"v{i}" for i in range(37)], "empty": []}
     weights = {
         "labs": torch.rand(13, generator=generator).round(decimals=1),  # ties on purpose
-        "vitals": torch.cat([torch.rand(40, generator=generator), torch.ones(1)]) * 1.01,  # padding past names
+        "vitals": torch.cat([torch.rand(40, generator=generator), torch.ones(1)])
+        * 1.01,  # padding past names
         "empty": torch.zeros(3),
     }
     weights["labs"][:4] = 0.0
