@@ -378,9 +378,9 @@ def predict(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="local engine: DataLoader worker processes reading files (default: one per core, 0 "
-            "on a single core = in the main process); ray engine: Ray workers, each holding the model "
-            "(default 2).",
+            help="local engine: DataLoader worker processes reading files (default: one per core but "
+            "one, 0 on a single core = in the main process); ray engine: Ray workers, each holding the "
+            "model (default 2).",
             min=0,
         ),
     ] = None,
@@ -478,7 +478,7 @@ def predict(
 
 
 def _reading_workers(workers: int | None, device: str) -> int:
-    """``--workers``, else one reading process per core; torch then gets the cores they leave (CPU)."""
+    """``--workers``, else one reading process per core but one; torch gets the cores they leave (CPU)."""
     from pipelines.parallelism import default_workers, torch_threads
 
     chosen = default_workers() if workers is None else workers

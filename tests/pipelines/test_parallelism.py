@@ -15,8 +15,8 @@ def test_a_single_core_reads_in_the_main_process_with_one_torch_thread():
 
 
 @pytest.mark.parametrize("cores", [2, 4, 16])
-def test_every_core_reads_and_torch_keeps_one_thread(cores):
-    assert default_workers(cores) == cores
+def test_every_core_but_the_model_s_reads_and_torch_keeps_one_thread(cores):
+    assert default_workers(cores) == cores - 1
     assert torch_threads(default_workers(cores), cores) == 1
     assert torch_threads(0, cores) == cores
 
