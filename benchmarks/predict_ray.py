@@ -2,7 +2,7 @@
 the fixed start-up cost.
 
 Each run is ``deepwe predict`` in a fresh process (the cohorts and the model of
-``benchmarks.predict``: demo settings trained one epoch, note cache emptied before every run). Peak
+``benchmarks.synthetic_cohorts``: demo settings trained one epoch, note cache emptied before every run). Peak
 memory is the largest sum of resident memory over the run's whole process tree (driver, and for Ray
 its GCS, raylet and workers), sampled every 0.2 s; CPU seconds are those of the reaped tree. Two
 cohort sizes per engine give the cost per patient (the slope) and the fixed cost of a run (the
@@ -12,7 +12,7 @@ records the load average during its run.
 
     python -m benchmarks.predict_ray [--sizes 20,1000] [--set all] [--workers 2] [--cpus-per-worker 1]
 
-Writes ``benchmarks/results/predict_ray.json``; cohorts, models and outputs go under
+Writes ``benchmarks/results/full/speed/predict_ray.json``; cohorts, models and outputs go under
 ``runs/bench/predict/``.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.predict import ROOT, WORK, cohort, trained
+from benchmarks.synthetic_cohorts import ROOT, WORK, cohort, trained
 
 _PAGE_KIB = 4
 
@@ -103,10 +103,12 @@ def main() -> None:
     parser.add_argument("--set", default="all", choices=["all", "tabular+sensor"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predict_ray.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "full" / "speed" / "predict_ray.json"
+    )
     args = parser.parse_args()
     small, large = (int(s) for s in args.sizes.split(","))
-    # its own model (benchmarks.predict trains model-all on its smallest cohort)
+    # its own model (one model per engine comparison)
     model = trained(cohort(max(small, 200), args.set), WORK / f"model-ray-{args.set.replace('+', '-')}")
     runs = configurations(args.workers, args.cpus_per_worker)
     rows, times, outputs = [], {name: {} for name in runs}, {name: {} for name in runs}

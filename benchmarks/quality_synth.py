@@ -34,7 +34,7 @@ file modalities.
 
 Training reads the same files again and again (seven models per seed, each epoch, plus the passes
 that score them), so within one cohort every file is decoded once and kept in memory
-(:func:`pipelines.decoded_files.keep_decoded_files`); the results are the same, only faster.
+(:func:`pipelines.decoded_cache.keep_decoded_files`); the results are the same, only faster.
 
     python -m benchmarks.quality_synth [--quick] [--work DIR]
 """
@@ -74,7 +74,7 @@ from benchmarks.rows import result_row
 from benchmarks.summary_features import SummaryFeatures, cohort_features
 from benchmarks.unimodal import REPO
 from pipelines.cohort import Cohort, load_cohort
-from pipelines.decoded_files import keep_decoded_files
+from pipelines.decoded_cache import keep_decoded_files
 from pipelines.json_values import finite
 from pipelines.loading import Bundle, load_bundle
 from pipelines.metrics import auroc, binary_metrics

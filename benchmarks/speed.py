@@ -22,6 +22,7 @@ On a CUDA GPU the same stages run again with ``device="cuda"``: training with bf
 the CPU gets rows of its own. Without a GPU those rows are absent and a note says so.
 
     python -m benchmarks.speed [--quick]          # prints the rows; `python -m benchmarks.suite` tables them
+    python -m benchmarks.speed --throughput [--before DIR]   # PhysioNet 2012 files to risk (benchmarks.throughput)
 
 Work files go under the ``work`` folder the suite gives (``runs/bench/suite/speed/``).
 """
@@ -544,6 +545,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "suite" / "speed")
+    parser.add_argument(
+        "--throughput",
+        action="store_true",
+        help="Only the PhysioNet 2012 files-to-risk part (benchmarks.throughput): predict cold and warm, "
+        "gradient boosting, memory at 1,000 and 10,000 rows, training seconds per epoch.",
+    )
+    parser.add_argument("--before", type=Path, help="With --throughput: the code before, as the anchor.")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "full" / "speed" / "throughput.json"
+    )
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
     parser.add_argument("payload", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -551,6 +562,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         stage_args = json.loads(args.payload)
         result = STAGES[args.stage](stage_args)
         Path(stage_args["result"]).write_text(json.dumps(result))
+        return
+    if args.throughput:
+        from benchmarks import throughput
+
+        throughput.main(args.before, args.out)
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(json.dumps(run(args.quick, args.work), indent=1))

@@ -37,7 +37,8 @@ PATTERN_TOKEN = "measured channels"
 
 
 class GriddedSeries(Protocol):
-    """What this encoder reads of :class:`encoders.readers.sensor.SensorArray`."""
+    """What this encoder reads of :class:`encoders.readers.sensor.SensorArray` (and its ``cells()``,
+    the flat indices of the observed cells, when the series has it)."""
 
     @property
     def values(self) -> np.ndarray:
@@ -77,31 +78,35 @@ def series_statistics(series: GriddedSeries) -> SeriesStatistics:
     A cell's time is its centre, ``start_s + (i + 0.5) / rate_hz``; the series ends at the end of its
     last cell.
     """
-    values = np.asarray(series.values, dtype=np.float64)
     observed = np.asarray(series.observed, dtype=bool)
-    steps, channels = values.shape
-    hours = (float(series.start_s) + (np.arange(steps) + 0.5) / float(series.rate_hz)) / 3600.0
+    steps, channels = observed.shape
     end = (float(series.start_s) + steps / float(series.rate_hz)) / 3600.0
-    count = observed.sum(axis=0)
+    # Only observed cells are read: a long grid is mostly empty. Grouped by channel, time ascending.
+    known = getattr(series, "cells", None)
+    cells = known() if callable(known) else np.flatnonzero(observed)
+    cells = cells[np.argsort(cells % channels, kind="stable")]
+    step, channel = np.divmod(cells, channels)
+    value = np.asarray(series.values, dtype=np.float64).reshape(-1)[cells]
+    hour = (float(series.start_s) + (step + 0.5) / float(series.rate_hz)) / 3600.0
+    count = np.bincount(channel, minlength=channels)
     seen = count > 0
-    columns = np.arange(channels)
-    first = values[np.argmax(observed, axis=0), columns]
-    last_index = steps - 1 - np.argmax(observed[::-1], axis=0)
-    last = values[last_index, columns]
-    low = np.where(observed, values, np.inf).min(axis=0)
-    high = np.where(observed, values, -np.inf).max(axis=0)
-    total = np.where(observed, values, 0.0).sum(axis=0)
-    mean = total / np.maximum(count, 1)
-    mean_hour = (observed * hours[:, None]).sum(axis=0) / np.maximum(count, 1)
-    centred = np.where(observed, hours[:, None] - mean_hour, 0.0)
-    spread = (centred**2).sum(axis=0)
+    start = (np.cumsum(count) - count)[seen]
+    stop = start + count[seen] - 1
+    first, last, low, high, since = (np.zeros(channels) for _ in range(5))
+    if seen.any():
+        first[seen], last[seen] = value[start], value[stop]
+        low[seen] = np.minimum.reduceat(value, start)
+        high[seen] = np.maximum.reduceat(value, start)
+        since[seen] = end - hour[stop]
+    divisor = np.maximum(count, 1)
+    mean = np.bincount(channel, weights=value, minlength=channels) / divisor
+    mean_hour = np.bincount(channel, weights=hour, minlength=channels) / divisor
+    centred = hour - mean_hour[channel]
+    spread = np.bincount(channel, weights=centred**2, minlength=channels)
     has_slope = (count >= 2) & (spread > 1e-12)
-    slope = np.where(
-        has_slope,
-        (centred * np.where(observed, values - mean, 0.0)).sum(axis=0) / np.maximum(spread, 1e-12),
-        0.0,
-    )
-    stats = np.stack([first, last, low, high, mean, count, end - hours[last_index], slope], axis=1)
+    moment = np.bincount(channel, weights=centred * (value - mean[channel]), minlength=channels)
+    slope = np.where(has_slope, moment / np.maximum(spread, 1e-12), 0.0)
+    stats = np.stack([first, last, low, high, mean, count, since, slope], axis=1)
     mask = np.repeat(seen[:, None], len(SERIES_STATISTICS), axis=1)
     mask[:, SLOPE] = has_slope
     stats = np.where(mask & np.isfinite(stats), stats, 0.0)

@@ -255,10 +255,13 @@ def train(
         settings = TrainConfig.from_yaml(config) if config else TrainConfig()
         if ensemble is not None:
             settings = dataclasses.replace(settings, ensemble=ensemble)
+        from pipelines.decoded_cache import cache_counts
+
+        before = dataclasses.replace(cache_counts())
         result = run_training(spec, out, settings, device=device, resume=resume)
         if int(os.environ.get("RANK", "0")) != 0:
             return
-    _print_training(result)
+    _print_training(result, cache_counts().since(before))
 
 
 @app.command()
@@ -316,7 +319,8 @@ def _init_distributed() -> None:
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
-def _print_training(result) -> None:
+def _print_training(result, reads=None) -> None:
+    """The training summary; ``reads``: the decoded-cache hits and misses of this training."""
     console = _console()
     metrics = result.metrics
     members = len(metrics.get("members", [])) or 1
@@ -330,6 +334,12 @@ def _print_training(result) -> None:
     preprocessing = json.loads((Path(result.bundle) / "preprocessing.json").read_text(encoding="utf-8"))
     for note in data_notes(preprocessing):
         console.print(note.replace("`", ""), markup=False, highlight=False)
+    if reads is not None and reads.hit_rate is not None:
+        console.print(
+            f"decoded files: {reads.hits + reads.misses} reads, {reads.hits} from the cache "
+            f"({reads.hit_rate:.0%} hit rate)"
+            + (f" ({reads.corrupt} damaged entries decoded again)" if reads.corrupt else "")
+        )
     for split in ("val", "test"):
         if split in metrics:
             shown = ", ".join(
@@ -368,8 +378,9 @@ def predict(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="local engine: DataLoader worker processes reading files (default 0 = in the main "
-            "process); ray engine: Ray workers, each holding the model (default 2).",
+            help="local engine: DataLoader worker processes reading files (default: one per core but "
+            "one, 0 on a single core = in the main process); ray engine: Ray workers, each holding the "
+            "model (default 2).",
             min=0,
         ),
     ] = None,
@@ -443,7 +454,7 @@ def predict(
             shard=parse_shard(shard) if shard else None,
             batch_size=batch_size,
             chunk_size=chunk_size,
-            num_workers=0 if engine == "ray" or workers is None else workers,
+            num_workers=0 if engine == "ray" else _reading_workers(workers, device),
         )
         bundle = bundle or load_bundle(model, device=pick_device(device))
         log = _audit_hook(audit_log, bundle)
@@ -464,6 +475,18 @@ def predict(
         _console(stderr=True).print(f"[red]failed:[/] {line}; the output is complete in {summary.output}")
     if too_many:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _reading_workers(workers: int | None, device: str) -> int:
+    """``--workers``, else one reading process per core but one; torch gets the cores they leave (CPU)."""
+    from pipelines.parallelism import default_workers, torch_threads
+
+    chosen = default_workers() if workers is None else workers
+    if device != "cuda":
+        import torch
+
+        torch.set_num_threads(torch_threads(chosen))
+    return chosen
 
 
 def print_degraded(summary) -> None:
@@ -761,6 +784,53 @@ def _audit_hook(path: Path | None, bundle):
     log, user, version = AuditLog(path), getpass.getuser(), code_version()
     hidden = token_modalities(bundle)
     return lambda records: log.append(records, user=user, code_version=version, redact_tokens=hidden)
+
+
+@app.callback()
+def _everywhere(
+    cache_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder of the decoded-file cache shared by every command ('off' to read every file "
+            "afresh). Default: $DEEPWE_CACHE_DIR, else ~/.cache/deepwe.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Options that hold for every command (give them before the command's name)."""
+    if cache_dir is not None:
+        os.environ["DEEPWE_CACHE_DIR"] = cache_dir  # DataLoader workers and child processes see it too
+
+
+cache_app = typer.Typer(help="The decoded-file cache (see deepwe --cache-dir).", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+def _cache_or_say_off():
+    """The decoded-file cache, or None after saying that it is off."""
+    from pipelines.decoded_cache import process_cache
+
+    cache = process_cache()
+    if cache is None:
+        _console().print("the decoded-file cache is off (--cache-dir off or DEEPWE_CACHE_DIR=off)")
+    return cache
+
+
+@cache_app.command("clear")
+def cache_clear() -> None:
+    """Delete every decoded file kept in the cache folder."""
+    cache = _cache_or_say_off()
+    if cache is not None:
+        _console().print(f"removed {cache.clear()} decoded files from {cache.folder}")
+
+
+@cache_app.command("info")
+def cache_info() -> None:
+    """Where the cache is, how much it holds and its size bound."""
+    cache = _cache_or_say_off()
+    if cache is not None:
+        megabytes = cache.size_bytes() / 1e6
+        _console().print(f"{cache.folder}: {megabytes:.1f} MB of at most {cache.max_bytes / 1e6:.0f} MB")
 
 
 export_app = typer.Typer(help="Export a model bundle for other platforms.", no_args_is_help=True)

@@ -34,7 +34,7 @@ from encoders.readers import (
 )
 from encoders.sensor_variables import SeriesStatistics, series_statistics
 from encoders.tokens import EncoderBatch
-from pipelines.decoded_files import remembered
+from pipelines.decoded_cache import decoded
 
 UNLABELLED = -1
 
@@ -110,14 +110,23 @@ measurement lies that far out, and it would overflow the model's float32 arithme
 SKIP_FAR_OUT = f"value more than {MAX_STANDARD_SCORE:g} training SDs from the mean (read as unobserved)"
 
 
-def _scores(array: SensorArray, stats: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(T, C) standard scores against the training mean and std, and (T, C) observed values more
-    than :data:`MAX_STANDARD_SCORE` SDs out."""
+def _observed_scores(
+    array: SensorArray, stats: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standard scores of the observed cells only (a long grid is mostly unobserved).
+
+    Returns:
+        ``cells`` (K,) flat indices of the observed cells of the (T, C) grid, their standard scores
+        (K,) float64 against the training mean and std, and ``far`` (K,): the scores more than
+        :data:`MAX_STANDARD_SCORE` SDs out.
+    """
     mean = np.asarray(stats["mean"], dtype=np.float64)
     std = np.asarray(stats["std"], dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        scores = (array.values.astype(np.float64) - mean) / std
-    return scores, array.observed & ~(np.abs(scores) <= MAX_STANDARD_SCORE)
+    cells = array.cells()
+    channel = cells % array.observed.shape[1]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        scores = (array.values.reshape(-1)[cells].astype(np.float64) - mean[channel]) / std[channel]
+    return cells, scores, ~(np.abs(scores) <= MAX_STANDARD_SCORE)
 
 
 def _counted(array: SensorArray, far: np.ndarray) -> dict[str, int]:
@@ -130,21 +139,29 @@ def standardise(array: SensorArray, stats: Mapping[str, Any]) -> SensorArray:
     An observed value more than :data:`MAX_STANDARD_SCORE` SDs out becomes unobserved and is counted
     in ``skipped``.
     """
-    scores, far = _scores(array, stats)
-    observed = array.observed & ~far
-    values = np.where(observed, scores, 0.0).astype(np.float32)
-    return replace(array, values=values, observed=observed, skipped=_counted(array, far))
+    cells, scores, far = _observed_scores(array, stats)
+    values = np.zeros(array.values.size, dtype=np.float32)
+    values[cells[~far]] = scores[~far]
+    observed = array.observed.copy()
+    observed.reshape(-1)[cells[far]] = False
+    values = values.reshape(array.values.shape)
+    return replace(
+        array, values=values, observed=observed, skipped=_counted(array, far), observed_cells=cells[~far]
+    )
 
 
 def without_far_values(array: SensorArray, stats: Mapping[str, Any]) -> SensorArray:
     """``array`` in its own units with the values :func:`standardise` would refuse made unobserved
     (and counted in ``skipped``)."""
-    _, far = _scores(array, stats)
+    cells, _, far = _observed_scores(array, stats)
     if not far.any():
         return array
-    observed = array.observed & ~far
-    values = np.where(observed, array.values, 0.0).astype(np.float32)
-    return replace(array, values=values, observed=observed, skipped=_counted(array, far))
+    values, observed = array.values.copy(), array.observed.copy()
+    values.reshape(-1)[cells[far]] = 0.0
+    observed.reshape(-1)[cells[far]] = False
+    return replace(
+        array, values=values, observed=observed, skipped=_counted(array, far), observed_cells=cells[~far]
+    )
 
 
 def file_reader(
@@ -157,12 +174,12 @@ def file_reader(
         stats: for a sensor modality, the per-channel ``mean`` and ``std`` fitted on training files.
     """
     if modality.kind == "text":
-        return lambda path: remembered("text", path, lambda p: read_text(p).text)
+        return lambda path: decoded("text", path, lambda p: read_text(p).text)
     if modality.kind == "image":
-        return lambda path: remembered("image", path, read_image)
+        return lambda path: decoded("image", path, read_image)
     if modality.kind == "audio":
         how = ("audio", modality.sample_rate, modality.duration_s)
-        return lambda path: remembered(
+        return lambda path: decoded(
             how,
             path,
             lambda p: read_audio(p, sample_rate=modality.sample_rate, duration_s=modality.duration_s),
@@ -204,7 +221,7 @@ def read_sensor_file(path: str, modality: SensorModality) -> SensorArray:
     """Read a sensor file onto the grid its modality's spec describes (raw units)."""
     how = ("sensor", tuple(modality.channels or ()), modality.rate_hz, modality.time_column)
     how += (modality.time_unit, modality.duration_s, tuple(modality.summed_channels), modality.max_file_mb)
-    return remembered(how, path, lambda p: _read_sensor_grid(p, modality))
+    return decoded(how, path, lambda p: _read_sensor_grid(p, modality))
 
 
 def _read_sensor_grid(path: str, modality: SensorModality) -> SensorArray:

@@ -464,13 +464,7 @@ def _record(
     modalities = output.modalities
     present = {m: bool(output.modality_present[j, k]) for k, m in enumerate(modalities)}
     weights = {m: round(float(output.modality_weights[j, k]), 6) for k, m in enumerate(modalities)}
-    tokens: list[TokenWeight] = []
-    for m in modalities:
-        names = batch.inputs[m].names[j]
-        for t, w in enumerate(output.feature_weights[m][j].tolist()):
-            if w > 0 and t < len(names):
-                tokens.append(TokenWeight(modality=m, token=names[t], weight=min(1.0, max(0.0, w))))
-    tokens.sort(key=lambda tw: -tw.weight)
+    tokens = _top_tokens(batch, output, j, modalities, options.top_features)
     neighbours = []
     if output.neighbours is not None:
         reference = bundle.contents.reference
@@ -504,7 +498,7 @@ def _record(
         modality_weights=weights,
         modality_errors=sample.errors,
         skipped_lines=sample.skipped,
-        top_features=tokens[: options.top_features],
+        top_features=tokens,
         neighbours=neighbours,
         ood=ood_flag or bool(outside),
         ood_score=round(ood_rank, 6),
@@ -512,6 +506,23 @@ def _record(
         model_sha256=bundle.sha256,
         input_sha256=digest,
     )
+
+
+def _top_tokens(batch: Batch, output, j: int, modalities: Sequence[str], k: int) -> list[TokenWeight]:
+    """Patient ``j``'s ``k`` tokens of largest feature weight (ties in modality, then token order)."""
+    weights, names = [], []
+    for m in modalities:
+        names.append(batch.inputs[m].names[j])
+        weights.append(output.feature_weights[m][j].detach().float().cpu().numpy()[: len(names[-1])])
+    every = np.minimum(np.concatenate(weights) if weights else np.zeros(0, np.float32), 1.0)
+    starts = np.cumsum([0, *(len(w) for w in weights)])
+    kept = np.flatnonzero(every > 0)
+    top = kept[np.argsort(-every[kept], kind="stable")[:k]]
+    owner = np.searchsorted(starts, top, side="right") - 1
+    return [
+        TokenWeight(modality=modalities[o], token=names[o][t - starts[o]], weight=float(every[t]))
+        for t, o in zip(top.tolist(), owner.tolist(), strict=True)
+    ]
 
 
 def token_modalities(bundle: Bundle) -> list[str]:

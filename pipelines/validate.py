@@ -17,7 +17,7 @@ from data_schemas.cohort import SPLIT_VALUES, SensorModality, canonical_label
 from encoders.readers import ReaderError, sniff_file
 from encoders.readers.tabular import FLOAT32_MAX
 from pipelines.cohort import Cohort, assign_split, is_missing, read_table, split_unit
-from pipelines.decoded_files import remembered
+from pipelines.decoded_cache import decoded
 from pipelines.spec_io import did_you_mean, read_spec
 
 
@@ -296,7 +296,7 @@ def _check_path(cohort: Cohort, cell: str, name: str, modality: object, files: F
     files.checked += 1
     if not files.headers:
         return None
-    problem = remembered(("sniff", kind), path, lambda file: sniff_file(file, kind))
+    problem = decoded(("sniff", kind), path, lambda file: sniff_file(file, kind), persist=False)
     if problem is not None or not isinstance(modality, SensorModality):
         return problem
     from pipelines.dataset import read_sensor_file  # torch comes with it: only when files are read

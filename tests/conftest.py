@@ -30,6 +30,24 @@ def _seed_everything():
     torch.use_deterministic_algorithms(deterministic)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_decoded_cache(tmp_path_factory):
+    """Session fixtures (trained bundles) decode into a test folder, never the user's cache."""
+    before = os.environ.get("DEEPWE_CACHE_DIR")
+    os.environ["DEEPWE_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-decoded-cache"))
+    yield
+    if before is None:
+        os.environ.pop("DEEPWE_CACHE_DIR", None)
+    else:
+        os.environ["DEEPWE_CACHE_DIR"] = before
+
+
+@pytest.fixture(autouse=True)
+def _own_decoded_cache(tmp_path_factory, monkeypatch):
+    """Each test decodes into a fresh cache folder of its own, never the user's cache."""
+    monkeypatch.setenv("DEEPWE_CACHE_DIR", str(tmp_path_factory.mktemp("decoded-cache")))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """``../shared/data``; skips the test when the real data is not beside the repository."""

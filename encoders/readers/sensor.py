@@ -22,10 +22,9 @@ never forward-filled, so the encoder sees exactly what was measured.
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,12 +32,18 @@ import numpy as np
 import pandas as pd
 
 from encoders.readers.errors import ReaderError
-from encoders.readers.tabular import FLOAT32_MAX, numeric_column
+from encoders.readers.physionet2012_text import (  # noqa: F401  (the skip reasons are public here too)
+    P12_HEADER,
+    P12_UNKNOWN,
+    SKIP_P12_FIELDS,
+    SKIP_P12_TIME,
+    SKIP_P12_VALUE,
+    p12_samples,
+)
+from encoders.readers.sensor_samples import Samples, no_channels, skip_note
+from encoders.readers.tabular import numeric_column
 
 TIME_UNITS_S: dict[str, float] = {"s": 1.0, "min": 60.0, "h": 3600.0}
-P12_HEADER = "Time,Parameter,Value"
-P12_UNKNOWN = -1.0
-_P12_TIME = re.compile(r"(\d+):([0-5]\d)")
 # Float products such as 0.7 * 10 land a hair below the integer; this keeps them in their cell.
 _EDGE_EPS = 1e-9
 
@@ -55,6 +60,9 @@ class SensorArray:
         start_s: time of grid cell 0, in seconds.
         skipped: reason -> number of lines, rows or cells of the file that were skipped (empty when
             every line was usable). Reasons name no line content.
+        observed_cells: ``(K,)`` int64 flat indices of the observed cells in row-major order
+            (``np.flatnonzero(observed)``) when the reader knows them, else None; it saves
+            consumers a scan of a long, mostly empty grid.
     """
 
     values: np.ndarray
@@ -63,15 +71,14 @@ class SensorArray:
     rate_hz: float
     start_s: float
     skipped: Mapping[str, int] = field(default_factory=dict)
+    observed_cells: np.ndarray | None = None
 
-
-@dataclass(frozen=True)
-class _Samples:
-    """What a file holds before gridding: ``N`` samples of the requested channels."""
-
-    times_s: np.ndarray  # (N,) float64 seconds
-    values: np.ndarray  # (N, C) float64, NaN where not observed
-    skipped: Mapping[str, int] = field(default_factory=dict)  # reason -> lines, rows or cells
+    def cells(self) -> np.ndarray:
+        """``(K,)`` flat indices of the observed cells, row-major: ``np.flatnonzero(observed)``."""
+        known = self.observed_cells
+        if known is not None and len(known) == np.count_nonzero(self.observed):
+            return known
+        return np.flatnonzero(self.observed)
 
 
 def read_sensor(
@@ -132,14 +139,18 @@ def read_sensor(
     elif suffix == ".parquet":
         samples = _table_samples(path, _read_parquet(path), channels, time_column, time_unit)
     elif suffix == ".txt":
-        samples = _p12_samples(path, channels)
+        samples = p12_samples(path, channels)
     else:
         raise ReaderError(path, f"expected a sensor file ending .csv, .parquet, .hea or .txt, got {suffix!r}")
     start = 0.0 if samples.times_s.min() >= 0 else float(samples.times_s.min())
     n_cells = _n_cells(path, samples.times_s.max() - start, rate_hz, duration_s, max_samples)
     cells = np.floor((samples.times_s - start) * rate_hz + _EDGE_EPS).astype(np.int64)
-    values, observed = _grid(cells, samples.values, n_cells, [name in summed for name in channels])
-    return SensorArray(values, observed, channels, float(rate_hz), start, skipped=dict(samples.skipped))
+    values, observed, observed_cells = _grid(
+        cells, samples.values, n_cells, [name in summed for name in channels]
+    )
+    return SensorArray(
+        values, observed, channels, float(rate_hz), start, dict(samples.skipped), observed_cells
+    )
 
 
 def _n_cells(path: Path, span_s: float, rate_hz: float, duration_s: float | None, max_samples: int) -> int:
@@ -176,7 +187,7 @@ def _round_down(x: float, digits: int = 6) -> str:
 
 def _grid(
     cells: np.ndarray, samples: np.ndarray, n_cells: int, summed: Sequence[bool] = ()
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Average (or, for ``summed`` channels, add) samples into cells.
 
     Args:
@@ -185,29 +196,25 @@ def _grid(
         summed: per channel, True to add its samples up (default: average every channel).
 
     Returns:
-        ``values`` ``(n_cells, C)`` float32, 0.0 where unobserved, and ``observed`` (same shape).
+        ``values`` ``(n_cells, C)`` float32, 0.0 where unobserved, ``observed`` (same shape), and
+        the ``(K,)`` int64 flat indices of the observed cells, row-major.
     """
     n_channels = samples.shape[1]
-    values = np.zeros((n_cells, n_channels), dtype=np.float32)
-    observed = np.zeros((n_cells, n_channels), dtype=bool)
     inside = (cells >= 0) & (cells < n_cells)
-    for c in range(n_channels):
-        keep = inside & ~np.isnan(samples[:, c])
-        counts = np.bincount(cells[keep], minlength=n_cells)
-        sums = np.bincount(cells[keep], weights=samples[keep, c], minlength=n_cells)
-        observed[:, c] = counts > 0
-        divisor = 1 if c < len(summed) and summed[c] else counts[observed[:, c]]
-        values[observed[:, c], c] = sums[observed[:, c]] / divisor
-    return values, observed
-
-
-def _no_channels(path: Path, channels: Sequence[str], has: Iterable[str], what: str) -> ReaderError:
-    listed = sorted(set(has))
-    more = f" and {len(listed) - 30} more" if len(listed) > 30 else ""
-    return ReaderError(
-        path,
-        f"none of the channels {list(channels)} is in this file; its {what} are {listed[:30]}{more}",
-    )
+    rows, columns = np.nonzero(~np.isnan(samples) & inside[:, None])
+    # Only the (cell, channel) pairs that hold samples are touched; bincount adds each pair's
+    # samples in file order.
+    pairs, which = np.unique(cells[rows] * n_channels + columns, return_inverse=True)
+    counts = np.bincount(which, minlength=len(pairs))
+    sums = np.bincount(which, weights=samples[rows, columns], minlength=len(pairs))
+    averaged = np.ones(n_channels, dtype=bool)
+    averaged[: len(summed)] = ~np.asarray(summed[:n_channels], dtype=bool)
+    values = np.zeros(n_cells * n_channels, dtype=np.float32)
+    observed = np.zeros(n_cells * n_channels, dtype=bool)
+    values[pairs] = np.where(averaged[pairs % n_channels], sums / counts, sums)
+    observed[pairs] = True
+    values, observed = values.reshape(n_cells, n_channels), observed.reshape(n_cells, n_channels)
+    return values, observed, pairs
 
 
 # --- CSV and Parquet ---------------------------------------------------------------------------
@@ -216,9 +223,6 @@ def _no_channels(path: Path, channels: Sequence[str], has: Iterable[str], what: 
 SKIP_EXTRA_FIELDS = "line with more fields than the header"
 SKIP_BAD_TIME = "row whose time is blank or not a finite number"
 SKIP_BAD_CELL = "cell that is not a number (read as unobserved)"
-SKIP_P12_FIELDS = "line without 3 fields and a parameter name"
-SKIP_P12_TIME = "line whose time is not HH:MM"
-SKIP_P12_VALUE = "line whose value is not a finite number"
 
 
 def _read_csv(path: Path) -> tuple[pd.DataFrame, int]:
@@ -255,7 +259,7 @@ def _table_samples(
     channels: Sequence[str],
     time_column: str,
     time_unit: str,
-) -> _Samples:
+) -> Samples:
     """Samples from a wide table: rows without a usable time are skipped, bad cells unobserved."""
     frame, extra_fields = read
     skipped: Counter[str] = Counter({SKIP_EXTRA_FIELDS: extra_fields} if extra_fields else {})
@@ -269,7 +273,7 @@ def _table_samples(
     present = [name for name in channels if name in frame.columns and name != time_column]
     if not present:
         has = [str(name) for name in frame.columns if name != time_column]
-        raise _no_channels(path, channels, has, "columns")
+        raise no_channels(path, channels, has, "columns")
     times, _, _ = numeric_column(frame[time_column])
     usable = ~np.isnan(times)  # a blank time is as unusable as a bad one
     if (~usable).any():
@@ -283,72 +287,8 @@ def _table_samples(
         if bad.any():
             skipped[SKIP_BAD_CELL] += int(bad.sum())
     if not usable.any():
-        raise ReaderError(path, f"expected at least one row of samples with a time{_skip_note(skipped)}")
-    return _Samples(times[usable] * TIME_UNITS_S[time_unit], values[usable], dict(skipped))
-
-
-def _skip_note(skipped: Mapping[str, int]) -> str:
-    """``", but none is usable (skipped: 3 line ...)"`` for an error message, or ``", but there is none"``."""
-    if not skipped:
-        return ", but there is none"
-    return ", but none is usable (skipped: " + "; ".join(f"{n} {why}" for why, n in skipped.items()) + ")"
-
-
-# --- PhysioNet 2012 long format ------------------------------------------------------------------
-
-
-def _p12_samples(path: Path, channels: Sequence[str]) -> _Samples:
-    """Samples from ``Time,Parameter,Value`` lines; ``-1`` is an unknown value.
-
-    A malformed line is skipped and counted; blank lines are ignored.
-    """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ReaderError(path, "expected a UTF-8 PhysioNet 2012 text file") from None
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        raise ReaderError(path, f"expected a first line {P12_HEADER!r}, but the file is empty")
-    if lines[0].replace(" ", "") != P12_HEADER:
-        raise ReaderError(path, f"expected a first line {P12_HEADER!r} (PhysioNet 2012 format)")
-    column = {name: c for c, name in enumerate(channels)}
-    times: list[float] = []
-    hits: tuple[list[int], list[int], list[float]] = ([], [], [])  # sample row, channel, value
-    parameters: set[str] = set()
-    skipped: Counter[str] = Counter()
-    for line in lines[1:]:
-        if not line.strip():
-            continue
-        fields = [field.strip() for field in line.split(",")]
-        if len(fields) != 3 or not fields[1]:
-            skipped[SKIP_P12_FIELDS] += 1
-            continue
-        clock = _P12_TIME.fullmatch(fields[0])
-        if clock is None:
-            skipped[SKIP_P12_TIME] += 1
-            continue
-        try:
-            value = float(fields[2])
-        except ValueError:
-            value = math.nan
-        if not abs(value) <= FLOAT32_MAX:  # NaN, infinite, or too large for float32
-            skipped[SKIP_P12_VALUE] += 1
-            continue
-        parameters.add(fields[1])
-        times.append((int(clock[1]) * 60 + int(clock[2])) * 60.0)
-        if fields[1] in column and value != P12_UNKNOWN:
-            hits[0].append(len(times) - 1)
-            hits[1].append(column[fields[1]])
-            hits[2].append(value)
-    if not times:
-        raise ReaderError(
-            path, f"expected at least one 'HH:MM,Parameter,Value' line after the header{_skip_note(skipped)}"
-        )
-    if not parameters & set(channels):
-        raise _no_channels(path, channels, parameters, "parameters")
-    values = np.full((len(times), len(channels)), np.nan)
-    values[hits[0], hits[1]] = hits[2]
-    return _Samples(np.asarray(times), values, dict(skipped))
+        raise ReaderError(path, f"expected at least one row of samples with a time{skip_note(skipped)}")
+    return Samples(times[usable] * TIME_UNITS_S[time_unit], values[usable], dict(skipped))
 
 
 # --- WFDB ----------------------------------------------------------------------------------------
@@ -375,7 +315,7 @@ def _read_wfdb(
     names = list(header.sig_name or [])
     present = [name for name in channels if name in names]
     if not present:
-        raise _no_channels(path, channels, names, "signals")
+        raise no_channels(path, channels, names, "signals")
     fs, length = float(header.fs), int(header.sig_len or 0)
     if not (fs > 0 and length > 0):
         raise ReaderError(path, "expected a WFDB record with a sampling frequency and samples")
@@ -391,7 +331,7 @@ def _read_wfdb(
             path, f"the WFDB signal could not be read ({type(error).__name__}: truncated file?)"
         ) from None
     cells = np.floor(np.arange(signal.shape[0]) * (rate_hz / fs) + _EDGE_EPS).astype(np.int64)
-    gridded, seen = _grid(cells, np.asarray(signal, dtype=np.float64), n_cells)
+    gridded, seen, _ = _grid(cells, np.asarray(signal, dtype=np.float64), n_cells)
     values = np.zeros((n_cells, len(channels)), dtype=np.float32)
     observed = np.zeros((n_cells, len(channels)), dtype=bool)
     where = [channels.index(name) for name in present]

@@ -9,7 +9,8 @@ import pytest
 
 from encoders.sensor_variables import SeriesStatistics
 from pipelines.cohort import load_cohort
-from pipelines.decoded_files import keep_decoded_files, remembered
+from pipelines.decoded_cache import decoded as remembered
+from pipelines.decoded_cache import keep_decoded_files
 from pipelines.prepare import prepare_cohort
 from pipelines.validate import validate_cohort
 
