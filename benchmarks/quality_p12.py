@@ -69,7 +69,7 @@ METRICS = {"auroc": "test AUROC", "auprc": "test AUPRC", "brier": "test Brier", 
 SERIES_AS_WINDOWS = "series_as_windows"
 ABLATION_NAMES = {
     "no_feature_gates": "DeepWe without feature gates",
-    "mean_readout": "DeepWe with pooled instead of concatenated tabular tokens",
+    "with_flat_readout": "DeepWe with concatenated instead of pooled tabular tokens",
     "gates_without_context": "DeepWe with gates that see one token each",
     "sigmoid_gates": "DeepWe with sigmoid instead of stochastic gates",
     "no_random_masking": "DeepWe without random token masking",

@@ -13,7 +13,7 @@ GATE_KINDS = ("stochastic", "sigmoid", "sparsemax")
 # Benchmark ablations by name: each one turns exactly one part of DeepWe off.
 ABLATIONS: dict[str, dict[str, Any]] = {
     "no_feature_gates": {"use_feature_gates": False},
-    "mean_readout": {"flat_readout": False},
+    "with_flat_readout": {"flat_readout": True},
     "gates_without_context": {"gate_context": False},
     "sigmoid_gates": {"gate": "sigmoid"},
     "no_random_masking": {"token_dropout": 0.0},
@@ -67,8 +67,10 @@ class DeepWeConfig:
             variable, e.g. a tabular column or a sensor statistic), for the flat readout.
         flat_readout: a modality in ``token_counts`` is read out by concatenating its gated tokens
             (B, T_m · D_m) into the projection, so the model keeps which variable held which
-            value (as an MLP on numerical embeddings does; Gorishniy et al. 2022); False, or a
-            modality with a varying token count (notes, images, audio), pools them.
+            value and can learn interactions such as x1 · x2 (as an MLP on numerical embeddings
+            does; Gorishniy et al. 2022). False (the default: better on PhysioNet 2012's
+            validation folds), or a modality with a varying token count (notes, images, audio),
+            pools them.
         token_groups: modality -> the group of each of its tokens (e.g. a sensor channel's
             statistics); gated tokens of a group are averaged into one token before they
             interact. A modality not listed keeps its tokens apart.
@@ -107,7 +109,7 @@ class DeepWeConfig:
     token_heads: int = 4
     token_groups: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
     token_counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
-    flat_readout: bool = True
+    flat_readout: bool = False
     gate_context: bool = True
     graph_top_k: int = 8
     graph_outcomes: bool = True

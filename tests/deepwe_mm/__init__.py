@@ -19,7 +19,8 @@ TINY = DeepWeConfig(
     memory_size=17,
     lambda_contrastive=0.3,
     lambda_sparsity=0.7,
-    token_counts={"labs": 5},  # labs are read out flat, notes and vitals pooled
+    token_counts={"labs": 5},
+    flat_readout=True,  # labs are read out flat, notes and vitals pooled
 )
 LENGTHS = {"labs": 5, "notes": 3, "vitals": 9}
 BATCH = 13
