@@ -17,7 +17,9 @@ An edited record no longer matches its ``record_hash``; a removed or reordered r
 ``previous_hash`` link and the sequence of the record after it. Removing records from the *end* of the
 log leaves a valid shorter chain, so every append also writes the chain head (last ``sequence`` and
 ``record_hash``) to the sidecar ``<log>.head``; :func:`verify_log` reports a log that ends before its
-head, and :meth:`AuditLog.append` refuses to continue one. With the environment variable
+head, and :meth:`AuditLog.append` refuses to continue one. A head that lags the log while the
+records after it chain on from it is a writer killed between its two writes: without a key the next
+append moves the head up and continues. With the environment variable
 ``DEEPWE_AUDIT_KEY`` set, the head also carries an HMAC-SHA256 of ``"<sequence>:<record_hash>"``
 under that key: without the key, nobody can re-chain an edited log and write a head that verifies.
 Without a key, someone who can write both files can rewrite the whole chain and its head; keep a
@@ -214,9 +216,50 @@ class AuditLog:
                 "record_hash: it was edited; refusing to append. Run `deepwe audit verify`"
             )
         problem = _head_problem(head_path(self.path), record.sequence, record.record_hash)
+        if problem is not None and self._finish_interrupted_append(fd, record):
+            problem = None
         if problem is not None:
             raise AuditLogError(f"{self.path}: {problem}; refusing to append. Run `deepwe audit verify`")
         return record.sequence, record.record_hash
+
+    def _finish_interrupted_append(self, fd: int, last: AuditRecord) -> bool:
+        """Move a head that lags the log up to its last record, when the records after the head
+        chain on from it: a process killed between writing its records and writing the head.
+
+        Only without an HMAC key: with one, records appended after the head could come from anyone
+        who can write the file, so the head is the key holder's to move. Called under the lock.
+        """
+        if _key() is not None:
+            return False
+        try:
+            head = json.loads(_read_head(head_path(self.path)) or "")
+            recorded, recorded_hash = int(head["sequence"]), str(head["record_hash"])
+        except (ValueError, KeyError, TypeError):
+            return False
+        if recorded >= last.sequence:
+            return False
+        previous: AuditRecord | None = None
+        with open(fd, "rb", closefd=False) as handle:
+            for _, raw in _lines(handle, os.fstat(fd).st_size):
+                try:
+                    record = _parse(raw)
+                except _BadLine:
+                    return False
+                if previous is None:
+                    if record.sequence == recorded and record.record_hash == recorded_hash:
+                        previous = record
+                    continue
+                if (
+                    record_hash(record) != record.record_hash
+                    or record.previous_hash != previous.record_hash
+                    or record.sequence != previous.sequence + 1
+                ):
+                    return False
+                previous = record
+        if previous is None or previous.record_hash != last.record_hash:
+            return False
+        _write_head(head_path(self.path), last.sequence, last.record_hash)
+        return True
 
 
 def verify_log(path: str | Path, *, max_problems: int = 1000) -> VerifyResult:

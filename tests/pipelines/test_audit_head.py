@@ -12,6 +12,7 @@ from pipelines.audit import (
     KEY_VARIABLE,
     AuditLog,
     AuditLogError,
+    _write_head,
     canonical_json,
     head_path,
     record_hash,
@@ -105,3 +106,30 @@ def test_audit_verify_with_predictions_lists_undelivered_log_rows(tmp_path: Path
     pd.DataFrame([record_to_row(_prediction(r)) for r in range(1, 4)]).to_csv(out, index=False)
     result = CliRunner().invoke(app, ["audit", "verify", str(log), "--predictions", str(out)])
     assert result.exit_code == 0 and "all 3 delivered rows logged" in result.output
+
+
+def test_an_append_killed_before_its_head_write_is_completed_by_the_next_without_a_key(
+    tmp_path: Path, monkeypatch
+):
+    path = tmp_path / "log.jsonl"
+    records = _write_log(path, 5)
+    # A writer killed after its records reached the log but before it moved the head.
+    head_path(path).write_bytes(
+        canonical_json({"sequence": 3, "record_hash": records[2].record_hash}) + b"\n"
+    )
+    [appended] = AuditLog(path).append([_prediction(6)], user="alice", code_version="0.1.0")
+    assert appended.sequence == 6 and appended.previous_hash == records[-1].record_hash
+    assert verify_log(path).ok
+
+    # A head that names a record the log does not hold is not a lag: refused as before.
+    head_path(path).write_bytes(canonical_json({"sequence": 2, "record_hash": "f" * 64}) + b"\n")
+    with pytest.raises(AuditLogError, match="refusing to append"):
+        AuditLog(path).append([_prediction(7)], user="alice", code_version="0.1.0")
+
+    # With a key, records after the head could be anyone's: the key holder must look first.
+    monkeypatch.setenv(KEY_VARIABLE, "a secret only the service knows")
+    keyed = tmp_path / "keyed.jsonl"
+    keyed_records = _write_log(keyed, 4)
+    _write_head(head_path(keyed), keyed_records[1].sequence, keyed_records[1].record_hash)
+    with pytest.raises(AuditLogError, match="refusing to append"):
+        AuditLog(keyed).append([_prediction(5)], user="alice", code_version="0.1.0")
