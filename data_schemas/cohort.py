@@ -1,6 +1,6 @@
 """The cohort spec: the YAML file that tells DeepWe-MM what a cohort table contains.
 
-See the README ("The cohort spec") for a complete example. Every model forbids unknown keys, so a
+See docs/cohort-spec.md for a complete example. Every model forbids unknown keys, so a
 misspelt key is an error rather than a silently ignored setting.
 """
 

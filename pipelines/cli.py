@@ -719,7 +719,7 @@ def dashboard(
         str,
         typer.Option(
             help="Address to bind. 127.0.0.1 serves this machine only; put authentication in front "
-            "before binding wider (README: Dashboard)."
+            "before binding wider (docs/cli.md: Dashboard)."
         ),
     ] = "127.0.0.1",
 ) -> None:

@@ -39,7 +39,7 @@ SEARCH_SPACE = {
     "fusion.lambda_contrastive": "0 .. 0.3",
     "fusion.lambda_sparsity": "0 .. 0.05",
 }
-"""What :func:`tune` searches, and over which range (for ``--help`` and the README)."""
+"""What :func:`tune` searches, and over which range (for ``--help`` and docs/model.md)."""
 
 
 @dataclass(frozen=True)

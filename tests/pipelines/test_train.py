@@ -193,7 +193,7 @@ def test_strong_signal_reaches_validation_auroc_above_0_8(tmp_path):
         del spec["modalities"][modality]
     (tmp_path / "cohort" / "cohort.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     # Four synthetic vitals whose signal is a 24 h trend: on 210 training patients the temporal CNN
-    # learns it, the per-channel statistics do not (README, "Where DeepWe falls short"); light
+    # learns it, the per-channel statistics do not (docs/results.md, "Where DeepWe falls short"); light
     # regularisation, as a cohort this small needs.
     config = TrainConfig(
         epochs=15,
