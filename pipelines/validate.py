@@ -6,7 +6,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -74,13 +74,7 @@ class FileTally:
             totals[reason] = totals.get(reason, 0) + count
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "checked": self.checked,
-            "read": self.read,
-            "headers": self.headers,
-            "skipped": self.skipped,
-            "rows_with_skipped": self.rows_with_skipped,
-        }
+        return asdict(self)
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 from pipelines.cohort import load_cohort
 from pipelines.explaining import patient_position
 from pipelines.predict import PredictOptions, iter_predictions, read_predictions
+from tests.processes import stop_process_group
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -86,12 +86,7 @@ def server(dashboard_model, dashboard_cohort, dashboard_predictions, tmp_path: P
         yield url
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_process_group(process, timeout=15)
         log.close()
 
 

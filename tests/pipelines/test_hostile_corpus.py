@@ -7,7 +7,6 @@ many output rows as input rows.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -26,9 +25,9 @@ import pytest
 import soundfile
 import yaml
 
-from pipelines.bundle import sha256_file
 from pipelines.partial_lock import locked_partial
 from tests.conftest import REPO
+from tests.pipelines.bundle_edits import bundle_with_config, huge_hidden_dim, rehash
 from tests.pipelines.test_input_limits import BILLION_LAUGHS
 
 MEMORY_LIMIT = 6 * 2**30  # address space: enough for torch, far below the blow-ups under test
@@ -97,12 +96,6 @@ def _first_with(folder: Path, column: str) -> int:
 
 def _predict(model: Path, folder: Path, out: Path, *extra: str) -> list[str]:
     return ["predict", str(model), str(folder / "cohort.yaml"), "--out", str(out), "--device", "cpu", *extra]
-
-
-def _rehash(folder: Path) -> None:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["files"] = {name: sha256_file(folder / name) for name in manifest["files"]}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 # --- the cases ---------------------------------------------------------------------------------
@@ -229,12 +222,7 @@ def sensor_lines_broken_in_many_rows(model, cohort, tmp):
 
 
 def bundle_config_of_a_billion(model, cohort, tmp):
-    bundle = tmp / "bundle"
-    shutil.copytree(model, bundle)
-    config = json.loads((bundle / "config.json").read_text())
-    config["fusion"]["hidden_dim"] = 10**9
-    (bundle / "config.json").write_text(json.dumps(config))
-    _rehash(bundle)
+    bundle = bundle_with_config(model, tmp / "bundle", huge_hidden_dim)
     return Case(
         _predict(bundle, cohort, tmp / "p.parquet"),
         2,
@@ -247,7 +235,7 @@ def malformed_safetensors_header(model, cohort, tmp):
     bundle = tmp / "bundle"
     shutil.copytree(model, bundle)
     (bundle / "weights.safetensors").write_bytes(struct.pack("<Q", 2**40) + b"{}")
-    _rehash(bundle)
+    rehash(bundle)
     return Case(_predict(bundle, cohort, tmp / "p.parquet"), 2, "not a valid safetensors file", seconds=30)
 
 

@@ -14,11 +14,12 @@ import yaml
 
 from encoders.readers.errors import ReaderError
 from encoders.readers.sensor import read_sensor
-from pipelines.bundle import BundleError, sha256_file
+from pipelines.bundle import BundleError
 from pipelines.bundle_checks import HeaderError, check_config_sizes, tensor_shapes
 from pipelines.loading import load_bundle
 from pipelines.spec_io import MAX_SPEC_BYTES, read_spec
 from pipelines.validate import validate_cohort
+from tests.pipelines.bundle_edits import bundle_with_config, huge_hidden_dim, rehash
 
 BILLION_LAUGHS = "\n".join(
     [
@@ -111,19 +112,8 @@ def test_the_spec_sets_the_sensor_size_cap(editable_cohort):
     assert problems and all(p.column == "vitals_path" and "raise max_file_mb" in p.expected for p in problems)
 
 
-def _rehash(folder: Path) -> None:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["files"] = {name: sha256_file(folder / name) for name in manifest["files"]}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-
-
 def test_a_rehashed_bundle_with_huge_config_sizes_is_refused_before_building(bundle_path, tmp_path):
-    target = tmp_path / "bundle"
-    shutil.copytree(bundle_path, target)
-    config = json.loads((target / "config.json").read_text())
-    config["fusion"]["hidden_dim"] = 10**9
-    (target / "config.json").write_text(json.dumps(config))
-    _rehash(target)
+    target = bundle_with_config(bundle_path, tmp_path / "bundle", huge_hidden_dim)
     started = time.perf_counter()
     with pytest.raises(BundleError, match=r"fusion.hidden_dim = 1000000000 is not a size"):
         load_bundle(target)
@@ -145,7 +135,7 @@ def test_a_malformed_safetensors_header_is_one_line(bundle_path, tmp_path, heade
     target = tmp_path / "bundle"
     shutil.copytree(bundle_path, target)
     (target / "weights.safetensors").write_bytes(header)
-    _rehash(target)
+    rehash(target)
     with pytest.raises(BundleError, match=r"weights\.safetensors: not a") as caught:
         load_bundle(target)
     assert "\n" not in str(caught.value)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typer.testing import CliRunner
 from pipelines.cli import app
 from pipelines.loading import load_bundle
 from pipelines.predict import predict_cohort, read_predictions
+from tests.processes import stop_process_group
 
 mlflow = pytest.importorskip(
     "mlflow", reason="the mlflow extra is not installed (pip install 'deepwe-mm[mlflow]')"
@@ -157,10 +157,5 @@ def test_served_model_answers_invocations_with_valid_json(exported, cohort_60, t
         assert [p["status"] for p in predictions] == ["ok", "error"]
         assert 0 <= predictions[0]["risk"] <= 1 and predictions[1]["risk"] is None
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_process_group(server, timeout=30)
         log.close()
