@@ -284,7 +284,7 @@ def _stage_predict(args: dict[str, Any]) -> dict[str, Any]:
     _empty_text_cache(bundle)  # cold notes, as in a nightly run over new notes
     stamps, sizes = [], []
 
-    def finished(records) -> None:
+    def finished(records, batch: str) -> None:
         stamps.append(time.perf_counter())
         sizes.append(len(records))
 

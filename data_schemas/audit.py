@@ -17,6 +17,10 @@ class AuditRecord(BaseModel):
     ``previous_hash`` is the ``record_hash`` of the record before it (64 zeros for the first), and
     ``record_hash`` is the sha256 of this record's canonical JSON without ``record_hash``; an edited,
     removed or reordered record breaks the chain.
+
+    ``batch`` names the prediction run and chunk the record was appended with (``"<run>/<chunk>"``),
+    so a resumed run never logs a chunk twice. It is left out of the JSON when absent, so records
+    written without it keep their hashes.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -30,3 +34,4 @@ class AuditRecord(BaseModel):
     output: PredictionRecord
     previous_hash: str = Field(pattern=_SHA256)
     record_hash: str = Field(pattern=_SHA256)
+    batch: str | None = None

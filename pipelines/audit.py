@@ -8,7 +8,7 @@ code version and the output :class:`~data_schemas.PredictionRecord` — plus the
 - ``record_hash`` is the sha256 of the record's canonical JSON without ``record_hash``.
 
 Canonical JSON, so that an auditor can re-implement the check without this code: take the line's JSON
-object (the same as ``AuditRecord.model_dump(mode="json")``), remove the ``record_hash`` key, and encode
+object (the same as ``AuditRecord.model_dump(mode="json")``, without ``batch`` when that is null), remove the ``record_hash`` key, and encode
 ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)`` as UTF-8;
 ``record_hash`` is the lowercase hex sha256 of those bytes. Every line is written in this same canonical
 form (with ``record_hash`` included), so Python's ``json`` module reproduces the bytes exactly.
@@ -94,7 +94,12 @@ def canonical_json(payload: Mapping[str, Any]) -> bytes:
 
 def record_hash(record: AuditRecord) -> str:
     """sha256 (hex) of the canonical JSON of ``record`` without its ``record_hash``."""
-    return hashlib.sha256(canonical_json(record.model_dump(mode="json", exclude={"record_hash"}))).hexdigest()
+    return hashlib.sha256(canonical_json(record_json(record, exclude={"record_hash"}))).hexdigest()
+
+
+def record_json(record: AuditRecord, exclude: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """The JSON object of ``record`` as logged: an absent ``batch`` is left out, not written as null."""
+    return record.model_dump(mode="json", exclude=exclude | ({"batch"} if record.batch is None else set()))
 
 
 def redacted(output: PredictionRecord, modalities: Collection[str]) -> PredictionRecord:
@@ -128,6 +133,7 @@ class AuditLog:
         user: str,
         code_version: str,
         redact_tokens: Collection[str] = (),
+        batch: str | None = None,
     ) -> list[AuditRecord]:
         """Append one record per output, continuing the chain from the last record in the file.
 
@@ -139,9 +145,12 @@ class AuditLog:
             user: who asked for the predictions (the caller's ``getpass.getuser()`` by default).
             code_version: the version of the code that made them (``pipelines.bundle.code_version()``).
             redact_tokens: modalities whose top-feature token names are note text (word pieces).
+            batch: a name for this call unique to it (a prediction run's ``"<run>/<chunk>"``). When
+                the log already ends with this batch (a resumed run passing on a chunk whose records
+                were written just before the previous run was killed), nothing is appended again.
 
         Returns:
-            The records as written.
+            The records as written (empty when the batch was already in the log).
 
         Raises:
             AuditLogError: the log's last line is torn or its last record is invalid or edited; or an
@@ -155,7 +164,10 @@ class AuditLog:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             start = os.fstat(fd).st_size
-            sequence, previous = self._tail(fd)
+            last = self._tail(fd)
+            if batch is not None and last is not None and last.batch == batch:
+                return []
+            sequence, previous = (0, GENESIS_HASH) if last is None else (last.sequence, last.record_hash)
             now = datetime.now(UTC)
             records, lines = [], []
             for output in checked:
@@ -169,8 +181,9 @@ class AuditLog:
                     code_version=code_version,
                     output=output,
                     previous_hash=previous,
+                    batch=batch,
                 )
-                lines.append(canonical_json(record.model_dump(mode="json")) + b"\n")
+                lines.append(canonical_json(record_json(record)) + b"\n")
                 records.append(record)
                 previous = record.record_hash
             try:
@@ -186,14 +199,14 @@ class AuditLog:
             _fsync_dir(self.path.parent)
         return records
 
-    def _tail(self, fd: int) -> tuple[int, str]:
-        """(sequence, record_hash) of the last record, or (0, genesis) for an empty file."""
+    def _tail(self, fd: int) -> AuditRecord | None:
+        """The last record, checked against its hash and the head, or None for an empty file."""
         size = os.fstat(fd).st_size
         if size == 0:
             problem = _head_problem(head_path(self.path), 0, GENESIS_HASH)
             if problem is not None:
                 raise AuditLogError(f"{self.path}: {problem}; refusing to append")
-            return 0, GENESIS_HASH
+            return None
         if os.pread(fd, 1, size - 1) != b"\n":
             end = _last_newline(fd, size) + 1
             raise AuditLogError(
@@ -220,7 +233,7 @@ class AuditLog:
             problem = None
         if problem is not None:
             raise AuditLogError(f"{self.path}: {problem}; refusing to append. Run `deepwe audit verify`")
-        return record.sequence, record.record_hash
+        return record
 
     def _finish_interrupted_append(self, fd: int, last: AuditRecord) -> bool:
         """Move a head that lags the log up to its last record, when the records after the head

@@ -783,7 +783,9 @@ def _audit_hook(path: Path | None, bundle):
 
     log, user, version = AuditLog(path), getpass.getuser(), code_version()
     hidden = token_modalities(bundle)
-    return lambda records: log.append(records, user=user, code_version=version, redact_tokens=hidden)
+    return lambda records, batch: log.append(
+        records, user=user, code_version=version, redact_tokens=hidden, batch=batch
+    )
 
 
 @app.callback()

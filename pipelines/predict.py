@@ -14,6 +14,7 @@ import math
 import os
 import re
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -670,10 +671,12 @@ def predict_cohort(
     """Predict every row (or every row of a shard) of a cohort into ``out`` (.parquet or .csv).
 
     Args:
-        on_records: called once with each finished chunk's records, in input order (the audit log
-            hooks in here). A ``chunk-NNNNNN.taken`` file marks a chunk passed here; a resume passes
-            finished chunks without it (written by workers after the driver stopped, or whose call
-            failed), so each row reaches the audit log once.
+        on_records: called as ``on_records(records, batch)`` once with each finished chunk's
+            records, in input order (the audit log hooks in here). ``batch`` (``"<run>/<chunk>"``)
+            stays the same when a resumed run passes the chunk again. A ``chunk-NNNNNN.taken`` file
+            marks a chunk passed here; a resume passes finished chunks without it (written by
+            workers after the driver stopped, or whose call failed or was killed before the mark),
+            and the audit log skips a batch it already ends with, so each row is logged once.
         engine: where chunks are predicted (default: :class:`LocalEngine`, this process).
 
     Raises:
@@ -693,14 +696,15 @@ def predict_cohort(
     cohort = compatible_cohort(bundle, spec_path)
     job = chunk_job(bundle, cohort, options, out.with_name(out.name + ".partial"))
     with locked_partial(out) as partial:
-        resuming = _resumable(partial, job.fingerprint, resume)
-        if not resuming:
+        run = _resumable(partial, job.fingerprint, resume)
+        if run is None:
             partial_lock.clear(partial)
+            run = uuid.uuid4().hex
             (partial / "state.json").write_text(
-                json.dumps({"fingerprint": job.fingerprint, "chunks": len(job.chunks)})
+                json.dumps({"fingerprint": job.fingerprint, "chunks": len(job.chunks), "run": run})
             )
         try:
-            summary = _run_chunks(job, engine, options, progress, on_records)
+            summary = _run_chunks(job, engine, options, progress, on_records, run)
             summary.output = out
             summary.ignored = ignored_values(bundle, cohort)
             _assemble(bundle, partial, len(job.chunks), out)
@@ -730,8 +734,8 @@ def ignored_values(bundle: Bundle, cohort: Cohort) -> dict[str, int]:
     return counts
 
 
-def _resumable(partial: Path, fingerprint: str, resume: bool) -> bool:
-    """Whether the locked ``partial`` holds chunks of this very run to continue.
+def _resumable(partial: Path, fingerprint: str, resume: bool) -> str | None:
+    """The run id of the chunks of this very run in the locked ``partial`` to continue, or None.
 
     Raises:
         ValueError: ``resume`` was asked for, but the chunks were made with another model, cohort
@@ -739,7 +743,7 @@ def _resumable(partial: Path, fingerprint: str, resume: bool) -> bool:
     """
     state_file = partial / "state.json"
     if not (resume and state_file.is_file()):
-        return False
+        return None
     try:
         state = json.loads(state_file.read_text())
     except ValueError:
@@ -749,11 +753,11 @@ def _resumable(partial: Path, fingerprint: str, resume: bool) -> bool:
             f"{partial}: these partial results were made with another model, cohort or options; "
             "rerun without --resume to start over"
         )
-    return True
+    return str(state.get("run") or fingerprint[:32])
 
 
 def _run_chunks(
-    job: ChunkJob, engine: ChunkEngine, options: PredictOptions, progress: bool, on_records
+    job: ChunkJob, engine: ChunkEngine, options: PredictOptions, progress: bool, on_records, run: str
 ) -> PredictSummary:
     """Predict the chunks not finished yet (finished ones are read back), in input order.
 
@@ -777,7 +781,7 @@ def _run_chunks(
             taken = job.part(number).with_suffix(".taken")
             if not taken.exists():
                 if on_records is not None:
-                    on_records(records)
+                    on_records(records, f"{run}/{number}")
                 taken.touch()
             _count(summary, records)
             bar.update(len(chunk))

@@ -38,7 +38,7 @@ def run_batch(current: Served, spec: Path, fmt: str) -> dict:
     bar = st.progress(0.0, text=f"0 of {total} patients")
     done = 0
 
-    def advance(records) -> None:
+    def advance(records, batch: str) -> None:
         nonlocal done
         done += len(records)
         bar.progress(min(1.0, done / max(1, total)), text=f"{done} of {total} patients")

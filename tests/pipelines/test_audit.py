@@ -79,6 +79,22 @@ def test_record_hash_is_the_documented_canonical_json(tmp_path: Path):
         assert line.encode("utf-8") == canonical_json({**payload, "record_hash": stored}) + b"\n"
 
 
+def test_a_batch_the_log_already_ends_with_is_not_appended_again(tmp_path: Path):
+    """A resumed prediction run passes on again the chunk it logged just before it was killed."""
+    log = AuditLog(tmp_path / "log.jsonl")
+    first = log.append([_prediction(1), _prediction(2)], user="a", code_version="1", batch="run-a/0")
+    again = log.append([_prediction(1), _prediction(2)], user="a", code_version="1", batch="run-a/0")
+    other = log.append([_prediction(1), _prediction(2)], user="a", code_version="1", batch="run-b/0")
+    unnamed = log.append([_prediction(3)], user="a", code_version="1")
+
+    assert again == []
+    assert [r.sequence for r in first + other + unnamed] == [1, 2, 3, 4, 5]
+    assert [r.batch for r in first + other + unnamed] == ["run-a/0"] * 2 + ["run-b/0"] * 2 + [None]
+    assert verify_log(log.path).ok
+    assert "batch" not in json.loads(_lines(log.path)[-1]), "a record without a batch keeps its old JSON"
+    assert json.loads(_lines(log.path)[0])["batch"] == "run-a/0"
+
+
 def test_read_record_returns_the_logged_prediction(tmp_path: Path):
     records = _write_log(tmp_path / "log.jsonl", 5)
     record = read_record(tmp_path / "log.jsonl", 4)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +46,41 @@ def test_a_second_writer_of_the_same_output_is_refused_naming_the_pid(bundle, co
     assert len(read_predictions(out)) == 60 and not (tmp_path / "p.parquet.partial").exists()
 
 
+def test_a_killed_writers_forked_children_do_not_keep_its_output_locked(tmp_path):
+    """DataLoader workers forked by a run killed with -9 live on for a few seconds; the lock must not."""
+    out = tmp_path / "p.parquet"
+    holder = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from pathlib import Path
+        from pipelines.partial_lock import locked_partial
+        with locked_partial(Path({str(out)!r})):
+            if os.fork() == 0:  # a worker, as DataLoader forks them
+                time.sleep(60)
+                os._exit(0)
+            print("locked", flush=True)
+            time.sleep(60)
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert process.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputBusy, match=rf"\(pid {process.pid}\)"), locked_partial(out):
+            pass
+        worker = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert worker, "the holder forked no worker"
+        process.kill()
+        process.wait()
+        assert Path(f"/proc/{worker[0]}").exists(), "the forked worker must outlive the killed holder"
+        with locked_partial(out) as partial:
+            assert (partial / "owner.pid").read_text().strip() == str(os.getpid())
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the worker, left in the holder's group
+
+
 def test_another_cohort_never_takes_over_finished_chunks(bundle, cohort_60, cohort_copy, tmp_path):
     table = pd.read_csv(cohort_copy / "cohort.csv", dtype=str, keep_default_na=False)
     table["patient_id"] = [f"OTHER-{i}" for i in range(len(table))]
@@ -63,11 +104,11 @@ class _FailingLog:
     def __init__(self, path: Path, fail_on: int) -> None:
         self.log, self.calls, self.fail_on = AuditLog(path), 0, fail_on
 
-    def __call__(self, records) -> None:
+    def __call__(self, records, batch: str) -> None:
         self.calls += 1
         if self.calls == self.fail_on:
             raise OSError(28, "No space left on device", str(self.log.path))
-        self.log.append(records, user="tester", code_version="test")
+        self.log.append(records, user="tester", code_version="test", batch=batch)
 
 
 def test_a_chunk_is_delivered_only_once_logged_and_verify_checks_delivery(bundle, cohort_60, tmp_path):
@@ -90,6 +131,25 @@ def test_a_chunk_is_delivered_only_once_logged_and_verify_checks_delivery(bundle
     log.write_text("".join(lines[:50]))
     (tmp_path / "audit.jsonl.head").unlink()
     assert verify_log(log).ok and unlogged(log, delivered) == list(range(51, 61))
+
+
+def test_a_run_killed_after_logging_a_chunk_but_before_marking_it_logs_it_once(bundle, cohort_60, tmp_path):
+    out, log = tmp_path / "p.parquet", tmp_path / "audit.jsonl"
+    options = PredictOptions(chunk_size=20)
+
+    def logged_then_killed(records, batch: str) -> None:
+        AuditLog(log).append(records, user="tester", code_version="test", batch=batch)
+        if records[0].row == 21:
+            raise KeyboardInterrupt  # the driver dies before it marks the chunk as passed on
+
+    with pytest.raises(KeyboardInterrupt):
+        predict_cohort(bundle, cohort_60, out, options, progress=False, on_records=logged_then_killed)
+    assert verify_log(log).records == 40
+    predict_cohort(
+        bundle, cohort_60, out, options, resume=True, progress=False, on_records=_FailingLog(log, 0)
+    )
+    rows = [json.loads(line)["output"]["row"] for line in log.read_text().splitlines()]
+    assert rows == list(range(1, 61))
 
 
 def test_a_run_refused_before_any_chunk_leaves_no_partial_folder(bundle, cohort_60, tmp_path):

@@ -75,7 +75,14 @@ def broken_cohort(cohort_60, tmp_path) -> Path:
 def _run(bundle, spec, out, options, engine=None, **kwargs):
     records = []
     summary = predict_cohort(
-        bundle, spec, out, options, progress=False, on_records=records.extend, engine=engine, **kwargs
+        bundle,
+        spec,
+        out,
+        options,
+        progress=False,
+        on_records=lambda chunk, batch: records.extend(chunk),
+        engine=engine,
+        **kwargs,
     )
     return summary, records
 
@@ -145,7 +152,7 @@ def test_a_worker_killed_mid_run_is_restarted_and_nothing_is_lost(cluster, bundl
     predict_cohort(bundle, cohort_60, tmp_path / "local.parquet", options, progress=False)
     killed = []
 
-    def kill_a_worker(records):
+    def kill_a_worker(records, batch):
         if not killed:
             pid = _worker_pids()[0]
             os.kill(pid, signal.SIGKILL)
@@ -172,7 +179,7 @@ def test_a_fault_mid_run_then_resume_loses_and_repeats_no_row(cluster, bundle, b
     _run(bundle, broken_cohort, tmp_path / "local.parquet", options)
     out, audited = tmp_path / "ray.parquet", []
 
-    def fail_at_the_fourth_chunk(records):
+    def fail_at_the_fourth_chunk(records, batch):
         if len(audited) == 18:
             raise OSError("the audit disk is full")
         audited.extend(records)
@@ -211,7 +218,13 @@ def test_max_errors_aborts_cleanly_and_resumes_with_a_higher_limit(cluster, bund
     audited = []
     with pytest.raises(PredictAborted, match="exceed --max-errors 3"):
         predict_cohort(
-            bundle, spec, out, strict, progress=False, on_records=audited.extend, engine=RayEngine(SETTINGS)
+            bundle,
+            spec,
+            out,
+            strict,
+            progress=False,
+            on_records=lambda chunk, batch: audited.extend(chunk),
+            engine=RayEngine(SETTINGS),
         )
     assert not out.exists() and [r.row for r in audited] == list(range(1, 11))
     assert [p.name for p in (tmp_path / "ray.parquet.partial").glob("chunk-*.taken")] == [
