@@ -65,7 +65,13 @@ DEEPWE = "DeepWe (static tabular + 48 h series)"
 ENSEMBLE = "DeepWe, ensemble of {k}"
 LR = "logistic regression on summary features"
 SAPS_METHOD = "SAPS-I score (logistic recalibration)"
-METRICS = {"auroc": "test AUROC", "auprc": "test AUPRC", "brier": "test Brier", "ece": "test ECE"}
+METRICS = {
+    "auroc": "test AUROC",
+    "auprc": "test AUPRC",
+    "brier": "test Brier",
+    "ece": "test ECE",
+    "calibration_slope": "test calibration slope",
+}
 SERIES_AS_WINDOWS = "series_as_windows"
 ABLATION_NAMES = {
     "no_feature_gates": "DeepWe without feature gates",
@@ -253,6 +259,8 @@ def summary_rows(per_fold: Sequence[Mapping[str, Mapping[str, float]]], folds: i
             else None
         )
         for metric, label in (*METRICS.items(), ("train_seconds", "training seconds")):
+            if not values[method][metric]:
+                continue  # not measured for this method (results made before the metric existed)
             anchor = mean(anchor_method, metric) if anchor_method and metric in METRICS else None
             rows.append(result_row(benchmark, method, label, values[method][metric], anchor=anchor))
     for method in [m for m in values if m == DEEPWE or m.startswith("DeepWe, ensemble")]:

@@ -52,12 +52,13 @@ def expected_calibration_error(labels: np.ndarray, risk: np.ndarray, bins: int =
 
 
 def binary_metrics(labels: np.ndarray, risk: np.ndarray) -> dict[str, float]:
-    """AUROC, AUPRC, Brier and ECE of a binary risk."""
+    """AUROC, AUPRC, Brier, ECE and calibration slope of a binary risk."""
     return {
         "auroc": auroc(labels, risk),
         "auprc": auprc(labels, risk),
         "brier": brier(labels, risk),
         "ece": expected_calibration_error(labels, risk),
+        "calibration_slope": calibration_slope_intercept(labels, risk)[0],
         "n": len(labels),
         "positives": int(np.sum(labels)),
     }
