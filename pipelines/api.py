@@ -1,6 +1,6 @@
 """The Python API behind every surface: training a cohort into a bundle, and a bundle's predictions,
 evaluation and explanations. The ``deepwe`` commands, the dashboard and the benchmarks call these
-functions; :class:`pipelines.loading.Bundle` offers them as methods for notebooks::
+functions; :class:`pipelines.bundles.loading.Bundle` offers them as methods for notebooks::
 
     from pipelines import Cohort, load_bundle, train
 
@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipelines.cohort import Cohort
-from pipelines.spec_io import SpecError
-from pipelines.train_config import TrainConfig
+from pipelines.cohorts.cohort_table import Cohort
+from pipelines.cohorts.spec_io import SpecError
+from pipelines.training.train_config import TrainConfig
 
 if TYPE_CHECKING:
-    from pipelines.evaluation import Evaluation
-    from pipelines.explaining import PatientExplanation
-    from pipelines.loading import Bundle
-    from pipelines.predict import PredictOptions
+    from pipelines.bundles.loading import Bundle
+    from pipelines.evaluation.evaluation import Evaluation
+    from pipelines.explanations.explaining import PatientExplanation
+    from pipelines.inference.predict import PredictOptions
 
 CohortLike = Cohort | str | Path
 """A :class:`Cohort`, or the path of a cohort spec (YAML) to load."""
@@ -59,8 +59,8 @@ def checked_cohort(cohort: CohortLike) -> Cohort:
     Raises:
         SpecError: every problem found, each with its file, row and column.
     """
-    from pipelines.prepare import validated_cohort
-    from pipelines.validate import validate_loaded
+    from pipelines.cohorts.prepare import validated_cohort
+    from pipelines.cohorts.validate import validate_loaded
 
     if not isinstance(cohort, Cohort):
         return validated_cohort(cohort)
@@ -94,9 +94,9 @@ def train(
         SpecError: the cohort does not validate.
         CohortError: the cohort cannot be trained on (one class, too few patients, an empty split).
     """
-    from pipelines.loading import load_bundle
-    from pipelines.train import pick_device
-    from pipelines.train import train as train_bundle
+    from pipelines.bundles.loading import load_bundle
+    from pipelines.training.train import pick_device
+    from pipelines.training.train import train as train_bundle
 
     checked = checked_cohort(cohort)
     folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="deepwe-")) / "model"
@@ -117,7 +117,7 @@ def compatible(bundle: Bundle, cohort: CohortLike) -> Cohort:
     Raises:
         SpecError: every column, id or spec problem that keeps the model from reading the cohort.
     """
-    from pipelines.predict import check_compatible, compatible_cohort
+    from pipelines.inference.predict import check_compatible, compatible_cohort
 
     if not isinstance(cohort, Cohort):
         return compatible_cohort(bundle, cohort)
@@ -141,9 +141,9 @@ def predict_table(
     Returns:
         One row per predicted patient: ``row``, ``patient_id``, ``status``, ``risk``, ``label``,
         ``probabilities`` (JSON), ``present_<m>``, ``weight_<m>``, ... (see
-        :func:`pipelines.predict.record_to_row`).
+        :func:`pipelines.inference.predict.record_to_row`).
     """
-    from pipelines.predict import PredictOptions, iter_predictions, record_to_row
+    from pipelines.inference.predict import PredictOptions, iter_predictions, record_to_row
 
     chosen = range(len(cohort.table)) if positions is None else positions
     records = iter_predictions(bundle, cohort, chosen, options or PredictOptions())
@@ -201,7 +201,7 @@ def evaluate(
     Raises:
         ValueError: the cohort has no outcome, or the predictions are not this cohort's.
     """
-    from pipelines.evaluation import evaluate_predictions
+    from pipelines.evaluation.evaluation import evaluate_predictions
 
     table = predict_table(bundle, cohort) if predictions is None else predictions
     return evaluate_predictions(
@@ -226,6 +226,6 @@ def explain(
         UnknownPatient: no row has that id.
         ValueError: the patient's row has no usable modality.
     """
-    from pipelines.explaining import explain_patient
+    from pipelines.explanations.explaining import explain_patient
 
     return explain_patient(bundle, cohort, patient_id, steps=steps, faithfulness=faithfulness)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cohort import load_cohort
-from pipelines.explaining import patient_position
-from pipelines.predict import PredictOptions, iter_predictions, read_predictions
+from pipelines.cohorts.cohort_table import load_cohort
+from pipelines.explanations.explaining import patient_position
+from pipelines.inference.predict import PredictOptions, iter_predictions, read_predictions
 from tests.processes import stop_process_group
 
 CHROMIUM = Path("/usr/bin/chromium")
