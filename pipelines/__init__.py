@@ -25,7 +25,7 @@ _LAZY = {
     "Cohort": "pipelines.cohorts.cohort_table",
     "load_cohort": "pipelines.cohorts.cohort_table",
     "train": "pipelines.api",
-    "load_bundle": "pipelines.bundles.loading",
+    "load_bundle": "pipelines.api",
     "Bundle": "pipelines.bundles.loading",
     "TrainConfig": "pipelines.training.train_config",
     "validate_cohort": "pipelines.cohorts.validate",

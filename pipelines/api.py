@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import torch
 
+from pipelines.bundles import loading
+from pipelines.bundles.loading import Bundle
 from pipelines.cohorts.cohort_table import Cohort
 from pipelines.cohorts.spec_io import SpecError
 from pipelines.training.train_config import TrainConfig
 
 if TYPE_CHECKING:
-    from pipelines.bundles.loading import Bundle
     from pipelines.evaluation.evaluation import Evaluation
     from pipelines.explanations.explaining import PatientExplanation
     from pipelines.inference.predict import PredictOptions
@@ -94,8 +96,7 @@ def train(
         SpecError: the cohort does not validate.
         CohortError: the cohort cannot be trained on (one class, too few patients, an empty split).
     """
-    from pipelines.bundles.loading import load_bundle
-    from pipelines.training.train import pick_device
+    from pipelines.common.devices import pick_device
     from pipelines.training.train import train as train_bundle
 
     checked = checked_cohort(cohort)
@@ -229,3 +230,64 @@ def explain(
     from pipelines.explanations.explaining import explain_patient
 
     return explain_patient(bundle, cohort, patient_id, steps=steps, faithfulness=faithfulness)
+
+
+class NotebookBundle(Bundle):
+    """A loaded :class:`~pipelines.bundles.loading.Bundle` with the functions of this module as
+    methods, for notebooks::
+
+        bundle = load_bundle("runs/demo/model")
+        bundle.predict_proba(cohort)     # (N, C) DataFrame of calibrated probabilities, index = patient id
+        bundle.predict(cohort)           # (N,) labels at the bundle's decision threshold
+        bundle.evaluate(cohort)          # AUROC/AUPRC with intervals, calibration, subgroups
+        bundle.explain(cohort, "P-0001") # attributions, Shapley values and weights of one patient
+    """
+
+    def predictions(self, cohort: CohortLike) -> pd.DataFrame:
+        """The ``deepwe predict`` table of ``cohort``: one row per input row, in input order, with
+        status, calibrated risk, label, modality presence and weights, top features, neighbours.
+
+        Raises:
+            SpecError: the cohort lacks a modality or column the model reads, or repeats an id.
+        """
+        return predict_table(self, compatible(self, cohort))
+
+    def predict_proba(self, cohort: CohortLike) -> pd.DataFrame:
+        """(N, C) calibrated class probabilities, indexed by patient id, columns :attr:`classes`
+        (NaN on rows that could not be predicted; ``predictions`` says why)."""
+        loaded = compatible(self, cohort)
+        return class_probabilities(self, loaded, predict_table(self, loaded))
+
+    def predict(self, cohort: CohortLike) -> pd.Series:
+        """(N,) the predicted class per patient (at :attr:`threshold` when binary), indexed by
+        patient id; None on rows that could not be predicted."""
+        loaded = compatible(self, cohort)
+        return predicted_labels(loaded, predict_table(self, loaded))
+
+    def evaluate(
+        self,
+        cohort: CohortLike,
+        *,
+        predictions: pd.DataFrame | None = None,
+        split: str | None = "test",
+        n_boot: int = 1000,
+    ) -> Evaluation:
+        """Calibrated evaluation against the cohort's outcomes (see :func:`evaluate`)."""
+        return evaluate(self, compatible(self, cohort), predictions=predictions, split=split, n_boot=n_boot)
+
+    def explain(
+        self, cohort: CohortLike, patient_id: str, *, steps: int = 32, faithfulness: bool = False
+    ) -> PatientExplanation:
+        """One patient's explanation (see :func:`explain`)."""
+        return explain(self, compatible(self, cohort), patient_id, steps=steps, faithfulness=faithfulness)
+
+
+def load_bundle(path: str | Path, *, device: str | torch.device = "cpu") -> NotebookBundle:
+    """:func:`pipelines.bundles.loading.load_bundle`, with the notebook methods.
+
+    Raises:
+        BundleError: the bundle is altered, incomplete, of an unknown format, or its text model
+            differs from the one it was trained with.
+    """
+    loaded = loading.load_bundle(path, device=device)
+    return NotebookBundle(contents=loaded.contents, model=loaded.model, device=loaded.device)

@@ -1,12 +1,6 @@
-"""``load_bundle``: a verified model bundle, rebuilt and ready to predict, evaluate and explain.
-
-A :class:`Bundle`'s methods are the notebook face of :mod:`pipelines.api`::
-
-    bundle = load_bundle("runs/demo/model")
-    bundle.predict_proba(cohort)     # (N, C) DataFrame of calibrated probabilities, index = patient id
-    bundle.predict(cohort)           # (N,) labels at the bundle's decision threshold
-    bundle.evaluate(cohort)          # AUROC/AUPRC with intervals, calibration, subgroups
-    bundle.explain(cohort, "P-0001") # attributions, Shapley values and weights of one patient
+"""``load_bundle``: a verified model bundle, rebuilt and ready for the stages that predict,
+evaluate and explain with it. The notebook methods (``bundle.predict_proba(cohort)`` and the
+others) are those of :class:`pipelines.api.NotebookBundle`, which ``pipelines.load_bundle`` returns.
 """
 
 from __future__ import annotations
@@ -14,20 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import pandas as pd
 import torch
 
 from data_schemas import CohortSpec
 from pipelines.bundles.bundle_io import BundleContents, BundleError, read_bundle
 from pipelines.bundles.model_builder import MultimodalModel, build_model, text_model_identity
 from pipelines.evaluation.ood import EmbeddingDistance
-
-if TYPE_CHECKING:
-    from pipelines.api import CohortLike
-    from pipelines.evaluation.evaluation import Evaluation
-    from pipelines.explanations.explaining import PatientExplanation
 
 
 @dataclass
@@ -89,54 +77,6 @@ class Bundle:
     def metrics(self) -> dict[str, Any]:
         """What training measured (``metrics.json``): validation and test metrics, history, splits."""
         return self.contents.metrics
-
-    def predictions(self, cohort: CohortLike) -> pd.DataFrame:
-        """The ``deepwe predict`` table of ``cohort``: one row per input row, in input order, with
-        status, calibrated risk, label, modality presence and weights, top features, neighbours.
-
-        Raises:
-            SpecError: the cohort lacks a modality or column the model reads, or repeats an id.
-        """
-        from pipelines.api import compatible, predict_table
-
-        return predict_table(self, compatible(self, cohort))
-
-    def predict_proba(self, cohort: CohortLike) -> pd.DataFrame:
-        """(N, C) calibrated class probabilities, indexed by patient id, columns :attr:`classes`
-        (NaN on rows that could not be predicted; ``predictions`` says why)."""
-        from pipelines.api import class_probabilities, compatible, predict_table
-
-        loaded = compatible(self, cohort)
-        return class_probabilities(self, loaded, predict_table(self, loaded))
-
-    def predict(self, cohort: CohortLike) -> pd.Series:
-        """(N,) the predicted class per patient (at :attr:`threshold` when binary), indexed by
-        patient id; None on rows that could not be predicted."""
-        from pipelines.api import compatible, predict_table, predicted_labels
-
-        loaded = compatible(self, cohort)
-        return predicted_labels(loaded, predict_table(self, loaded))
-
-    def evaluate(
-        self,
-        cohort: CohortLike,
-        *,
-        predictions: pd.DataFrame | None = None,
-        split: str | None = "test",
-        n_boot: int = 1000,
-    ) -> Evaluation:
-        """Calibrated evaluation against the cohort's outcomes (see :func:`pipelines.api.evaluate`)."""
-        from pipelines.api import compatible, evaluate
-
-        return evaluate(self, compatible(self, cohort), predictions=predictions, split=split, n_boot=n_boot)
-
-    def explain(
-        self, cohort: CohortLike, patient_id: str, *, steps: int = 32, faithfulness: bool = False
-    ) -> PatientExplanation:
-        """One patient's explanation (see :func:`pipelines.api.explain`)."""
-        from pipelines.api import compatible, explain
-
-        return explain(self, compatible(self, cohort), patient_id, steps=steps, faithfulness=faithfulness)
 
 
 def load_bundle(path: str | Path, *, device: str | torch.device = "cpu") -> Bundle:

@@ -436,8 +436,8 @@ def predict(
         _console(stderr=True).print("[red]predict needs MODEL and SPEC (or --merge with shard outputs)[/]")
         raise typer.Exit(EXIT_BAD_INPUT)
     from pipelines.bundles.loading import load_bundle
+    from pipelines.common.devices import pick_device
     from pipelines.inference.predict import PredictOptions, predict_cohort
-    from pipelines.training.train import pick_device
 
     if engine not in ("local", "ray"):
         _console(stderr=True).print(f"[red]cannot predict:[/] --engine must be local or ray, got {engine!r}")
@@ -530,10 +530,10 @@ def explain(
     Every Integrated Gradients result carries its completeness error.
     """
     from pipelines.bundles.loading import load_bundle
+    from pipelines.common.devices import pick_device
     from pipelines.explanations.explaining import UnknownPatient, explain_patient
     from pipelines.explanations.explanation_files import write_explanation
     from pipelines.inference.predict import compatible_cohort
-    from pipelines.training.train import pick_device
 
     console = _console()
     with _handled(spec, "explain", bad_input=(UnknownPatient,)):
@@ -582,6 +582,7 @@ def evaluate(
     missing-modality pattern; calibration before and after temperature scaling (ECE, Brier, slope,
     intercept); decision curve; the threshold's confusion matrix.
     """
+    from pipelines import api
     from pipelines.bundles.loading import load_bundle
     from pipelines.evaluation.evaluation import format_interval
     from pipelines.inference.predict import compatible_cohort, read_predictions
@@ -596,8 +597,12 @@ def evaluate(
             stale = table.loc[table["status"] == "ok", "model_sha256"].ne(bundle.sha256)
             if stale.any():
                 raise ValueError(f"{predictions}: {int(stale.sum())} rows were predicted by another model")
-        result = bundle.evaluate(
-            cohort, predictions=table, split=None if split == "all" else split, n_boot=n_boot
+        result = api.evaluate(
+            bundle,
+            api.compatible(bundle, cohort),
+            predictions=table,
+            split=None if split == "all" else split,
+            n_boot=n_boot,
         )
     console.print(
         f"{result.n} patients ({result.split or 'all labelled rows'}): AUROC {format_interval(result.auroc)}, "

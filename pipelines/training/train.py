@@ -41,9 +41,7 @@ from encoders import create_encoder
 from pipelines.bundles.bundle_io import training_fingerprint, write_bundle
 from pipelines.bundles.model_builder import (
     MultimodalModel,
-    encoder_settings,
     ensemble_model,
-    fusion_settings,
     set_numeric_edges,
     text_model_identity,
 )
@@ -51,6 +49,7 @@ from pipelines.bundles.model_card import render_model_card
 from pipelines.cohorts.cohort_table import Cohort
 from pipelines.cohorts.dataset import Batch, PatientCollator
 from pipelines.cohorts.prepare import PreparedCohort, prepare_cohort, validated_cohort
+from pipelines.common.devices import pick_device
 from pipelines.evaluation.metrics import (
     binary_metrics,
     choose_threshold,
@@ -59,6 +58,7 @@ from pipelines.evaluation.metrics import (
     multiclass_auroc,
 )
 from pipelines.training.checkpoint import LoopState, load_checkpoint, save_checkpoint
+from pipelines.training.model_settings import encoder_settings, fusion_settings
 from pipelines.training.train_config import TrainConfig
 
 log = logging.getLogger("deepwe.train")
@@ -84,17 +84,6 @@ class TrainResult:
     seconds: float
     epochs_run: int
     epoch_seconds: tuple[float, ...] = ()
-
-
-def pick_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but no CUDA GPU is available here")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
-    return torch.device(device)
 
 
 def seed_everything(seed: int) -> None:

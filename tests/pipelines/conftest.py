@@ -50,7 +50,7 @@ def bundle_path(cohort_60: Path) -> Path:
 @pytest.fixture(scope="module")
 def bundle(bundle_path: Path):
     """``bundle_path`` loaded (once per test module)."""
-    from pipelines.bundles.loading import load_bundle
+    from pipelines.api import load_bundle
 
     return load_bundle(bundle_path)
 

@@ -39,7 +39,7 @@ def test_the_package_exports_the_api_even_after_its_submodules_load() -> None:
     assert pipelines.train is pipelines.api.train
     assert exported_cohort is Cohort
     assert load_cohort is pipelines.cohorts.cohort_table.load_cohort
-    assert load_bundle is pipelines.bundles.loading.load_bundle
+    assert load_bundle is pipelines.api.load_bundle
 
 
 def test_a_frame_cohort_reads_the_same_records_as_the_cohort_on_disk(cohort_60: Path) -> None:
