@@ -370,7 +370,7 @@ def predict(
     ] = None,
     merge: Annotated[
         list[Path] | None,
-        typer.Option(help="Join these shard outputs into --out in input order (no model needed)."),
+        typer.Option(help="Deprecated: use `deepwe merge`."),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Patients per forward pass.", min=1)] = 64,
@@ -421,19 +421,18 @@ def predict(
     writes the same output; the driver keeps the audit log, --max-errors and --resume.
     """
     from pipelines.inference.partial_lock import OutputBusy
-    from pipelines.inference.predict import OutputWriteError, PredictAborted, merge_shards, parse_shard
+    from pipelines.inference.predict import OutputWriteError, PredictAborted, parse_shard
 
     console = _console()
     if merge:
-        try:
-            rows = merge_shards(merge, out)
-        except (ValueError, OSError) as error:
-            _console(stderr=True).print(f"[red]cannot merge:[/] {error}")
-            raise typer.Exit(EXIT_BAD_INPUT) from None
-        console.print(f"merged {len(merge)} shard outputs ({rows} rows) into {out}")
+        _console(stderr=True).print(
+            "notice: `deepwe predict --merge` will be removed in the next release; use "
+            "`deepwe merge SHARD... --out OUT`"
+        )
+        _merge(merge, out)
         return
     if model is None or spec is None:
-        _console(stderr=True).print("[red]predict needs MODEL and SPEC (or --merge with shard outputs)[/]")
+        _console(stderr=True).print("[red]predict needs MODEL and SPEC[/]")
         raise typer.Exit(EXIT_BAD_INPUT)
     from pipelines.bundles.loading import load_bundle
     from pipelines.common.devices import pick_device
@@ -475,6 +474,29 @@ def predict(
         _console(stderr=True).print(f"[red]failed:[/] {line}; the output is complete in {summary.output}")
     if too_many:
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def merge(
+    shards: Annotated[
+        list[Path], typer.Argument(help="The outputs of `deepwe predict --shard i/n`, one per shard.")
+    ],
+    out: Annotated[Path, typer.Option(help="Output file: .parquet or .csv.")] = Path("predictions.parquet"),
+) -> None:
+    """Join shard outputs into one output in input order (no model needed); refuses shards that
+    overlap or leave gaps."""
+    _merge(shards, out)
+
+
+def _merge(shards: list[Path], out: Path) -> None:
+    from pipelines.inference.predict import merge_shards
+
+    try:
+        rows = merge_shards(shards, out)
+    except (ValueError, OSError) as error:
+        _console(stderr=True).print(f"[red]cannot merge:[/] {error}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    _console().print(f"merged {len(shards)} shard outputs ({rows} rows) into {out}")
 
 
 def _reading_workers(workers: int | None, device: str) -> int:

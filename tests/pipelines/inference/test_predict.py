@@ -165,6 +165,35 @@ def test_shards_are_disjoint_and_their_union_is_the_full_run(bundle, cohort_60, 
         parse_shard("3")
 
 
+def test_deepwe_merge_joins_shards_and_predict_merge_still_does_with_a_notice(bundle, cohort_60, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import EXIT_BAD_INPUT, app
+
+    shards = []
+    for i in range(2):
+        path = tmp_path / f"shard{i}.parquet"
+        predict_cohort(bundle, cohort_60, path, PredictOptions(shard=(i, 2)), progress=False)
+        shards.append(str(path))
+    runner = CliRunner()
+    merged = tmp_path / "merged.parquet"
+    result = runner.invoke(app, ["merge", *shards, "--out", str(merged)])
+    assert result.exit_code == 0, result.output
+    assert "merged 2 shard outputs (60 rows)" in result.stdout
+    assert "predict --merge" not in result.stderr
+    old_way = tmp_path / "old.parquet"
+    result = runner.invoke(
+        app, ["predict", "--merge", shards[0], "--merge", shards[1], "--out", str(old_way)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "use `deepwe merge" in result.stderr and "deepwe merge" not in result.stdout
+    pd.testing.assert_frame_equal(read_predictions(old_way), read_predictions(merged))
+    assert list(read_predictions(merged)["row"]) == list(range(1, 61))
+    result = runner.invoke(app, ["merge", shards[0], "--out", str(tmp_path / "gap.parquet")])
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "gaps" in result.stderr and not (tmp_path / "gap.parquet").exists()
+
+
 def test_resume_with_other_options_is_refused(bundle, cohort_copy, tmp_path):
     _edit_table(cohort_copy, {(r, "pcg_path"): "pcg/gone.wav" for r in range(1, 40)})
     out = tmp_path / "p.parquet"
