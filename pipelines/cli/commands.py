@@ -17,13 +17,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from pipelines.cli.rendering import (
+    make_console,
+    print_degraded,
+    print_files,
+    print_problems,
+    print_summary,
+    print_training,
+)
 from pipelines.cohorts.validate import ValidationReport, validate_cohort
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 app = typer.Typer(
     name="deepwe",
@@ -32,14 +38,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _console(stderr: bool = False) -> Console:
-    """A console for the current streams; wide when the output is a file or a pipe, not a terminal,
-    where a message also stays on one line (log readers grep for it)."""
-    stream = sys.stderr if stderr else sys.stdout
-    tty = stream.isatty()
-    return Console(file=stream, highlight=False, width=None if tty else 160, soft_wrap=not tty)
 
 
 @contextmanager
@@ -61,10 +59,10 @@ def _handled(
         print_problems(ValidationReport(spec_path=spec.resolve(), problems=error.problems), 200)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except (BundleError, ValueError, FileNotFoundError, *bad_input) as error:
-        _console(stderr=True).print(f"[red]cannot {verb}:[/] {error}")
+        make_console(stderr=True).print(f"[red]cannot {verb}:[/] {error}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except failed as error:
-        _console(stderr=True).print(f"[red]aborted:[/] {error}")
+        make_console(stderr=True).print(f"[red]aborted:[/] {error}")
         raise typer.Exit(EXIT_FAILED) from None
 
 
@@ -96,18 +94,6 @@ def validate(
     print_files(report)
 
 
-def print_files(report: ValidationReport, *, stderr: bool = False) -> None:
-    """How many files were checked and how, and the lines their readers skipped, per reason."""
-    files = report.files
-    console = _console(stderr=stderr)
-    how = "headers read" if files.headers else "existence only, headers not read"
-    console.print(f"files checked: {files.checked} ({how}; {files.read} sensor files read whole)")
-    for name, reasons in sorted(files.skipped.items()):
-        rows = files.rows_with_skipped.get(name, 0)
-        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
-            console.print(f"  {count:6d}  skipped in {name!r} files ({rows} rows affected): {reason}")
-
-
 @app.command()
 def synth(
     out: Annotated[Path, typer.Option(help="Folder to write the cohort into.")] = Path("runs/synth"),
@@ -132,9 +118,9 @@ def synth(
     from pipelines.sources.synth import generate_cohort
 
     started = time.perf_counter()
-    with _console(stderr=True).status(f"writing {n} synthetic patients to {out} ..."):
+    with make_console(stderr=True).status(f"writing {n} synthetic patients to {out} ..."):
         result = generate_cohort(out, n=n, seed=seed, missing_rate=missing_rate, signal_scale=signal_scale)
-    _console().print(
+    make_console().print(
         f"wrote {result.n} patients (outcome prevalence {result.prevalence:.1%}) to {result.spec_path} "
         f"in {time.perf_counter() - started:.1f} s"
     )
@@ -199,12 +185,12 @@ def import_(
     }
     source = src if is_database_url(src) else Path(src)
     try:
-        with _console(stderr=True).status(f"importing {name} from {shown_url(src)} ..."):
+        with make_console(stderr=True).status(f"importing {name} from {shown_url(src)} ..."):
             result = import_dataset(name, source, out, **options)
     except ValueError as error:
-        _console(stderr=True).print(f"[red]cannot import:[/] {error}")
+        make_console(stderr=True).print(f"[red]cannot import:[/] {error}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    console = _console()
+    console = make_console()
     console.print(f"wrote {result.rows} rows to {result.spec_path}")
     console.print("outcome: " + ", ".join(f"{k or '(blank)'}: {v}" for k, v in result.outcome_counts.items()))
     for reason, count in result.skipped.items():
@@ -261,7 +247,7 @@ def train(
         result = run_training(spec, out, settings, device=device, resume=resume)
         if int(os.environ.get("RANK", "0")) != 0:
             return
-    _print_training(result, cache_counts().since(before))
+    print_training(result, cache_counts().since(before))
 
 
 @app.command()
@@ -288,7 +274,7 @@ def tune(
     from pipelines.training.tune import SEARCH_SPACE, parse_duration
     from pipelines.training.tune import tune as run_tuning
 
-    console = _console()
+    console = make_console()
     with _handled(spec, "tune", bad_input=(CohortError,)):
         budget = parse_duration(time_budget) if time_budget else None
         base = TrainConfig.from_yaml(config) if config else TrainConfig()
@@ -317,35 +303,6 @@ def _init_distributed() -> None:
 
         if not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-
-
-def _print_training(result, reads=None) -> None:
-    """The training summary; ``reads``: the decoded-cache hits and misses of this training."""
-    console = _console()
-    metrics = result.metrics
-    members = len(metrics.get("members", [])) or 1
-    console.print(
-        f"trained {result.epochs_run} epochs"
-        + (f" over {members} ensemble members" if members > 1 else f" (best {metrics['best_epoch']})")
-        + f" in {result.seconds:.0f} s; bundle: {result.bundle}"
-    )
-    from pipelines.bundles.model_card import data_notes
-
-    preprocessing = json.loads((Path(result.bundle) / "preprocessing.json").read_text(encoding="utf-8"))
-    for note in data_notes(preprocessing):
-        console.print(note.replace("`", ""), markup=False, highlight=False)
-    if reads is not None and reads.hit_rate is not None:
-        console.print(
-            f"decoded files: {reads.hits + reads.misses} reads, {reads.hits} from the cache "
-            f"({reads.hit_rate:.0%} hit rate)"
-            + (f" ({reads.corrupt} damaged entries decoded again)" if reads.corrupt else "")
-        )
-    for split in ("val", "test"):
-        if split in metrics:
-            shown = ", ".join(
-                f"{k} {v:.3f}" for k, v in metrics[split].items() if k in ("auroc", "auprc", "brier", "ece")
-            )
-            console.print(f"{split}: {shown} (n={metrics[split]['n']})")
 
 
 @app.command()
@@ -423,23 +380,25 @@ def predict(
     from pipelines.inference.partial_lock import OutputBusy
     from pipelines.inference.predict import OutputWriteError, PredictAborted, parse_shard
 
-    console = _console()
+    console = make_console()
     if merge:
-        _console(stderr=True).print(
+        make_console(stderr=True).print(
             "notice: `deepwe predict --merge` will be removed in the next release; use "
             "`deepwe merge SHARD... --out OUT`"
         )
         _merge(merge, out)
         return
     if model is None or spec is None:
-        _console(stderr=True).print("[red]predict needs MODEL and SPEC[/]")
+        make_console(stderr=True).print("[red]predict needs MODEL and SPEC[/]")
         raise typer.Exit(EXIT_BAD_INPUT)
     from pipelines.bundles.loading import load_bundle
     from pipelines.common.devices import pick_device
     from pipelines.inference.predict import PredictOptions, predict_cohort
 
     if engine not in ("local", "ray"):
-        _console(stderr=True).print(f"[red]cannot predict:[/] --engine must be local or ray, got {engine!r}")
+        make_console(stderr=True).print(
+            f"[red]cannot predict:[/] --engine must be local or ray, got {engine!r}"
+        )
         raise typer.Exit(EXIT_BAD_INPUT)
     with _handled(spec, "predict", failed=(PredictAborted, OutputBusy, OutputWriteError, OSError)):
         chunk_engine, bundle = None, None
@@ -471,7 +430,7 @@ def predict(
     print_degraded(summary)
     too_many = summary.too_many_missing(allow_missing_share)
     for line in too_many:
-        _console(stderr=True).print(f"[red]failed:[/] {line}; the output is complete in {summary.output}")
+        make_console(stderr=True).print(f"[red]failed:[/] {line}; the output is complete in {summary.output}")
     if too_many:
         raise typer.Exit(EXIT_FAILED)
 
@@ -494,9 +453,9 @@ def _merge(shards: list[Path], out: Path) -> None:
     try:
         rows = merge_shards(shards, out)
     except (ValueError, OSError) as error:
-        _console(stderr=True).print(f"[red]cannot merge:[/] {error}")
+        make_console(stderr=True).print(f"[red]cannot merge:[/] {error}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    _console().print(f"merged {len(shards)} shard outputs ({rows} rows) into {out}")
+    make_console().print(f"merged {len(shards)} shard outputs ({rows} rows) into {out}")
 
 
 def _reading_workers(workers: int | None, device: str) -> int:
@@ -509,20 +468,6 @@ def _reading_workers(workers: int | None, device: str) -> int:
 
         torch.set_num_threads(torch_threads(chosen))
     return chosen
-
-
-def print_degraded(summary) -> None:
-    """Rows predicted without a modality whose file failed, and lines skipped in files, per reason."""
-    console = _console()
-    for name, reasons in sorted(summary.without.items()):
-        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
-            console.print(f"  {count:6d}  rows predicted without {name!r}: {reason}")
-    for name, reasons in sorted(summary.skipped_lines.items()):
-        rows = summary.rows_with_skipped.get(name, 0)
-        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
-            console.print(f"  {count:6d}  skipped in {name!r} files ({rows} rows affected): {reason}")
-    for variable, count in sorted(summary.ignored.items()):
-        console.print(f"  {count:6d}  rows with a value in {variable!r}, ignored: training never observed it")
 
 
 @app.command()
@@ -557,7 +502,7 @@ def explain(
     from pipelines.explanations.explanation_files import write_explanation
     from pipelines.inference.predict import compatible_cohort
 
-    console = _console()
+    console = make_console()
     with _handled(spec, "explain", bad_input=(UnknownPatient,)):
         bundle = load_bundle(model, device=pick_device(device))
         cohort = compatible_cohort(bundle, spec)
@@ -609,7 +554,7 @@ def evaluate(
     from pipelines.evaluation.evaluation import format_interval
     from pipelines.inference.predict import compatible_cohort, read_predictions
 
-    console = _console()
+    console = make_console()
     with _handled(spec, "evaluate"):
         bundle = load_bundle(model)
         cohort = compatible_cohort(bundle, spec)
@@ -675,7 +620,7 @@ def report(
     from pipelines.inference.predict import compatible_cohort, read_predictions
     from pipelines.reports.reporting import build_report, gather, write_report
 
-    console = _console()
+    console = make_console()
     started = time.perf_counter()
     with _handled(spec, "report"):
         bundle = load_bundle(model)
@@ -765,15 +710,15 @@ def dashboard(
             f"{predictions}: no such predictions file (run `deepwe predict` first, or leave out --predictions)"
         )
     for problem in problems:
-        _console(stderr=True).print(f"[red]cannot start the dashboard:[/] {problem}")
+        make_console(stderr=True).print(f"[red]cannot start the dashboard:[/] {problem}")
     if problems:
         raise typer.Exit(EXIT_BAD_INPUT)
     try:
         command = dashboard_command(model, spec, predictions, port, host)
     except FileNotFoundError as error:
-        _console(stderr=True).print(f"[red]cannot start the dashboard:[/] {error}")
+        make_console(stderr=True).print(f"[red]cannot start the dashboard:[/] {error}")
         raise typer.Exit(EXIT_FAILED) from None
-    _console().print(f"dashboard: http://{host}:{port}  (Ctrl+C stops it)")
+    make_console().print(f"dashboard: http://{host}:{port}  (Ctrl+C stops it)")
     sys.stdout.flush()
     sys.stderr.flush()
     if os.name == "posix":  # streamlit replaces this process: Ctrl+C and SIGTERM reach it directly
@@ -791,7 +736,7 @@ def _ray_engine(
     except ModuleNotFoundError as error:
         if error.name != "ray":
             raise
-        _console(stderr=True).print(
+        make_console(stderr=True).print(
             "[red]cannot predict:[/] --engine ray needs Ray: pip install 'deepwe-mm\\[ray]'"
         )
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -841,7 +786,7 @@ def _cache_or_say_off():
 
     cache = process_cache()
     if cache is None:
-        _console().print("the decoded-file cache is off (--cache-dir off or DEEPWE_CACHE_DIR=off)")
+        make_console().print("the decoded-file cache is off (--cache-dir off or DEEPWE_CACHE_DIR=off)")
     return cache
 
 
@@ -850,7 +795,7 @@ def cache_clear() -> None:
     """Delete every decoded file kept in the cache folder."""
     cache = _cache_or_say_off()
     if cache is not None:
-        _console().print(f"removed {cache.clear()} decoded files from {cache.folder}")
+        make_console().print(f"removed {cache.clear()} decoded files from {cache.folder}")
 
 
 @cache_app.command("info")
@@ -859,7 +804,7 @@ def cache_info() -> None:
     cache = _cache_or_say_off()
     if cache is not None:
         megabytes = cache.size_bytes() / 1e6
-        _console().print(f"{cache.folder}: {megabytes:.1f} MB of at most {cache.max_bytes / 1e6:.0f} MB")
+        make_console().print(f"{cache.folder}: {megabytes:.1f} MB of at most {cache.max_bytes / 1e6:.0f} MB")
 
 
 export_app = typer.Typer(help="Export a model bundle for other platforms.", no_args_is_help=True)
@@ -889,7 +834,7 @@ def export_mlflow_command(
     except ModuleNotFoundError as error:
         if error.name is None or error.name.split(".")[0] != "mlflow":
             raise
-        _console(stderr=True).print(
+        make_console(stderr=True).print(
             "[red]cannot export:[/] export mlflow needs MLflow: pip install 'deepwe-mm\\[mlflow]'"
         )
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -898,9 +843,9 @@ def export_mlflow_command(
     try:
         written = export_mlflow(model, out, data_root=data_root)
     except (BundleError, FileExistsError) as error:
-        _console(stderr=True).print(f"[red]cannot export:[/] {error}")
+        make_console(stderr=True).print(f"[red]cannot export:[/] {error}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    _console().print(
+    make_console().print(
         f"MLflow model -> {written} (serve: mlflow models serve -m {written} --env-manager local)"
     )
 
@@ -926,10 +871,10 @@ def audit_verify(
     from pipelines.audit.audit_log import unlogged, verify_log
 
     if not log.is_file():
-        _console(stderr=True).print(f"[red]no such audit log:[/] {log}")
+        make_console(stderr=True).print(f"[red]no such audit log:[/] {log}")
         raise typer.Exit(EXIT_BAD_INPUT)
     result = verify_log(log)
-    errors = _console(stderr=True)
+    errors = make_console(stderr=True)
     missing: list[int] = []
     if predictions is not None:
         from pipelines.inference.predict import read_predictions, row_to_record
@@ -947,7 +892,7 @@ def audit_verify(
         errors.print(f"{len(missing)} delivered rows of {predictions} are not in the log: rows {shown}")
     if result.ok and not missing:
         checked = f"; all {len(delivered)} delivered rows logged" if predictions is not None else ""
-        _console().print(
+        make_console().print(
             f"[green]intact[/]: {result.records} records; head {result.head_sequence} {result.head_hash}"
             + checked
         )
@@ -970,130 +915,12 @@ def audit_replay(
     try:
         same, message = replay_record(log, sequence, model, spec, device=device)
     except (ValueError, FileNotFoundError) as error:
-        _console(stderr=True).print(f"[red]cannot replay:[/] {error}")
+        make_console(stderr=True).print(f"[red]cannot replay:[/] {error}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
     if not same:
-        _console(stderr=True).print(f"[red]not reproduced:[/] {message}")
+        make_console(stderr=True).print(f"[red]not reproduced:[/] {message}")
         raise typer.Exit(EXIT_FAILED)
-    _console().print(f"[green]reproduced[/]: {message}")
-
-
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("runs/demo"),
-    n: Annotated[int, typer.Option(help="Number of synthetic patients.", min=10)] = 300,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-) -> None:
-    """The embedded default: synthetic cohort -> validate -> train a model bundle -> predict -> report.
-
-    Uses the small settings of configs/demo.yaml; a few minutes on 2 CPU cores.
-    """
-    from pipelines.sources.synth import generate_cohort
-    from pipelines.training.train import train as run_training
-    from pipelines.training.train_config import TrainConfig
-
-    console = _console()
-    console.rule("1. synthetic cohort")
-    started = time.perf_counter()
-    result = generate_cohort(out / "cohort", n=n, seed=seed)
-    console.print(f"wrote {result.n} patients to {result.spec_path} in {time.perf_counter() - started:.1f} s")
-    console.rule("2. validate")
-    report = validate_cohort(result.spec_path)
-    if not report.ok:
-        print_problems(report, 50)
-        raise typer.Exit(EXIT_FAILED)
-    print_summary(report)
-    console.rule("3. train")
-    config = TrainConfig.from_yaml(DEMO_CONFIG) if DEMO_CONFIG.is_file() else TrainConfig(epochs=6)
-    trained = run_training(result.spec_path, out / "model", config, device=device)
-    _print_training(trained)
-    console.rule("4. predict")
-    from pipelines.bundles.loading import load_bundle
-    from pipelines.inference.predict import predict_cohort
-
-    predictions = out / "predictions.parquet"
-    summary = predict_cohort(load_bundle(trained.bundle), result.spec_path, predictions)
-    console.print(
-        f"{summary.rows} rows -> {predictions}: {summary.ok} ok, {summary.errors} error "
-        f"({summary.rows_per_second:.1f} patients/s)"
-    )
-    console.rule("5. report")
-    from pipelines.inference.predict import compatible_cohort, read_predictions
-    from pipelines.reports.reporting import build_report, gather, write_report
-
-    bundle = load_bundle(trained.bundle)
-    inputs = gather(
-        bundle,
-        compatible_cohort(bundle, result.spec_path),
-        predictions=read_predictions(predictions),
-        n_boot=200,
-        faithfulness_patients=4,
-        progress=lambda step: console.print(f"… {step}"),
-    )
-    html_path, _, _ = write_report(build_report(inputs), out / "report.html")
-    console.print(f"audit report for {inputs.evaluation.n} test patients -> {html_path}")
-    console.print(
-        f"\ndemo finished in {time.perf_counter() - started:.0f} s; model bundle in {trained.bundle}; next: "
-        f"deepwe dashboard {trained.bundle} {result.spec_path} --predictions {predictions}"
-    )
-
-
-def print_problems(report: ValidationReport, max_shown: int) -> None:
-    """A table of problems on stderr: file, row or line, column, value, expected."""
-    table = Table(title=f"{len(report.problems)} problem(s) in {report.spec_path}", show_lines=False)
-    for header in ("file", "row", "column", "value", "expected"):
-        table.add_column(header, overflow="fold")
-    base = report.spec_path.parent
-    for problem in report.problems[:max_shown]:
-        where = "" if problem.row is None else str(problem.row)
-        if problem.line is not None:
-            where = f"line {problem.line}"
-        table.add_row(
-            _relative(problem.file, base),
-            where,
-            problem.column or "",
-            problem.value or "",
-            problem.expected,
-        )
-    _console(stderr=True).print(table)
-    if len(report.problems) > max_shown:
-        _console(stderr=True).print(
-            f"... and {len(report.problems) - max_shown} more (use --max-shown or --json)"
-        )
-
-
-def print_summary(report: ValidationReport) -> None:
-    summary = report.summary
-    if summary is None:
-        raise ValueError("print_summary needs the report of a valid cohort")
-    console = _console()
-    console.print(f"[bold green]valid[/] cohort {report.spec_path}: {summary.rows} rows")
-    if summary.outcome_counts:
-        balance = ", ".join(
-            f"{label}: {count} ({count / summary.rows:.1%})"
-            for label, count in summary.outcome_counts.items()
-        )
-        console.print(f"outcome: {balance}; unlabelled: {summary.unlabelled}")
-    console.print("split: " + ", ".join(f"{k}: {v}" for k, v in summary.split_counts.items()))
-    console.print(f"split unit: {summary.split_unit}")
-    if summary.group_sizes:
-        console.print("split groups: " + ", ".join(f"{k}: {v}" for k, v in summary.group_sizes.items()))
-    for warning in summary.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
-    table = Table(title="availability per modality")
-    table.add_column("modality")
-    table.add_column("present", justify="right")
-    table.add_column("%", justify="right")
-    for name, count in summary.availability.items():
-        table.add_row(name, str(count), f"{count / summary.rows:.1%}")
-    console.print(table)
-    patterns = Table(title="most common modality patterns")
-    patterns.add_column("present modalities")
-    patterns.add_column("rows", justify="right")
-    for pattern, count in summary.patterns:
-        patterns.add_row(pattern, str(count))
-    console.print(patterns)
+    make_console().print(f"[green]reproduced[/]: {message}")
 
 
 def _write_report_json(report: ValidationReport, path: Path) -> None:
@@ -1107,11 +934,21 @@ def _write_report_json(report: ValidationReport, path: Path) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
-def _relative(file: str, base: Path) -> str:
-    try:
-        return str(Path(file).relative_to(base))
-    except ValueError:
-        return file
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("runs/demo"),
+    n: Annotated[int, typer.Option(help="Number of synthetic patients.", min=10)] = 300,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """The embedded default: synthetic cohort -> validate -> train a model bundle -> predict -> report.
+
+    Uses the small settings of configs/demo.yaml; a few minutes on 2 CPU cores.
+    """
+    from pipelines.cli.demo import run_demo
+
+    if not run_demo(out, n=n, seed=seed, device=device):
+        raise typer.Exit(EXIT_FAILED)
 
 
 def main() -> None:
@@ -1119,7 +956,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        _console(stderr=True).print("interrupted")
+        make_console(stderr=True).print("interrupted")
         sys.exit(130)
 
 

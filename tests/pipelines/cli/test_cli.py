@@ -45,9 +45,9 @@ def test_synth_then_validate(tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, monkeypatch):
-    import pipelines.cli.commands as cli
+    import pipelines.cli.demo as demo
 
-    monkeypatch.setattr(cli, "DEMO_CONFIG", cli.DEMO_CONFIG.with_name("tiny.yaml"))
+    monkeypatch.setattr(demo, "DEMO_CONFIG", demo.DEMO_CONFIG.with_name("tiny.yaml"))
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--n", "40", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cohort" / "cohort.yaml").is_file()

@@ -228,7 +228,7 @@ def _reads(output: str) -> tuple[int, int]:
 
 
 def test_training_decodes_each_file_once_and_reports_the_hit_rate(cohort_60, tmp_path):
-    from pipelines.cli.commands import DEMO_CONFIG
+    from pipelines.cli.demo import DEMO_CONFIG
     from pipelines.cohorts.cohort_table import load_cohort
 
     cohort = load_cohort(cohort_60)
