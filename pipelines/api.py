@@ -79,7 +79,7 @@ def train(
     out: str | Path | None = None,
     device: str = "auto",
     progress: bool = False,
-) -> Bundle:
+) -> NotebookBundle:
     """Validate ``cohort``, train a DeepWe model on its training split and load the bundle written.
 
     Args:
