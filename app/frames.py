@@ -1,6 +1,6 @@
 """Tables the pages show, shaped from prediction rows and explanations (pandas only, no Streamlit).
 
-A prediction table is what ``deepwe predict`` writes (:func:`pipelines.inference.predict.record_to_row` rows):
+A prediction table is what ``deepwe predict`` writes (:func:`pipelines.inference.output_table.record_to_row` rows):
 nested fields as JSON text, ``present_<m>`` and ``weight_<m>`` columns per modality.
 """
 

@@ -40,13 +40,8 @@ from pipelines.explanations.explaining import (
     explain_patient,
     patient_position,
 )
-from pipelines.inference.predict import (
-    PredictOptions,
-    check_compatible,
-    iter_predictions,
-    read_predictions,
-    row_to_record,
-)
+from pipelines.inference.batching import PredictOptions, check_compatible, iter_predictions
+from pipelines.inference.output_table import read_predictions, row_to_record
 
 EXPLAIN_STEPS = 32
 """Integrated Gradients steps on the patient page (as ``deepwe explain``)."""

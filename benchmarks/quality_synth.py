@@ -78,7 +78,7 @@ from pipelines.cohorts.cohort_table import Cohort, load_cohort
 from pipelines.cohorts.decoded_cache import keep_decoded_files
 from pipelines.common.json_values import finite
 from pipelines.evaluation.metrics import auroc, binary_metrics
-from pipelines.inference.predict import prediction_loader
+from pipelines.inference.batching import prediction_loader
 from pipelines.reports.reporting import modality_effects
 from pipelines.training.train_config import TrainConfig
 

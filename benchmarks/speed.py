@@ -159,7 +159,7 @@ def prediction_time_shares(stats: pstats.Stats) -> dict[str, float]:
     from encoders.text import TextEncoder
     from pipelines.bundles.model_builder import MultimodalModel
     from pipelines.cohorts.dataset import CohortDataset, PatientCollator
-    from pipelines.inference import predict
+    from pipelines.inference import batching, output_table, predict
 
     total = cumulative_seconds(stats, predict.predict_cohort)
     if total <= 0:
@@ -167,12 +167,13 @@ def prediction_time_shares(stats: pstats.Stats) -> dict[str, float]:
     text = cumulative_seconds(stats, TextEncoder._collate_embeddings)
     seconds = {
         "reading and decoding files": cumulative_seconds(stats, CohortDataset._read_file),
-        "hashing input files": cumulative_seconds(stats, predict.input_sha256),
+        "hashing input files": cumulative_seconds(stats, batching.input_sha256),
         "text encoding (language model)": text,
         "collating other modalities": cumulative_seconds(stats, PatientCollator.__call__) - text,
         "model forward": cumulative_seconds(stats, MultimodalModel.forward),
         "output rows and files": sum(
-            cumulative_seconds(stats, f) for f in (predict._record, predict.records_table, predict._assemble)
+            cumulative_seconds(stats, f)
+            for f in (batching._record, output_table.records_table, predict._assemble)
         ),
     }
     seconds["other Python"] = max(0.0, total - sum(seconds.values()))
@@ -275,7 +276,8 @@ def _stage_train(args: dict[str, Any]) -> dict[str, Any]:
 
 def _stage_predict(args: dict[str, Any]) -> dict[str, Any]:
     from pipelines.bundles.loading import load_bundle
-    from pipelines.inference.predict import PredictOptions, predict_cohort
+    from pipelines.inference.batching import PredictOptions
+    from pipelines.inference.predict import predict_cohort
 
     device = torch.device(args["device"])
     started = time.perf_counter()
@@ -337,7 +339,7 @@ def prediction_flops(
     no usable modality left out), with the text cache emptied first so that the language model runs.
     """
     from pipelines.cohorts.dataset import PatientCollator
-    from pipelines.inference.predict import PredictionDataset
+    from pipelines.inference.batching import PredictionDataset
 
     count = min(len(cohort.table), batches * batch_size)
     positions = list(range(count))
@@ -360,7 +362,8 @@ def prediction_flops(
 
 def profile_prediction(bundle, spec: Path, out: Path, every: int) -> dict[str, float]:
     """Time shares of a ``cProfile``-d prediction of every ``every``-th patient (cold text cache)."""
-    from pipelines.inference.predict import PredictOptions, predict_cohort
+    from pipelines.inference.batching import PredictOptions
+    from pipelines.inference.predict import predict_cohort
 
     _empty_text_cache(bundle)
     options = PredictOptions(shard=(0, every) if every > 1 else None)

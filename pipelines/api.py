@@ -31,7 +31,7 @@ from pipelines.training.train_config import TrainConfig
 if TYPE_CHECKING:
     from pipelines.evaluation.evaluation import Evaluation
     from pipelines.explanations.explaining import PatientExplanation
-    from pipelines.inference.predict import PredictOptions
+    from pipelines.inference.batching import PredictOptions
 
 CohortLike = Cohort | str | Path
 """A :class:`Cohort`, or the path of a cohort spec (YAML) to load."""
@@ -118,7 +118,7 @@ def compatible(bundle: Bundle, cohort: CohortLike) -> Cohort:
     Raises:
         SpecError: every column, id or spec problem that keeps the model from reading the cohort.
     """
-    from pipelines.inference.predict import check_compatible, compatible_cohort
+    from pipelines.inference.batching import check_compatible, compatible_cohort
 
     if not isinstance(cohort, Cohort):
         return compatible_cohort(bundle, cohort)
@@ -142,9 +142,10 @@ def predict_table(
     Returns:
         One row per predicted patient: ``row``, ``patient_id``, ``status``, ``risk``, ``label``,
         ``probabilities`` (JSON), ``present_<m>``, ``weight_<m>``, ... (see
-        :func:`pipelines.inference.predict.record_to_row`).
+        :func:`pipelines.inference.output_table.record_to_row`).
     """
-    from pipelines.inference.predict import PredictOptions, iter_predictions, record_to_row
+    from pipelines.inference.batching import PredictOptions, iter_predictions
+    from pipelines.inference.output_table import record_to_row
 
     chosen = range(len(cohort.table)) if positions is None else positions
     records = iter_predictions(bundle, cohort, chosen, options or PredictOptions())

@@ -16,7 +16,8 @@ from app.resources import DashboardError, Served, model_lock, show_page
 from pipelines.bundles.bundle_io import BundleError
 from pipelines.cohorts.cohort_table import load_cohort
 from pipelines.cohorts.spec_io import SpecError
-from pipelines.inference.predict import PredictOptions, predict_cohort
+from pipelines.inference.batching import PredictOptions
+from pipelines.inference.predict import predict_cohort
 
 RESULT_KEY = "_deepwe_batch"
 FORMATS = {"parquet": "application/octet-stream", "csv": "text/csv"}

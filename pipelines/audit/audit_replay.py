@@ -8,7 +8,7 @@ from pipelines.audit.audit_log import read_record, redacted
 from pipelines.bundles.loading import load_bundle
 from pipelines.cohorts.cohort_table import load_cohort
 from pipelines.common.devices import pick_device
-from pipelines.inference.predict import PredictOptions, iter_predictions, token_modalities
+from pipelines.inference.batching import PredictOptions, iter_predictions, token_modalities
 
 
 def replay_record(

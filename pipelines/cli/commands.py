@@ -378,7 +378,8 @@ def predict(
     writes the same output; the driver keeps the audit log, --max-errors and --resume.
     """
     from pipelines.inference.partial_lock import OutputBusy
-    from pipelines.inference.predict import OutputWriteError, PredictAborted, parse_shard
+    from pipelines.inference.predict import OutputWriteError, PredictAborted
+    from pipelines.inference.shards import parse_shard
 
     console = make_console()
     if merge:
@@ -393,7 +394,8 @@ def predict(
         raise typer.Exit(EXIT_BAD_INPUT)
     from pipelines.bundles.loading import load_bundle
     from pipelines.common.devices import pick_device
-    from pipelines.inference.predict import PredictOptions, predict_cohort
+    from pipelines.inference.batching import PredictOptions
+    from pipelines.inference.predict import predict_cohort
 
     if engine not in ("local", "ray"):
         make_console(stderr=True).print(
@@ -448,7 +450,7 @@ def merge(
 
 
 def _merge(shards: list[Path], out: Path) -> None:
-    from pipelines.inference.predict import merge_shards
+    from pipelines.inference.shards import merge_shards
 
     try:
         rows = merge_shards(shards, out)
@@ -500,7 +502,7 @@ def explain(
     from pipelines.common.devices import pick_device
     from pipelines.explanations.explaining import UnknownPatient, explain_patient
     from pipelines.explanations.explanation_files import write_explanation
-    from pipelines.inference.predict import compatible_cohort
+    from pipelines.inference.batching import compatible_cohort
 
     console = make_console()
     with _handled(spec, "explain", bad_input=(UnknownPatient,)):
@@ -552,7 +554,8 @@ def evaluate(
     from pipelines import api
     from pipelines.bundles.loading import load_bundle
     from pipelines.evaluation.evaluation import format_interval
-    from pipelines.inference.predict import compatible_cohort, read_predictions
+    from pipelines.inference.batching import compatible_cohort
+    from pipelines.inference.output_table import read_predictions
 
     console = make_console()
     with _handled(spec, "evaluate"):
@@ -617,7 +620,8 @@ def report(
     and a table mapping sections to TRIPOD+AI items.
     """
     from pipelines.bundles.loading import load_bundle
-    from pipelines.inference.predict import compatible_cohort, read_predictions
+    from pipelines.inference.batching import compatible_cohort
+    from pipelines.inference.output_table import read_predictions
     from pipelines.reports.reporting import build_report, gather, write_report
 
     console = make_console()
@@ -751,7 +755,7 @@ def _audit_hook(path: Path | None, bundle):
 
     from pipelines.audit.audit_log import AuditLog
     from pipelines.bundles.bundle_io import code_version
-    from pipelines.inference.predict import token_modalities
+    from pipelines.inference.batching import token_modalities
 
     log, user, version = AuditLog(path), getpass.getuser(), code_version()
     hidden = token_modalities(bundle)
@@ -877,7 +881,7 @@ def audit_verify(
     errors = make_console(stderr=True)
     missing: list[int] = []
     if predictions is not None:
-        from pipelines.inference.predict import read_predictions, row_to_record
+        from pipelines.inference.output_table import read_predictions, row_to_record
 
         try:
             delivered = [row_to_record(r) for r in read_predictions(predictions).to_dict("records")]

@@ -43,7 +43,8 @@ def run_demo(out: Path, *, n: int, seed: int, device: str) -> bool:
         f"({summary.rows_per_second:.1f} patients/s)"
     )
     console.rule("5. report")
-    from pipelines.inference.predict import compatible_cohort, read_predictions
+    from pipelines.inference.batching import compatible_cohort
+    from pipelines.inference.output_table import read_predictions
     from pipelines.reports.reporting import build_report, gather, write_report
 
     bundle = load_bundle(trained.bundle)

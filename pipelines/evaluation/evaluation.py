@@ -475,7 +475,7 @@ def evaluate_predictions(
     rows with status ``ok`` and an outcome count; the others are counted in ``excluded``.
 
     Args:
-        predictions: the table from :func:`pipelines.inference.predict.read_predictions`.
+        predictions: the table from :func:`pipelines.inference.output_table.read_predictions`.
         cohort: the cohort the predictions were made on (with its outcome column).
         temperature: the bundle's calibration temperature (``Bundle.temperature``).
         logit_shift: the bundle's calibration shift of the positive logit (``Bundle.logit_shift``).

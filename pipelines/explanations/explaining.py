@@ -51,7 +51,7 @@ from pipelines.bundles.loading import Bundle
 from pipelines.cohorts.cohort_table import Cohort
 from pipelines.cohorts.dataset import Batch, PatientCollator, PatientSample
 from pipelines.common.json_values import finite
-from pipelines.inference.predict import PredictionDataset, PredictOptions, predict_batch
+from pipelines.inference.batching import PredictionDataset, PredictOptions, predict_batch
 
 AUDIO_BASELINE_SCALE = 1e-4
 """Near-silence for the audio baseline: exact zeros would mark every span silent, i.e. unobserved."""

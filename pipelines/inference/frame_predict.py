@@ -10,7 +10,8 @@ from data_schemas import Problem
 from pipelines.bundles.loading import Bundle
 from pipelines.cohorts.cohort_table import Cohort
 from pipelines.cohorts.spec_io import SpecError
-from pipelines.inference.predict import PredictOptions, check_compatible, iter_predictions, records_table
+from pipelines.inference.batching import PredictOptions, check_compatible, iter_predictions
+from pipelines.inference.output_table import records_table
 
 
 def predict_frame(

@@ -31,7 +31,7 @@ from mlflow.types.schema import AnyType
 from data_schemas import CohortSpec
 from pipelines.bundles.loading import Bundle, load_bundle
 from pipelines.inference.frame_predict import predict_frame
-from pipelines.inference.predict import output_schema
+from pipelines.inference.output_table import output_schema
 
 MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
 BUNDLE_ARTIFACT = "bundle"

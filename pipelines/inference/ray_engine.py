@@ -24,14 +24,8 @@ import torch
 from data_schemas import PredictionRecord
 from pipelines.bundles.bundle_io import BundleError, read_bundle
 from pipelines.bundles.loading import Bundle, load_bundle
-from pipelines.inference.predict import (
-    ChunkJob,
-    PredictOptions,
-    chunk_job,
-    compatible_cohort,
-    predict_chunk,
-    read_chunk,
-)
+from pipelines.inference.batching import PredictOptions, compatible_cohort
+from pipelines.inference.predict import ChunkJob, chunk_job, predict_chunk, read_chunk
 
 _STOP_SECONDS = 60.0
 

@@ -36,7 +36,7 @@ from pipelines.cohorts.dataset import label_index
 from pipelines.evaluation.evaluation import Evaluation, format_interval
 from pipelines.evaluation.metrics import auroc
 from pipelines.explanations.explaining import PatientExplanation, explain_patient, reference_base_rate
-from pipelines.inference.predict import prediction_loader, token_modalities
+from pipelines.inference.batching import prediction_loader, token_modalities
 
 log = logging.getLogger(__name__)
 

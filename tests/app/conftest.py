@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from pipelines.bundles.loading import Bundle, load_bundle
-from pipelines.inference.predict import predict_cohort, read_predictions
+from pipelines.inference.output_table import read_predictions
+from pipelines.inference.predict import predict_cohort
 from pipelines.sources.synth import generate_cohort
 from pipelines.training.train import train
 from pipelines.training.train_config import TrainConfig

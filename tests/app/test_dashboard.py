@@ -13,7 +13,8 @@ from app.settings import DashboardSettings, SettingsError, parse_settings
 from pipelines.cohorts.cohort_table import load_cohort
 from pipelines.evaluation.evaluation import evaluate_predictions
 from pipelines.explanations.explaining import patient_position
-from pipelines.inference.predict import PredictOptions, iter_predictions, read_predictions
+from pipelines.inference.batching import PredictOptions, iter_predictions
+from pipelines.inference.output_table import read_predictions
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
 FIRST_RUN_TIMEOUT = 180  # the first run of a session loads the bundle and may explain a patient

@@ -95,7 +95,7 @@ def test_audit_verify_with_predictions_lists_undelivered_log_rows(tmp_path: Path
     from typer.testing import CliRunner
 
     from pipelines.cli import app
-    from pipelines.inference.predict import record_to_row
+    from pipelines.inference.output_table import record_to_row
 
     log, out = tmp_path / "log.jsonl", tmp_path / "p.csv"
     _write_log(log, 3)

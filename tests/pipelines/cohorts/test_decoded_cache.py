@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 from encoders.readers import ReaderError, read_sensor
 from pipelines.cli import app
 from pipelines.cohorts.decoded_cache import DecodedCache, content_sha256, decoded, process_cache
-from pipelines.inference.predict import PredictOptions, predict_cohort, read_predictions
+from pipelines.inference.batching import PredictOptions
+from pipelines.inference.output_table import read_predictions
+from pipelines.inference.predict import predict_cohort
 from tests.conftest import shared_file
 
 HOUR = 3600.0

@@ -12,15 +12,9 @@ import soundfile
 
 from pipelines.cohorts.cohort_table import load_cohort
 from pipelines.cohorts.validate import validate_cohort
-from pipelines.inference.predict import (
-    PredictOptions,
-    iter_predictions,
-    predict_batch,
-    predict_cohort,
-    prediction_loader,
-    read_predictions,
-    row_to_record,
-)
+from pipelines.inference.batching import PredictOptions, iter_predictions, predict_batch, prediction_loader
+from pipelines.inference.output_table import read_predictions, row_to_record
+from pipelines.inference.predict import predict_cohort
 
 
 def _table(folder: Path) -> pd.DataFrame:

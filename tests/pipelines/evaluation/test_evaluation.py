@@ -38,7 +38,9 @@ from pipelines.evaluation.metrics import (
     net_benefit,
     rank_auroc,
 )
-from pipelines.inference.predict import PredictOptions, predict_cohort, read_predictions
+from pipelines.inference.batching import PredictOptions
+from pipelines.inference.output_table import read_predictions
+from pipelines.inference.predict import predict_cohort
 
 
 def _scored(n: int, seed: int, separation: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

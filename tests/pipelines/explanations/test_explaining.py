@@ -15,7 +15,7 @@ from pipelines.bundles.loading import load_bundle
 from pipelines.cli import app
 from pipelines.cohorts.cohort_table import load_cohort
 from pipelines.explanations.explaining import UnknownPatient, explain_patient
-from pipelines.inference.predict import PredictOptions, iter_predictions
+from pipelines.inference.batching import PredictOptions, iter_predictions
 from pipelines.reports.reporting import randomisation_check
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 from pipelines.bundles.loading import load_bundle
 from pipelines.cli import app
-from pipelines.inference.predict import predict_cohort, read_predictions
+from pipelines.inference.output_table import read_predictions
+from pipelines.inference.predict import predict_cohort
 from tests.processes import stop_process_group
 
 mlflow = pytest.importorskip(

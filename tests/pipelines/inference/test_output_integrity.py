@@ -16,18 +16,10 @@ import pytest
 
 from pipelines.audit.audit_log import AuditLog, unlogged, verify_log
 from pipelines.cohorts.cohort_table import load_cohort, read_table
+from pipelines.inference.batching import PredictionDataset, PredictOptions, input_sha256
+from pipelines.inference.output_table import neutralised, read_predictions, row_to_record
 from pipelines.inference.partial_lock import OutputBusy, locked_partial
-from pipelines.inference.predict import (
-    OutputWriteError,
-    PredictAborted,
-    PredictionDataset,
-    PredictOptions,
-    input_sha256,
-    neutralised,
-    predict_cohort,
-    read_predictions,
-    row_to_record,
-)
+from pipelines.inference.predict import OutputWriteError, PredictAborted, predict_cohort
 
 
 def _ids(path: Path) -> list[str]:

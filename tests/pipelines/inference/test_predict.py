@@ -14,15 +14,10 @@ import pytest
 from PIL import Image
 
 from pipelines.cohorts.spec_io import SpecError
-from pipelines.inference.predict import (
-    PredictAborted,
-    PredictOptions,
-    merge_shards,
-    parse_shard,
-    predict_cohort,
-    read_predictions,
-    row_to_record,
-)
+from pipelines.inference.batching import PredictOptions
+from pipelines.inference.output_table import read_predictions, row_to_record
+from pipelines.inference.predict import PredictAborted, predict_cohort
+from pipelines.inference.shards import merge_shards, parse_shard
 
 STABLE = ["row", "patient_id", "status", "error", "risk", "label", "probabilities", "modality_present"]
 

@@ -19,13 +19,9 @@ from typer.testing import CliRunner
 
 from pipelines.bundles.loading import load_bundle
 from pipelines.cli import app
-from pipelines.inference.predict import (
-    OutputWriteError,
-    PredictAborted,
-    PredictOptions,
-    predict_cohort,
-    read_predictions,
-)
+from pipelines.inference.batching import PredictOptions
+from pipelines.inference.output_table import read_predictions
+from pipelines.inference.predict import OutputWriteError, PredictAborted, predict_cohort
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'deepwe-mm[ray]')")
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import torch
 
-from pipelines.inference.predict import _top_tokens
+from pipelines.inference.batching import _top_tokens
 
 
 def _by_sorting(names, weights, k):
