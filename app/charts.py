@@ -1,6 +1,6 @@
 """Interactive charts (Altair, which Streamlit draws with ``st.altair_chart``).
 
-Colours are the audit report's (:mod:`pipelines.explanation_pictures`): red towards the positive
+Colours are the audit report's (:mod:`pipelines.explanations.explanation_pictures`): red towards the positive
 outcome, blue against it.
 """
 
@@ -10,10 +10,10 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from pipelines.explanation_pictures import AWAY as BLUE
-from pipelines.explanation_pictures import INK
-from pipelines.explanation_pictures import NEUTRAL as GREY
-from pipelines.explanation_pictures import TOWARDS as RED
+from pipelines.explanations.explanation_pictures import AWAY as BLUE
+from pipelines.explanations.explanation_pictures import INK
+from pipelines.explanations.explanation_pictures import NEUTRAL as GREY
+from pipelines.explanations.explanation_pictures import TOWARDS as RED
 
 SPARSE_POINTS = 200  # sensor channels with at most this many observations show each one as a dot
 

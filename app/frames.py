@@ -1,6 +1,6 @@
 """Tables the pages show, shaped from prediction rows and explanations (pandas only, no Streamlit).
 
-A prediction table is what ``deepwe predict`` writes (:func:`pipelines.predict.record_to_row` rows):
+A prediction table is what ``deepwe predict`` writes (:func:`pipelines.inference.output_table.record_to_row` rows):
 nested fields as JSON text, ``present_<m>`` and ``weight_<m>`` columns per modality.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from data_schemas.cohort import canonical_label
-from pipelines.cohort import Cohort, is_missing
-from pipelines.explaining import PatientExplanation
+from pipelines.cohorts.cohort_table import Cohort, is_missing
+from pipelines.explanations.explaining import PatientExplanation
 
 NONE_MISSING = "—"
 

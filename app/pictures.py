@@ -2,7 +2,7 @@
 escaped HTML. No Streamlit, no pyplot.
 
 The note highlight, the image overlay and the colours are the audit report's
-(:mod:`pipelines.explanation_pictures`): attribution towards the positive outcome is red, against
+(:mod:`pipelines.explanations.explanation_pictures`): attribution towards the positive outcome is red, against
 it blue, in every picture.
 """
 
@@ -14,7 +14,13 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib import colormaps
 
-from pipelines.explanation_pictures import AWAY, TOWARDS, highlighted_note_html, rgb, saliency_rgb
+from pipelines.explanations.explanation_pictures import (
+    AWAY,
+    TOWARDS,
+    highlighted_note_html,
+    rgb,
+    saliency_rgb,
+)
 
 DISPLAY_SIDE = 288
 """Small model inputs (33 x 33 pixels) are enlarged by whole pixels to at least this many pixels."""
@@ -68,7 +74,7 @@ def image_rgb(image: np.ndarray) -> np.ndarray:
 
 def saliency_overlay(image: np.ndarray, attribution: np.ndarray) -> np.ndarray:
     """The image in grey under a red heat map of attribution magnitude, as (H', W', 3) uint8,
-    enlarged (the report's overlay, :func:`pipelines.explanation_pictures.saliency_rgb`).
+    enlarged (the report's overlay, :func:`pipelines.explanations.explanation_pictures.saliency_rgb`).
 
     Args:
         image: (C, H, W) or (C, D, H, W).

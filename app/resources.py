@@ -30,18 +30,18 @@ from app.settings import DashboardSettings, SettingsError, parse_settings
 from data_schemas import PredictionRecord
 from data_schemas.cohort import canonical_label
 from pipelines.api import predict_table
-from pipelines.bundle import BundleError
-from pipelines.cohort import Cohort, load_cohort
-from pipelines.explaining import PatientExplanation, UnknownPatient, explain_patient, patient_position
-from pipelines.loading import Bundle, load_bundle
-from pipelines.predict import (
-    PredictOptions,
-    check_compatible,
-    iter_predictions,
-    read_predictions,
-    row_to_record,
+from pipelines.bundles.bundle_io import BundleError
+from pipelines.bundles.loading import Bundle, load_bundle
+from pipelines.cohorts.cohort_table import Cohort, load_cohort
+from pipelines.cohorts.spec_io import SpecError
+from pipelines.explanations.explaining import (
+    PatientExplanation,
+    UnknownPatient,
+    explain_patient,
+    patient_position,
 )
-from pipelines.spec_io import SpecError
+from pipelines.inference.batching import PredictOptions, check_compatible, iter_predictions
+from pipelines.inference.output_table import read_predictions, row_to_record
 
 EXPLAIN_STEPS = 32
 """Integrated Gradients steps on the patient page (as ``deepwe explain``)."""

@@ -2,7 +2,7 @@
 regression, a severity score), the cohorts they compare on (PhysioNet 2012 set A, a ``deepwe synth``
 cohort, one modality of it), DeepWe's training run and the synthetic generator's oracle.
 
-Every cohort made here is held in memory (:meth:`pipelines.cohort.Cohort.from_frame`): changing a
+Every cohort made here is held in memory (:meth:`pipelines.cohorts.cohort_table.Cohort.from_frame`): changing a
 split or keeping one modality writes nothing to disk.
 """
 
@@ -27,12 +27,12 @@ from sklearn.preprocessing import StandardScaler
 
 from benchmarks.unimodal import subset
 from pipelines.api import checked_cohort
-from pipelines.cohort import Cohort
-from pipelines.importers import import_dataset
-from pipelines.metrics import auroc
-from pipelines.synth import generate_cohort
-from pipelines.train import TrainResult, train
-from pipelines.train_config import TrainConfig
+from pipelines.cohorts.cohort_table import Cohort
+from pipelines.evaluation.metrics import auroc
+from pipelines.sources.importers import import_dataset
+from pipelines.sources.synth import generate_cohort
+from pipelines.training.train import TrainResult, train
+from pipelines.training.train_config import TrainConfig
 
 log = logging.getLogger("deepwe.bench.baselines")
 

@@ -7,7 +7,7 @@ curve fall faster (lower area) and the insertion curve rise faster (higher area)
 
 Per dataset, DeepWe is trained with seeds 0, 1, 2 on one fixed split, and for every seed the same
 test patients are explained. Per patient, the units are the tokens of all its present modalities
-together (:func:`pipelines.explaining.token_curves`, as in the audit report), ranked three ways:
+together (:func:`pipelines.explanations.explaining.token_curves`, as in the audit report), ranked three ways:
 
 - Integrated Gradients (the attribution ``deepwe explain`` shows), summed per token;
 - gradient x input on the same input, layer and baseline (:func:`explain.attribution.gradient_x_input`);
@@ -22,7 +22,7 @@ Datasets:
 
 - ``faithfulness, synthetic``: a ``deepwe synth`` cohort (seed 0, 20% of modalities missing, all six
   modalities, the generator's own split) and the model sizes of ``configs/bench/synth.yaml``.
-- ``faithfulness, PhysioNet 2012``: set A imported with ``pipelines.importers`` (static tabular +
+- ``faithfulness, PhysioNet 2012``: set A imported with ``pipelines.sources.importers`` (static tabular +
   48 h series), optionally a stratified subset, one seeded stratified 70/15/15 split; the model
   sizes of ``configs/bench/p12.yaml``. Skipped, with a note, when the data folder is absent.
 
@@ -56,8 +56,9 @@ from benchmarks.rows import result_row
 from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, split_cohort
 from explain.attribution import GRADIENT_X_INPUT, INTEGRATED_GRADIENTS
 from explain.faithfulness import Curves
-from pipelines.cohort import Cohort, load_cohort
-from pipelines.explaining import (
+from pipelines.bundles.loading import Bundle, load_bundle
+from pipelines.cohorts.cohort_table import Cohort, load_cohort
+from pipelines.explanations.explaining import (
     PatientScorer,
     explain_modalities,
     patient_position,
@@ -65,8 +66,7 @@ from pipelines.explaining import (
     read_patient,
     token_curves,
 )
-from pipelines.loading import Bundle, load_bundle
-from pipelines.train_config import TrainConfig
+from pipelines.training.train_config import TrainConfig
 
 log = logging.getLogger("benchmarks.faithfulness")
 notes = logging.getLogger("benchmarks.notes")  # lines the suite prints under this part's tables

@@ -39,7 +39,7 @@ OFFSET = 100_000_000
 
 _IMPORT = """
 import json, resource, sys, time
-from pipelines.importers.mimic_iv import import_mimic_iv
+from pipelines.sources.importers.mimic_iv import import_mimic_iv
 started = time.perf_counter()
 result = import_mimic_iv(sys.argv[1], sys.argv[2])
 seconds = time.perf_counter() - started

@@ -19,10 +19,10 @@ the paper for Syn3 (``-10 sin(0.2 X7) + |X8| + X9 + exp(-X10) - 2.4``); we follo
 Per seed and dataset, every method sees the same draw (``n_train`` rows, of which the last
 ``val_fraction`` are the validation split, and ``n_test`` test rows):
 
-- DeepWe, trained through ``pipelines.train.train`` on a real cohort (CSV + ``cohort.yaml``, one
+- DeepWe, trained through ``pipelines.training.train.train`` on a real cohort (CSV + ``cohort.yaml``, one
   tabular modality of the 11 numeric features). Its per-patient tabular feature weights (the
   "missing pattern" token left out) select features by ``weight > 0.5`` and by top-k;
-- Integrated Gradients on DeepWe (``pipelines.explaining.explain_patient``, per patient, so on the
+- Integrated Gradients on DeepWe (``pipelines.explanations.explaining.explain_patient``, per patient, so on the
   first ``ig_patients`` test patients), top-k by absolute attribution;
 - TabNet (``pytorch_tabnet``, Arik & Pfister 2021) trained on the same train/val rows, its
   aggregate attention masks (``explain``) on the same test rows, top-k.
@@ -73,14 +73,14 @@ from torch.utils.data import DataLoader
 from benchmarks.command_line import add_datasets_option, part_parser, run_part
 from benchmarks.options import torch_threads
 from benchmarks.unimodal import REPO
-from pipelines.cohort import load_cohort
-from pipelines.dataset import PatientCollator
-from pipelines.explaining import explain_patient
-from pipelines.loading import Bundle, load_bundle
-from pipelines.metrics import auroc
-from pipelines.prepare import prepare_cohort
-from pipelines.train import train
-from pipelines.train_config import TrainConfig
+from pipelines.bundles.loading import Bundle, load_bundle
+from pipelines.cohorts.cohort_table import load_cohort
+from pipelines.cohorts.dataset import PatientCollator
+from pipelines.cohorts.prepare import prepare_cohort
+from pipelines.evaluation.metrics import auroc
+from pipelines.explanations.explaining import explain_patient
+from pipelines.training.train import train
+from pipelines.training.train_config import TrainConfig
 
 log = logging.getLogger("deepwe.bench.invase")
 notes = logging.getLogger("benchmarks.notes")  # lines the suite prints under this part's tables

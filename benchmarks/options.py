@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from pipelines.json_values import json_text
+from pipelines.common.json_values import json_text
 
 T = TypeVar("T")
 

@@ -36,12 +36,12 @@ from benchmarks.options import log_to_console
 from benchmarks.paths import results_path
 from benchmarks.summary_features import cohort_features
 from benchmarks.unimodal import REPO, SHARED_DATA, kfold_splits, split_cohort
-from pipelines.cohort import Cohort
-from pipelines.dataset import PatientCollator
-from pipelines.json_values import json_text
-from pipelines.loading import load_bundle
-from pipelines.prepare import prepare_cohort
-from pipelines.train_config import TrainConfig
+from pipelines.bundles.loading import load_bundle
+from pipelines.cohorts.cohort_table import Cohort
+from pipelines.cohorts.dataset import PatientCollator
+from pipelines.cohorts.prepare import prepare_cohort
+from pipelines.common.json_values import json_text
+from pipelines.training.train_config import TrainConfig
 
 WORK = REPO / "runs" / "bench" / "p12_weights"
 TOP = 10

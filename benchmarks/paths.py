@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.train_config import TrainConfig
+from pipelines.training.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DEEPWE_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -52,9 +52,9 @@ from benchmarks.rows import result_row
 from benchmarks.summary_features import cohort_features
 from benchmarks.unimodal import REPO, SHARED_DATA, kfold_splits, split_cohort
 from deepwe_mm.config import ABLATIONS
-from pipelines.decoded_cache import keep_decoded_files
-from pipelines.metrics import binary_metrics
-from pipelines.train_config import TrainConfig
+from pipelines.cohorts.decoded_cache import keep_decoded_files
+from pipelines.evaluation.metrics import binary_metrics
+from pipelines.training.train_config import TrainConfig
 
 log = logging.getLogger("deepwe.bench.quality_p12")
 notes = logging.getLogger("benchmarks.notes")

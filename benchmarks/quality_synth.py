@@ -1,10 +1,10 @@
 """Part ``quality_synth`` of the suite: DeepWe against fusion baselines on ``deepwe synth`` cohorts.
 
-Per missing rate (0, 30% and 60%; :func:`pipelines.synth.generate_cohort`, seed 0, reused when already
+Per missing rate (0, 30% and 60%; :func:`pipelines.sources.synth.generate_cohort`, seed 0, reused when already
 written) every method sees the generator's own train/val/test split, and every trained method runs
 with seeds 0, 1, 2:
 
-- DeepWe on all six modalities (:func:`pipelines.train.train`, early stopping on validation AUROC,
+- DeepWe on all six modalities (:func:`pipelines.training.train.train`, early stopping on validation AUROC,
   temperature scaling on validation);
 - DeepWe on each modality alone, trained and scored on the patients that have it;
 - late fusion: per patient, the mean of those single-modality models' calibrated risks over the
@@ -22,7 +22,7 @@ Rows: test AUROC, AUPRC and Brier, mean ± sd over the seeds; test AUROC per mis
 pattern (the modalities a test patient has; patterns with at least ``min_pattern_patients`` test
 patients and both outcomes); and whether DeepWe ranks the modalities as ``ground_truth.json`` does
 (the generator's log-odds weight of each modality's latent component), by its mean modality
-weight and by its mean |exact Shapley value| of the risk (:func:`pipelines.reporting.modality_effects`),
+weight and by its mean |exact Shapley value| of the risk (:func:`pipelines.reports.reporting.modality_effects`),
 each averaged over the test patients that have the modality: Spearman rank correlation (ties in
 the truth share their rank) and whether the top modality is the truth's. The anchor of an AUROC
 is the oracle's: the AUROC of the generator's latent log-odds, which no model sees, on the same
@@ -34,7 +34,7 @@ file modalities.
 
 Training reads the same files again and again (seven models per seed, each epoch, plus the passes
 that score them), so within one cohort every file is decoded once and kept in memory
-(:func:`pipelines.decoded_cache.keep_decoded_files`); the results are the same, only faster.
+(:func:`pipelines.cohorts.decoded_cache.keep_decoded_files`); the results are the same, only faster.
 
     python -m benchmarks.quality_synth [--quick] [--work DIR]
 """
@@ -73,14 +73,14 @@ from benchmarks.paths import bench_config
 from benchmarks.rows import result_row
 from benchmarks.summary_features import SummaryFeatures, cohort_features
 from benchmarks.unimodal import REPO
-from pipelines.cohort import Cohort, load_cohort
-from pipelines.decoded_cache import keep_decoded_files
-from pipelines.json_values import finite
-from pipelines.loading import Bundle, load_bundle
-from pipelines.metrics import auroc, binary_metrics
-from pipelines.predict import prediction_loader
-from pipelines.reporting import modality_effects
-from pipelines.train_config import TrainConfig
+from pipelines.bundles.loading import Bundle, load_bundle
+from pipelines.cohorts.cohort_table import Cohort, load_cohort
+from pipelines.cohorts.decoded_cache import keep_decoded_files
+from pipelines.common.json_values import finite
+from pipelines.evaluation.metrics import auroc, binary_metrics
+from pipelines.inference.batching import prediction_loader
+from pipelines.reports.reporting import modality_effects
+from pipelines.training.train_config import TrainConfig
 
 log = logging.getLogger("benchmarks.quality_synth")
 notes = logging.getLogger("benchmarks.notes")

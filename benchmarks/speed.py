@@ -1,14 +1,14 @@
 """Speed and memory: how fast DeepWe trains, predicts and explains, and where the time goes.
 
-On a synthetic cohort (``pipelines.synth.generate_cohort``, 20% missing per modality) with the demo
+On a synthetic cohort (``pipelines.sources.synth.generate_cohort``, 20% missing per modality) with the demo
 settings (``configs/demo.yaml``), each stage runs in a fresh process so that its peak resident
 memory is its own (``getrusage(RUSAGE_CHILDREN)`` of a small parent that runs only that stage):
 
-- training (``pipelines.train.train``): seconds per epoch, the whole run to early stopping, peak RSS;
-- batch prediction (``pipelines.predict.predict_cohort``, text cache emptied first, so notes are
+- training (``pipelines.training.train.train``): seconds per epoch, the whole run to early stopping, peak RSS;
+- batch prediction (``pipelines.inference.predict.predict_cohort``, text cache emptied first, so notes are
   encoded cold as in a nightly run over new notes): patients per second per chunk and for the whole
   run, peak RSS;
-- explanation (``pipelines.explaining.explain_patient``, 32 Integrated Gradients steps) of patients
+- explanation (``pipelines.explanations.explaining.explain_patient``, 32 Integrated Gradients steps) of patients
   with every modality present, after one warm-up patient: seconds per patient, peak RSS.
 
 In this process: the floating-point operations per patient (``torch.utils.flop_counter``) of the
@@ -157,9 +157,9 @@ def prediction_time_shares(stats: pstats.Stats) -> dict[str, float]:
     and the output rows after it; "other Python" is the rest (loading, the loop, cProfile's own cost).
     """
     from encoders.text import TextEncoder
-    from pipelines import predict
-    from pipelines.dataset import CohortDataset, PatientCollator
-    from pipelines.model import MultimodalModel
+    from pipelines.bundles.model_builder import MultimodalModel
+    from pipelines.cohorts.dataset import CohortDataset, PatientCollator
+    from pipelines.inference import batching, output_table, predict
 
     total = cumulative_seconds(stats, predict.predict_cohort)
     if total <= 0:
@@ -167,12 +167,13 @@ def prediction_time_shares(stats: pstats.Stats) -> dict[str, float]:
     text = cumulative_seconds(stats, TextEncoder._collate_embeddings)
     seconds = {
         "reading and decoding files": cumulative_seconds(stats, CohortDataset._read_file),
-        "hashing input files": cumulative_seconds(stats, predict.input_sha256),
+        "hashing input files": cumulative_seconds(stats, batching.input_sha256),
         "text encoding (language model)": text,
         "collating other modalities": cumulative_seconds(stats, PatientCollator.__call__) - text,
         "model forward": cumulative_seconds(stats, MultimodalModel.forward),
         "output rows and files": sum(
-            cumulative_seconds(stats, f) for f in (predict._record, predict.records_table, predict._assemble)
+            cumulative_seconds(stats, f)
+            for f in (batching._record, output_table.records_table, predict._assemble)
         ),
     }
     seconds["other Python"] = max(0.0, total - sum(seconds.values()))
@@ -249,7 +250,7 @@ def _gpu_peak(device: torch.device) -> float | None:
 
 def train_config(epochs: int | None, text_cache: Path):
     """The demo settings (``epochs`` overridden when given), notes cached in ``text_cache``."""
-    from pipelines.train_config import TrainConfig
+    from pipelines.training.train_config import TrainConfig
 
     config = TrainConfig.from_yaml(DEMO_CONFIG)
     config = replace(config, text_cache=str(text_cache))
@@ -257,7 +258,7 @@ def train_config(epochs: int | None, text_cache: Path):
 
 
 def _stage_train(args: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.train import train
+    from pipelines.training.train import train
 
     device = torch.device(args["device"])
     config = train_config(args["epochs"], Path(args["text_cache"]))
@@ -274,8 +275,9 @@ def _stage_train(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_predict(args: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.loading import load_bundle
-    from pipelines.predict import PredictOptions, predict_cohort
+    from pipelines.bundles.loading import load_bundle
+    from pipelines.inference.batching import PredictOptions
+    from pipelines.inference.predict import predict_cohort
 
     device = torch.device(args["device"])
     started = time.perf_counter()
@@ -304,9 +306,9 @@ def _stage_predict(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_explain(args: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.cohort import load_cohort
-    from pipelines.explaining import explain_patient
-    from pipelines.loading import load_bundle
+    from pipelines.bundles.loading import load_bundle
+    from pipelines.cohorts.cohort_table import load_cohort
+    from pipelines.explanations.explaining import explain_patient
 
     device = torch.device(args["device"])
     bundle = load_bundle(args["model"], device=device)
@@ -336,8 +338,8 @@ def prediction_flops(
     Batches are built as ``iter_predictions`` builds them (its dataset, its collation, patients with
     no usable modality left out), with the text cache emptied first so that the language model runs.
     """
-    from pipelines.dataset import PatientCollator
-    from pipelines.predict import PredictionDataset
+    from pipelines.cohorts.dataset import PatientCollator
+    from pipelines.inference.batching import PredictionDataset
 
     count = min(len(cohort.table), batches * batch_size)
     positions = list(range(count))
@@ -360,7 +362,8 @@ def prediction_flops(
 
 def profile_prediction(bundle, spec: Path, out: Path, every: int) -> dict[str, float]:
     """Time shares of a ``cProfile``-d prediction of every ``every``-th patient (cold text cache)."""
-    from pipelines.predict import PredictOptions, predict_cohort
+    from pipelines.inference.batching import PredictOptions
+    from pipelines.inference.predict import predict_cohort
 
     _empty_text_cache(bundle)
     options = PredictOptions(shard=(0, every) if every > 1 else None)
@@ -455,8 +458,8 @@ def _stages(
 def _analysis_rows(
     label: str, model: Path, cohort: Path, work: Path, settings: SpeedSettings, device: str, throughput: float
 ) -> list[dict[str, Any]]:
-    from pipelines.cohort import load_cohort
-    from pipelines.loading import load_bundle
+    from pipelines.bundles.loading import load_bundle
+    from pipelines.cohorts.cohort_table import load_cohort
 
     bundle = load_bundle(model, device=device)
     forward, collation = prediction_flops(
@@ -490,7 +493,7 @@ def _analysis_rows(
 
 def run(quick: bool, work: Path) -> list[dict[str, Any]]:
     """The speed part of the benchmark suite: rows for ``benchmarks.suite`` (see the module docstring)."""
-    from pipelines.synth import generate_cohort
+    from pipelines.sources.synth import generate_cohort
 
     settings = QUICK if quick else FULL
     work.mkdir(parents=True, exist_ok=True)

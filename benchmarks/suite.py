@@ -47,7 +47,7 @@ from typing import Any
 from benchmarks.paths import REPO as ROOT
 from benchmarks.paths import RESULTS
 from benchmarks.paths import WORK as BENCH_WORK
-from pipelines.json_values import json_text
+from pipelines.common.json_values import json_text
 
 WORK = BENCH_WORK / "suite"
 NOTES_LOGGER = "benchmarks.notes"

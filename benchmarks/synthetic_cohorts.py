@@ -1,6 +1,6 @@
 """Synthetic cohorts and one-epoch demo models for the prediction-engine benchmarks.
 
-A cohort of ``n`` patients is written once (``pipelines.synth.generate_cohort``, 20% missing per
+A cohort of ``n`` patients is written once (``pipelines.sources.synth.generate_cohort``, 20% missing per
 modality) and restricted to a modality set by editing its spec, so every set reads the same files.
 """
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.synth import generate_cohort
-from pipelines.train import train
-from pipelines.train_config import TrainConfig
+from pipelines.sources.synth import generate_cohort
+from pipelines.training.train import train
+from pipelines.training.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "runs" / "bench" / "predict"

@@ -58,7 +58,7 @@ _MEASURE = (
 )
 _TRAIN = (
     "import json, sys, time; from dataclasses import replace; import torch; "
-    "from pipelines.train import train; from pipelines.train_config import TrainConfig; "
+    "from pipelines.training.train import train; from pipelines.training.train_config import TrainConfig; "
     "config = replace(TrainConfig.from_yaml(sys.argv[1]), epochs=int(sys.argv[4]), patience=int(sys.argv[4])); "
     "result = train(sys.argv[2], sys.argv[3], config, device='cpu', progress=False); "
     "print(json.dumps({'seconds': result.seconds, 'epoch_seconds': list(result.epoch_seconds)}))"
@@ -77,7 +77,7 @@ def _environment(code: Path, cache: Path | str) -> dict[str, str]:
 
 def p12_spec(work: Path) -> Path:
     """The PhysioNet 2012 set A cohort, imported once under ``work``."""
-    from pipelines.importers import import_dataset
+    from pipelines.sources.importers import import_dataset
 
     spec = work / "imports" / "p12" / "cohort.yaml"
     if not spec.is_file():
@@ -152,7 +152,7 @@ def gradient_boosting(spec: Path) -> dict[str, Any]:
 
     from benchmarks.baselines import GB_PARAMS
     from benchmarks.summary_features import cohort_features
-    from pipelines.cohort import load_cohort
+    from pipelines.cohorts.cohort_table import load_cohort
 
     cohort = load_cohort(spec)
     started = time.perf_counter()

@@ -1,9 +1,9 @@
 """Evidence on real data: each encoder alone, with a linear head, on its own real dataset.
 
-Every dataset goes through the project's own path: ``pipelines.importers`` writes the cohort,
+Every dataset goes through the project's own path: ``pipelines.sources.importers`` writes the cohort,
 this script writes copies of its table with a ``split`` column (one per fold) beside a copy of the
 spec that declares ``split: {column: split}`` and keeps ``data_root`` on the original files, and
-``pipelines.train.train`` fits and scores each copy. Nothing here trains by itself.
+``pipelines.training.train.train`` fits and scores each copy. Nothing here trains by itself.
 
 "Encoder alone with a linear head" is a single-modality DeepWe model with every fusion extra switched
 off (feature gates, modality attention, patient graph, contrastive and sparsity terms, modality
@@ -41,11 +41,11 @@ import yaml
 from benchmarks.command_line import output_path, part_parser
 from benchmarks.options import log_to_console
 from pipelines.api import checked_cohort
-from pipelines.cohort import Cohort, load_cohort
-from pipelines.importers import import_dataset
-from pipelines.json_values import json_text
-from pipelines.train import train
-from pipelines.train_config import TrainConfig
+from pipelines.cohorts.cohort_table import Cohort, load_cohort
+from pipelines.common.json_values import json_text
+from pipelines.sources.importers import import_dataset
+from pipelines.training.train import train
+from pipelines.training.train_config import TrainConfig
 
 log = logging.getLogger("deepwe.bench.unimodal")
 notes = logging.getLogger("benchmarks.notes")  # lines the suite prints under this part's tables
@@ -88,7 +88,7 @@ class Benchmark:
     Attributes:
         key: the name on the command line.
         title: the dataset as printed.
-        importer: the ``pipelines.importers`` name.
+        importer: the ``pipelines.sources.importers`` name.
         source: the importer's source, relative to the shared data folder.
         options: keyword options of the importer.
         method: the modality and encoder as printed.

@@ -1,6 +1,6 @@
 """How long ``deepwe validate --skip-file-headers`` takes, and how much memory, at 50k and 500k rows.
 
-The cohort is a small synthetic one (``pipelines.synth.generate_cohort``, 40 patients with their
+The cohort is a small synthetic one (``pipelines.sources.synth.generate_cohort``, 40 patients with their
 files) whose table rows are repeated under new patient ids up to the row count, so every file cell
 points at a real file and the table has the shape of a large registry extract. Each size is
 validated in a fresh process, which reports its own wall time and peak resident memory
@@ -24,7 +24,7 @@ TEMPLATE_PATIENTS = 40
 
 def build_cohort(folder: Path, rows: int, *, seed: int = 0) -> Path:
     """A cohort of ``rows`` rows in ``folder`` (the template's files, its rows repeated); returns the spec."""
-    from pipelines.synth import generate_cohort
+    from pipelines.sources.synth import generate_cohort
 
     spec = folder / "cohort.yaml"
     table_path = folder / "cohort.csv"
@@ -43,7 +43,7 @@ def _measure(spec: Path) -> dict[str, float]:
     """Validate ``spec`` in a fresh process; its wall seconds, peak RSS (MB) and problem count."""
     child = (
         "import json, resource, sys, time\n"
-        "from pipelines.validate import validate_cohort\n"
+        "from pipelines.cohorts.validate import validate_cohort\n"
         "t = time.perf_counter()\n"
         "report = validate_cohort(sys.argv[1], check_files=False)\n"
         "seconds = time.perf_counter() - t\n"

@@ -1,5 +1,6 @@
-"""The only package that knows all the others: cohorts, datasets, training, prediction, model
-bundles, dataset importers, synthetic cohorts and the ``deepwe`` command line.
+"""The only package that knows all the others, in stage sub-packages: ``cohorts``, ``sources``,
+``evaluation``, ``bundles``, ``training``, ``inference``, ``audit``, ``explanations``, ``reports``
+and the ``deepwe`` command line in ``cli`` (see docs/development.md for the layers).
 
 The Python API (see :mod:`pipelines.api`)::
 
@@ -18,19 +19,17 @@ Heavy modules load on first use so that ``deepwe --help`` stays quick.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 _LAZY = {
-    "Cohort": "pipelines.cohort",
-    "load_cohort": "pipelines.cohort",
+    "Cohort": "pipelines.cohorts.cohort_table",
+    "load_cohort": "pipelines.cohorts.cohort_table",
     "train": "pipelines.api",
-    "load_bundle": "pipelines.loading",
-    "Bundle": "pipelines.loading",
-    "TrainConfig": "pipelines.train_config",
-    "validate_cohort": "pipelines.validate",
-    "generate_cohort": "pipelines.synth",
+    "load_bundle": "pipelines.api",
+    "Bundle": "pipelines.bundles.loading",
+    "TrainConfig": "pipelines.training.train_config",
+    "validate_cohort": "pipelines.cohorts.validate",
+    "generate_cohort": "pipelines.sources.synth",
 }
 
 __all__ = list(_LAZY)
@@ -40,19 +39,3 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """``pipelines`` itself: its API names stay the API's when a submodule of the same name loads.
-
-    Importing ``pipelines.train`` would otherwise bind the module over ``pipelines.train``, the
-    function; the module stays reachable as ``from pipelines.train import ...``.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -1,6 +1,6 @@
 """The Python API behind every surface: training a cohort into a bundle, and a bundle's predictions,
 evaluation and explanations. The ``deepwe`` commands, the dashboard and the benchmarks call these
-functions; :class:`pipelines.loading.Bundle` offers them as methods for notebooks::
+functions; :class:`pipelines.bundles.loading.Bundle` offers them as methods for notebooks::
 
     from pipelines import Cohort, load_bundle, train
 
@@ -20,16 +20,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import torch
 
-from pipelines.cohort import Cohort
-from pipelines.spec_io import SpecError
-from pipelines.train_config import TrainConfig
+from pipelines.bundles import loading
+from pipelines.bundles.loading import Bundle
+from pipelines.cohorts.cohort_table import Cohort
+from pipelines.cohorts.spec_io import SpecError
+from pipelines.training.train_config import TrainConfig
 
 if TYPE_CHECKING:
-    from pipelines.evaluation import Evaluation
-    from pipelines.explaining import PatientExplanation
-    from pipelines.loading import Bundle
-    from pipelines.predict import PredictOptions
+    from pipelines.evaluation.evaluation import Evaluation
+    from pipelines.explanations.explaining import PatientExplanation
+    from pipelines.inference.batching import PredictOptions
 
 CohortLike = Cohort | str | Path
 """A :class:`Cohort`, or the path of a cohort spec (YAML) to load."""
@@ -59,8 +61,8 @@ def checked_cohort(cohort: CohortLike) -> Cohort:
     Raises:
         SpecError: every problem found, each with its file, row and column.
     """
-    from pipelines.prepare import validated_cohort
-    from pipelines.validate import validate_loaded
+    from pipelines.cohorts.prepare import validated_cohort
+    from pipelines.cohorts.validate import validate_loaded
 
     if not isinstance(cohort, Cohort):
         return validated_cohort(cohort)
@@ -77,7 +79,7 @@ def train(
     out: str | Path | None = None,
     device: str = "auto",
     progress: bool = False,
-) -> Bundle:
+) -> NotebookBundle:
     """Validate ``cohort``, train a DeepWe model on its training split and load the bundle written.
 
     Args:
@@ -94,9 +96,8 @@ def train(
         SpecError: the cohort does not validate.
         CohortError: the cohort cannot be trained on (one class, too few patients, an empty split).
     """
-    from pipelines.loading import load_bundle
-    from pipelines.train import pick_device
-    from pipelines.train import train as train_bundle
+    from pipelines.common.devices import pick_device
+    from pipelines.training.train import train as train_bundle
 
     checked = checked_cohort(cohort)
     folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="deepwe-")) / "model"
@@ -117,7 +118,7 @@ def compatible(bundle: Bundle, cohort: CohortLike) -> Cohort:
     Raises:
         SpecError: every column, id or spec problem that keeps the model from reading the cohort.
     """
-    from pipelines.predict import check_compatible, compatible_cohort
+    from pipelines.inference.batching import check_compatible, compatible_cohort
 
     if not isinstance(cohort, Cohort):
         return compatible_cohort(bundle, cohort)
@@ -141,9 +142,10 @@ def predict_table(
     Returns:
         One row per predicted patient: ``row``, ``patient_id``, ``status``, ``risk``, ``label``,
         ``probabilities`` (JSON), ``present_<m>``, ``weight_<m>``, ... (see
-        :func:`pipelines.predict.record_to_row`).
+        :func:`pipelines.inference.output_table.record_to_row`).
     """
-    from pipelines.predict import PredictOptions, iter_predictions, record_to_row
+    from pipelines.inference.batching import PredictOptions, iter_predictions
+    from pipelines.inference.output_table import record_to_row
 
     chosen = range(len(cohort.table)) if positions is None else positions
     records = iter_predictions(bundle, cohort, chosen, options or PredictOptions())
@@ -201,7 +203,7 @@ def evaluate(
     Raises:
         ValueError: the cohort has no outcome, or the predictions are not this cohort's.
     """
-    from pipelines.evaluation import evaluate_predictions
+    from pipelines.evaluation.evaluation import evaluate_predictions
 
     table = predict_table(bundle, cohort) if predictions is None else predictions
     return evaluate_predictions(
@@ -226,6 +228,67 @@ def explain(
         UnknownPatient: no row has that id.
         ValueError: the patient's row has no usable modality.
     """
-    from pipelines.explaining import explain_patient
+    from pipelines.explanations.explaining import explain_patient
 
     return explain_patient(bundle, cohort, patient_id, steps=steps, faithfulness=faithfulness)
+
+
+class NotebookBundle(Bundle):
+    """A loaded :class:`~pipelines.bundles.loading.Bundle` with the functions of this module as
+    methods, for notebooks::
+
+        bundle = load_bundle("runs/demo/model")
+        bundle.predict_proba(cohort)     # (N, C) DataFrame of calibrated probabilities, index = patient id
+        bundle.predict(cohort)           # (N,) labels at the bundle's decision threshold
+        bundle.evaluate(cohort)          # AUROC/AUPRC with intervals, calibration, subgroups
+        bundle.explain(cohort, "P-0001") # attributions, Shapley values and weights of one patient
+    """
+
+    def predictions(self, cohort: CohortLike) -> pd.DataFrame:
+        """The ``deepwe predict`` table of ``cohort``: one row per input row, in input order, with
+        status, calibrated risk, label, modality presence and weights, top features, neighbours.
+
+        Raises:
+            SpecError: the cohort lacks a modality or column the model reads, or repeats an id.
+        """
+        return predict_table(self, compatible(self, cohort))
+
+    def predict_proba(self, cohort: CohortLike) -> pd.DataFrame:
+        """(N, C) calibrated class probabilities, indexed by patient id, columns :attr:`classes`
+        (NaN on rows that could not be predicted; ``predictions`` says why)."""
+        loaded = compatible(self, cohort)
+        return class_probabilities(self, loaded, predict_table(self, loaded))
+
+    def predict(self, cohort: CohortLike) -> pd.Series:
+        """(N,) the predicted class per patient (at :attr:`threshold` when binary), indexed by
+        patient id; None on rows that could not be predicted."""
+        loaded = compatible(self, cohort)
+        return predicted_labels(loaded, predict_table(self, loaded))
+
+    def evaluate(
+        self,
+        cohort: CohortLike,
+        *,
+        predictions: pd.DataFrame | None = None,
+        split: str | None = "test",
+        n_boot: int = 1000,
+    ) -> Evaluation:
+        """Calibrated evaluation against the cohort's outcomes (see :func:`evaluate`)."""
+        return evaluate(self, compatible(self, cohort), predictions=predictions, split=split, n_boot=n_boot)
+
+    def explain(
+        self, cohort: CohortLike, patient_id: str, *, steps: int = 32, faithfulness: bool = False
+    ) -> PatientExplanation:
+        """One patient's explanation (see :func:`explain`)."""
+        return explain(self, compatible(self, cohort), patient_id, steps=steps, faithfulness=faithfulness)
+
+
+def load_bundle(path: str | Path, *, device: str | torch.device = "cpu") -> NotebookBundle:
+    """:func:`pipelines.bundles.loading.load_bundle`, with the notebook methods.
+
+    Raises:
+        BundleError: the bundle is altered, incomplete, of an unknown format, or its text model
+            differs from the one it was trained with.
+    """
+    loaded = loading.load_bundle(path, device=device)
+    return NotebookBundle(contents=loaded.contents, model=loaded.model, device=loaded.device)

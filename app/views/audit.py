@@ -12,8 +12,8 @@ import streamlit as st
 from app import charts, frames
 from app.resources import DashboardError, Served, predictions, show_page
 from pipelines.api import evaluate
-from pipelines.evaluation import Evaluation, GroupMetrics, Interval
-from pipelines.predict import token_modalities
+from pipelines.evaluation.evaluation import Evaluation, GroupMetrics, Interval
+from pipelines.inference.batching import token_modalities
 
 SPLITS = {"test": "test", "validation": "val", "training": "train", "every labelled patient": None}
 BOOTSTRAP = 300  # resamples per interval: enough for a screen; `deepwe evaluate` uses more

@@ -13,10 +13,11 @@ from pathlib import Path
 import streamlit as st
 
 from app.resources import DashboardError, Served, model_lock, show_page
-from pipelines.bundle import BundleError
-from pipelines.cohort import load_cohort
-from pipelines.predict import PredictOptions, predict_cohort
-from pipelines.spec_io import SpecError
+from pipelines.bundles.bundle_io import BundleError
+from pipelines.cohorts.cohort_table import load_cohort
+from pipelines.cohorts.spec_io import SpecError
+from pipelines.inference.batching import PredictOptions
+from pipelines.inference.predict import predict_cohort
 
 RESULT_KEY = "_deepwe_batch"
 FORMATS = {"parquet": "application/octet-stream", "csv": "text/csv"}

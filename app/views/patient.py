@@ -23,8 +23,8 @@ from app.resources import (
     show_page,
 )
 from data_schemas import PredictionRecord
-from pipelines.cohort import is_missing
-from pipelines.explaining import SELECTED_ABOVE, ModalityExplanation, PatientExplanation
+from pipelines.cohorts.cohort_table import is_missing
+from pipelines.explanations.explaining import SELECTED_ABOVE, ModalityExplanation, PatientExplanation
 
 SELECTOR_KEY = "deepwe_patient"
 _SEEN_KEY = "_deepwe_patient_from_url"

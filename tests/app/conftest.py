@@ -14,11 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.loading import Bundle, load_bundle
-from pipelines.predict import predict_cohort, read_predictions
-from pipelines.synth import generate_cohort
-from pipelines.train import train
-from pipelines.train_config import TrainConfig
+from pipelines.bundles.loading import Bundle, load_bundle
+from pipelines.inference.output_table import read_predictions
+from pipelines.inference.predict import predict_cohort
+from pipelines.sources.synth import generate_cohort
+from pipelines.training.train import train
+from pipelines.training.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "app" / "dashboard.py"

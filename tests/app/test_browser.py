@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cohort import load_cohort
-from pipelines.explaining import patient_position
-from pipelines.predict import PredictOptions, iter_predictions, read_predictions
+from pipelines.cohorts.cohort_table import load_cohort
+from pipelines.explanations.explaining import patient_position
+from pipelines.inference.batching import PredictOptions, iter_predictions
+from pipelines.inference.output_table import read_predictions
 from tests.processes import stop_process_group
 
 CHROMIUM = Path("/usr/bin/chromium")

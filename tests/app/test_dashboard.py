@@ -10,10 +10,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.settings import DashboardSettings, SettingsError, parse_settings
-from pipelines.cohort import load_cohort
-from pipelines.evaluation import evaluate_predictions
-from pipelines.explaining import patient_position
-from pipelines.predict import PredictOptions, iter_predictions, read_predictions
+from pipelines.cohorts.cohort_table import load_cohort
+from pipelines.evaluation.evaluation import evaluate_predictions
+from pipelines.explanations.explaining import patient_position
+from pipelines.inference.batching import PredictOptions, iter_predictions
+from pipelines.inference.output_table import read_predictions
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
 FIRST_RUN_TIMEOUT = 180  # the first run of a session loads the bundle and may explain a patient

@@ -8,7 +8,7 @@ import gzip
 import pytest
 
 from benchmarks.import_scale import scale_up
-from pipelines.importers import import_dataset
+from pipelines.sources.importers import import_dataset
 from tests.conftest import SHARED_DATA
 
 DEMO = SHARED_DATA / "mimic-iv-demo-2.2"

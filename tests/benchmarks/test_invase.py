@@ -23,8 +23,8 @@ from benchmarks.invase import (
     tpr_fdr,
     write_cohort,
 )
-from pipelines.metrics import auroc
-from pipelines.validate import validate_cohort
+from pipelines.cohorts.validate import validate_cohort
+from pipelines.evaluation.metrics import auroc
 
 EXPECTED = {  # 0-based relevant features where X11 < 0, and where X11 >= 0
     "syn1": ({0, 1}, {0, 1}),

@@ -21,7 +21,7 @@ from benchmarks.quality_p12 import (
 )
 from benchmarks.suite import validate_row
 from deepwe_mm.config import ABLATIONS
-from pipelines.train_config import TrainConfig
+from pipelines.training.train_config import TrainConfig
 
 
 def _fold(deepwe: float, gb: float, ablation: float) -> dict[str, dict[str, float]]:

@@ -35,8 +35,8 @@ from benchmarks.quality_synth import (
     single,
 )
 from benchmarks.suite import validate_row
-from pipelines.metrics import auroc
-from pipelines.synth import SIGNAL_WEIGHTS
+from pipelines.evaluation.metrics import auroc
+from pipelines.sources.synth import SIGNAL_WEIGHTS
 
 TRUTH = dict(SIGNAL_WEIGHTS)  # labs 1.5, notes 1.35, cxr = vitals 1.2, pcg = ecg 0.9
 

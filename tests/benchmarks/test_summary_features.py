@@ -20,9 +20,9 @@ from benchmarks.summary_features import (
     text_summary,
     waveform_summary,
 )
-from pipelines.cohort import load_cohort
-from pipelines.importers import import_dataset
-from pipelines.synth import generate_cohort
+from pipelines.cohorts.cohort_table import load_cohort
+from pipelines.sources.importers import import_dataset
+from pipelines.sources.synth import generate_cohort
 
 P12_RECORDS = ("132539", "132540", "132541")
 

@@ -27,9 +27,9 @@ from benchmarks.unimodal import (
     write_results,
 )
 from benchmarks.unimodal import run as unimodal_part
-from pipelines.cohort import load_cohort
-from pipelines.importers import import_dataset
-from pipelines.validate import validate_loaded
+from pipelines.cohorts.cohort_table import load_cohort
+from pipelines.cohorts.validate import validate_loaded
+from pipelines.sources.importers import import_dataset
 
 LABELS = ["1"] * 13 + ["0"] * 44  # odd sizes, imbalanced like the real outcomes
 

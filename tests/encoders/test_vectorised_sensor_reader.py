@@ -15,7 +15,7 @@ import pytest
 
 from encoders.readers.sensor import _EDGE_EPS, read_sensor
 from encoders.readers.tabular import FLOAT32_MAX
-from pipelines.synth_files import VITAL_CHANNELS, write_vitals
+from pipelines.sources.synth_files import VITAL_CHANNELS, write_vitals
 from tests.conftest import shared_file
 
 HOUR = 3600.0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from explain import figures, highlight
-from explain.report import (
+from explain.report_html import (
     TRIPOD_AI_ITEMS,
     Figure,
     RawHtml,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipelines.bundle import sha256_file
+from pipelines.bundles.bundle_io import sha256_file
 
 
 def rehash(folder: Path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.synth import generate_cohort
-from pipelines.train import train
-from pipelines.train_config import TrainConfig
+from pipelines.sources.synth import generate_cohort
+from pipelines.training.train import train
+from pipelines.training.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = TrainConfig.from_yaml(REPO / "configs" / "tiny.yaml")
@@ -50,7 +50,7 @@ def bundle_path(cohort_60: Path) -> Path:
 @pytest.fixture(scope="module")
 def bundle(bundle_path: Path):
     """``bundle_path`` loaded (once per test module)."""
-    from pipelines.loading import load_bundle
+    from pipelines.api import load_bundle
 
     return load_bundle(bundle_path)
 

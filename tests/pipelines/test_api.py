@@ -14,11 +14,11 @@ from safetensors.torch import load_file
 
 import pipelines
 from pipelines.api import predict_table
-from pipelines.cohort import Cohort, assign_split, load_cohort
-from pipelines.evaluation import evaluate_predictions
-from pipelines.explaining import UnknownPatient
-from pipelines.spec_io import SpecError
-from pipelines.train import train as train_to_folder
+from pipelines.cohorts.cohort_table import Cohort, assign_split, load_cohort
+from pipelines.cohorts.spec_io import SpecError
+from pipelines.evaluation.evaluation import evaluate_predictions
+from pipelines.explanations.explaining import UnknownPatient
+from pipelines.training.train import train as train_to_folder
 
 from .conftest import TINY
 
@@ -29,17 +29,17 @@ def _csv(spec_path: Path) -> pd.DataFrame:
 
 def test_the_package_exports_the_api_even_after_its_submodules_load() -> None:
     import pipelines.api
-    import pipelines.cohort
-    import pipelines.loading
-    import pipelines.train  # a submodule named like the API function
+    import pipelines.bundles.loading
+    import pipelines.cohorts.cohort_table
+    import pipelines.training.train  # the module of the function behind the API's train
     from pipelines import Cohort as exported_cohort
     from pipelines import load_bundle, load_cohort, train
 
     assert train is pipelines.api.train
     assert pipelines.train is pipelines.api.train
     assert exported_cohort is Cohort
-    assert load_cohort is pipelines.cohort.load_cohort
-    assert load_bundle is pipelines.loading.load_bundle
+    assert load_cohort is pipelines.cohorts.cohort_table.load_cohort
+    assert load_bundle is pipelines.api.load_bundle
 
 
 def test_a_frame_cohort_reads_the_same_records_as_the_cohort_on_disk(cohort_60: Path) -> None:

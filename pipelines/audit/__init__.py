@@ -1,0 +1,1 @@
+"""The hash-chained prediction audit log: writing, verifying and replaying it."""

@@ -1,0 +1,127 @@
+"""The multimodal model: one encoder per modality feeding the DeepWe fusion core.
+
+``pipelines`` is the only place that knows both the encoders and the fusion core; the core sees
+tokens and present flags, never encoder classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from deepwe_mm import DeepWe, DeepWeConfig, DeepWeEnsemble, DeepWeOutput
+from encoders import create_encoder
+from encoders.base import ModalityEncoder
+from encoders.tokens import Tokens
+from pipelines.cohorts.dataset import Batch
+
+
+class MultimodalModel(nn.Module):
+    """Encoders (``nn.ModuleDict`` by modality) + :class:`DeepWe`.
+
+    Args:
+        encoders: modality name -> encoder, in the spec's order.
+        core: the fusion core, configured for the same modalities and token widths.
+    """
+
+    def __init__(self, encoders: Mapping[str, ModalityEncoder], core: DeepWe | DeepWeEnsemble) -> None:
+        super().__init__()
+        if tuple(encoders) != core.config.modalities:
+            raise ValueError(
+                f"encoders {list(encoders)} do not match the core's {list(core.config.modalities)}"
+            )
+        self.encoders = nn.ModuleDict(encoders)
+        self.core = core
+
+    def tokens(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """Token values (B, T_m, D), masks (B, T_m) and present flags (B,) per modality."""
+        values, masks = {}, {}
+        for name, encoder in self.encoders.items():
+            tokens = encoder(batch.inputs[name])
+            values[name], masks[name] = tokens.values, tokens.mask
+        return values, masks, batch.present()
+
+    def forward(self, batch: Batch) -> DeepWeOutput:
+        if self.training:  # the patient graph may read other training patients' outcomes
+            return self.core(*self.tokens(batch), labels=batch.labels, ids=batch.indices)
+        return self.core(*self.tokens(batch))
+
+    def embed(self, batch: Batch) -> Tensor:
+        """(B, H) fused embeddings before the patient graph (rows of the reference cohort)."""
+        return self.core.embed(*self.tokens(batch))
+
+
+def set_numeric_edges(model: MultimodalModel, preprocessing: Mapping[str, Any]) -> None:
+    """Give each encoder's numerical embedding the quantile bin edges fitted on the training split
+    (they then travel with the weights)."""
+    for name, edges in preprocessing.get("numeric_edges", {}).items():
+        encoder = model.encoders[name]
+        embedding = getattr(encoder, "numeric_embedding", None) or getattr(encoder, "statistics", None)
+        if embedding is not None:
+            embedding.set_edges(np.asarray(edges, dtype=np.float32))
+
+
+def build_model(
+    encoders: Mapping[str, Mapping[str, Any]], fusion: Mapping[str, Any], ensemble: int = 1
+) -> MultimodalModel:
+    """Rebuild a model from the ``encoders`` settings and the fusion config dict of ``config.json``,
+    with ``ensemble`` members when it is more than 1."""
+
+    def member() -> MultimodalModel:
+        built = {name: create_encoder(s["encoder"], **s["config"]) for name, s in encoders.items()}
+        return MultimodalModel(built, DeepWe(DeepWeConfig.from_dict(fusion)))
+
+    if ensemble < 1:
+        raise ValueError(f"ensemble must be >= 1, got {ensemble}")
+    return member() if ensemble == 1 else ensemble_model([member() for _ in range(ensemble)])
+
+
+class EnsembleEncoder(ModalityEncoder):
+    """The encoders of one modality across ensemble members, side by side.
+
+    Every member collates the same way, so the first one collates; ``forward`` concatenates the
+    members' token values along the width (B, T, k · D), which :class:`deepwe_mm.DeepWeEnsemble`
+    splits again. Attributes it does not have (``config``, ``statistics``, ``mel``...) are the first
+    member's, so explanations find the inputs they attribute to.
+    """
+
+    def __init__(self, members: list[ModalityEncoder]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.kind = members[0].kind
+        self.config = members[0].config
+        self.out_dim = members[0].out_dim * len(members)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["members"][0], name)
+
+    def collate(self, samples):
+        return self.members[0].collate(samples)
+
+    def forward(self, batch):
+        tokens = [member(batch) for member in self.members]
+        values = torch.cat([t.values for t in tokens], dim=-1)
+        return Tokens(values=values, mask=tokens[0].mask, names=tokens[0].names)
+
+
+def ensemble_model(members: list[MultimodalModel]) -> MultimodalModel:
+    """One model whose logits are the mean of ``members``' (same settings, different seeds)."""
+    names = list(members[0].encoders)
+    encoders = {name: EnsembleEncoder([m.encoders[name] for m in members]) for name in names}
+    return MultimodalModel(encoders, DeepWeEnsemble([m.core for m in members]))
+
+
+def text_model_identity(model: MultimodalModel) -> dict[str, dict[str, str]]:
+    """Per text modality, the language model folder and the sha256 of its weights (preprocessing.json)."""
+    return {
+        name: {"model_dir": encoder.model_dir, "weights_sha256": encoder.weights_sha256()}
+        for name, encoder in model.encoders.items()
+        if encoder.kind == "text"
+    }

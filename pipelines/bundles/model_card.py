@@ -1,0 +1,104 @@
+"""The bundle's ``model_card.md``: intended use, data, metrics and limitations, in plain Markdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from data_schemas import CohortSpec
+from pipelines.cohorts.cohort_table import split_unit
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def render_model_card(
+    spec: CohortSpec, prepared: Any, metrics: dict[str, Any], calibration: dict[str, Any], config: Any
+) -> str:
+    """A model card in Markdown. It names the cohort and its columns, never a patient."""
+    outcome = spec.outcome
+    sizes = metrics["split_sizes"]
+    lines = [
+        f"# Model card: DeepWe-MM model for `{outcome.column}` on cohort `{spec.name}`",
+        "",
+        "## Intended use",
+        "",
+        f"Predicts `{outcome.column}` ({outcome.task}, classes {', '.join(prepared.classes)}) for patients "
+        f"like those of cohort `{spec.name}`, as decision support for clinicians. It is not a diagnosis, "
+        "it is not validated outside this cohort's population, and every prediction should be read with "
+        "its explanation.",
+        "",
+        "## Data",
+        "",
+        f"- Modalities: {', '.join(f'{n} ({m.kind})' for n, m in spec.modalities.items())}",
+        f"- Patients: train {sizes['train']}, validation {sizes['val']}, test {sizes['test']}; "
+        f"{prepared.unlabelled} unlabelled rows not used",
+        f"- Preprocessing fitted on the training split only; the split is {split_unit(spec)}",
+        *data_notes(prepared.preprocessing),
+        "",
+        "## Performance",
+        "",
+        "| split | "
+        + " | ".join(k for k in ("auroc", "auprc", "brier", "ece", "n") if k in metrics["val"])
+        + " |",
+        "|---|" + "---|" * len([k for k in ("auroc", "auprc", "brier", "ece", "n") if k in metrics["val"]]),
+    ]
+    for split in ("val_uncalibrated", "val", "test"):
+        if split in metrics:
+            keys = [k for k in ("auroc", "auprc", "brier", "ece", "n") if k in metrics[split]]
+            lines.append(f"| {split} | " + " | ".join(_fmt(metrics[split][k]) for k in keys) + " |")
+    lines += [
+        "",
+        f"Calibration: temperature {calibration['temperature']:.3f} and positive-logit shift "
+        f"{calibration.get('logit_shift', 0.0):+.3f} fitted on the validation split "
+        "(the shift is folded into the output layer's bias).",
+    ]
+    if "threshold" in calibration:
+        t = calibration["threshold"]
+        lines.append(
+            f"Decision threshold {t['value']:.3f} ({t['rule']}); validation sensitivity "
+            f"{_fmt(t['val_sensitivity'])}, specificity {_fmt(t['val_specificity'])}."
+        )
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- Test figures come from one split of one cohort; expect lower performance at other sites.",
+        "- Missing modalities are handled by masking; patterns unseen in training may behave differently.",
+        "- The reference cohort of the patient graph holds training patients' embeddings under "
+        "pseudonymous ids; it is part of the model.",
+        "",
+        f"Training: {metrics['epochs_run']} epochs (best {metrics['best_epoch']}), batch {config.batch_size}, "
+        f"learning rate {config.lr}, seed {config.seed}"
+        + (
+            f"; an ensemble of {config.ensemble} models (seeds {config.seed}..{config.seed + config.ensemble - 1}) "
+            "whose logits are averaged."
+            if config.ensemble > 1
+            else "."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def data_notes(preprocessing: dict[str, Any]) -> list[str]:
+    """Markdown bullets: inputs never observed in training (ignored) and implausible training values
+    (clipped at the training quantiles), per modality. Shown in the model card and after training."""
+    lines = []
+    for name, dropped in preprocessing.get("never_observed", {}).items():
+        if dropped:
+            lines.append(f"- `{name}`: never observed in training, so ignored: {', '.join(dropped)}")
+    for name, stats in preprocessing.get("sensor", {}).items():
+        if stats.get("never_observed"):
+            lines.append(
+                f"- `{name}`: channels never observed in training, so ignored: {', '.join(stats['never_observed'])}"
+            )
+    for name, counts in preprocessing.get("implausible", {}).items():
+        if counts:
+            shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:10])
+            lines.append(
+                f"- `{name}`: {sum(counts.values())} training values far outside their variable's range "
+                f"(more than 10 inter-quartile ranges; clipped at the training quantiles): {shown}"
+                + (" ..." if len(counts) > 10 else "")
+            )
+    return lines

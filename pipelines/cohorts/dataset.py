@@ -1,0 +1,351 @@
+"""From cohort rows to model batches: reading files per modality and collating them per encoder.
+
+Reading happens in ``CohortDataset.__getitem__`` (DataLoader workers); a file that cannot be read
+fails its modality, not the batch: the sample records the reason and the modality is treated as
+missing. Collation asks each modality's encoder to batch its samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data_schemas import CohortSpec, PatientRecord
+from data_schemas.cohort import (
+    AudioModality,
+    ImageModality,
+    SensorModality,
+    TextModality,
+)
+from encoders.readers import (
+    ReaderError,
+    SensorArray,
+    TabularArrays,
+    inline_text,
+    read_audio,
+    read_image,
+    read_sensor,
+    read_text,
+)
+from encoders.sensor_variables import SeriesStatistics, series_statistics
+from encoders.tokens import EncoderBatch
+from pipelines.cohorts.decoded_cache import decoded
+
+UNLABELLED = -1
+
+
+@dataclass
+class PatientSample:
+    """One patient's inputs after reading: ``inputs[m]`` is None when modality m is missing or failed.
+
+    ``errors[m]`` says why modality m failed; ``skipped[m]`` counts, per reason, the lines of m's
+    file that were skipped while the rest was read; ``refused`` says why the whole row is refused
+    (a path escaping the data root), else None.
+    """
+
+    index: int
+    row: int
+    patient_id: str
+    label: int
+    inputs: dict[str, Any]
+    errors: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    refused: str | None = None
+
+
+@dataclass
+class Batch:
+    """A collated batch.
+
+    Attributes:
+        inputs: modality -> :class:`EncoderBatch` (its ``present`` (B,) says who has the modality).
+        labels: (B,) long class indices, -1 for unlabelled patients.
+        indices: (B,) long positions in the dataset.
+        rows: 1-based table rows.
+        patient_ids: the patients' ids.
+        errors: per patient, modality -> reason for each file that could not be read.
+    """
+
+    inputs: dict[str, EncoderBatch]
+    labels: torch.Tensor
+    indices: torch.Tensor
+    rows: list[int]
+    patient_ids: list[str]
+    errors: list[dict[str, str]]
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            inputs={name: batch.to(device) for name, batch in self.inputs.items()},
+            labels=self.labels.to(device),
+            indices=self.indices.to(device),
+            rows=self.rows,
+            patient_ids=self.patient_ids,
+            errors=self.errors,
+        )
+
+    def present(self) -> dict[str, torch.Tensor]:
+        """Modality -> (B,) bool present flags."""
+        return {name: batch.present for name, batch in self.inputs.items()}
+
+
+def label_index(spec: CohortSpec, classes: Sequence[str]) -> Callable[[str | None], int]:
+    """Map a canonical outcome label to a class index (binary: 1 = the positive class)."""
+    if spec.outcome is None:
+        return lambda label: UNLABELLED
+    if spec.outcome.task == "binary":
+        positive = spec.outcome.positive_label()
+        return lambda label: UNLABELLED if label is None else int(label == positive)
+    lookup = {label: i for i, label in enumerate(classes)}
+    return lambda label: UNLABELLED if label is None else lookup[label]
+
+
+MAX_STANDARD_SCORE = 1e4
+"""A standardised value beyond this many training standard deviations is read as unobserved: no
+measurement lies that far out, and it would overflow the model's float32 arithmetic."""
+SKIP_FAR_OUT = f"value more than {MAX_STANDARD_SCORE:g} training SDs from the mean (read as unobserved)"
+
+
+def _observed_scores(
+    array: SensorArray, stats: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standard scores of the observed cells only (a long grid is mostly unobserved).
+
+    Returns:
+        ``cells`` (K,) flat indices of the observed cells of the (T, C) grid, their standard scores
+        (K,) float64 against the training mean and std, and ``far`` (K,): the scores more than
+        :data:`MAX_STANDARD_SCORE` SDs out.
+    """
+    mean = np.asarray(stats["mean"], dtype=np.float64)
+    std = np.asarray(stats["std"], dtype=np.float64)
+    cells = array.cells()
+    channel = cells % array.observed.shape[1]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        scores = (array.values.reshape(-1)[cells].astype(np.float64) - mean[channel]) / std[channel]
+    return cells, scores, ~(np.abs(scores) <= MAX_STANDARD_SCORE)
+
+
+def _counted(array: SensorArray, far: np.ndarray) -> dict[str, int]:
+    return {**array.skipped, SKIP_FAR_OUT: int(far.sum())} if far.any() else dict(array.skipped)
+
+
+def standardise(array: SensorArray, stats: Mapping[str, Any]) -> SensorArray:
+    """Observed values minus the training mean, over the training std, per channel (0 elsewhere).
+
+    An observed value more than :data:`MAX_STANDARD_SCORE` SDs out becomes unobserved and is counted
+    in ``skipped``.
+    """
+    cells, scores, far = _observed_scores(array, stats)
+    values = np.zeros(array.values.size, dtype=np.float32)
+    values[cells[~far]] = scores[~far]
+    observed = array.observed.copy()
+    observed.reshape(-1)[cells[far]] = False
+    values = values.reshape(array.values.shape)
+    return replace(
+        array, values=values, observed=observed, skipped=_counted(array, far), observed_cells=cells[~far]
+    )
+
+
+def without_far_values(array: SensorArray, stats: Mapping[str, Any]) -> SensorArray:
+    """``array`` in its own units with the values :func:`standardise` would refuse made unobserved
+    (and counted in ``skipped``)."""
+    cells, _, far = _observed_scores(array, stats)
+    if not far.any():
+        return array
+    values, observed = array.values.copy(), array.observed.copy()
+    values.reshape(-1)[cells[far]] = 0.0
+    observed.reshape(-1)[cells[far]] = False
+    return replace(
+        array, values=values, observed=observed, skipped=_counted(array, far), observed_cells=cells[~far]
+    )
+
+
+def file_reader(
+    modality: TextModality | ImageModality | AudioModality | SensorModality,
+    stats: Mapping[str, Any] | None = None,
+) -> Callable[[str], Any]:
+    """The reader that turns one file of ``modality`` into its encoder's sample.
+
+    Args:
+        stats: for a sensor modality, the per-channel ``mean`` and ``std`` fitted on training files.
+    """
+    if modality.kind == "text":
+        return lambda path: decoded("text", path, lambda p: read_text(p).text)
+    if modality.kind == "image":
+        return lambda path: decoded("image", path, read_image)
+    if modality.kind == "audio":
+        how = ("audio", modality.sample_rate, modality.duration_s)
+        return lambda path: decoded(
+            how,
+            path,
+            lambda p: read_audio(p, sample_rate=modality.sample_rate, duration_s=modality.duration_s),
+        )
+    if stats is None:
+        raise ValueError("a sensor reader needs the training split's channel statistics")
+    if stats.get("tokens") == "variables":
+        untrained = [modality.channels.index(c) for c in stats.get("never_observed", [])]
+        return lambda path: without_channels(read_series_statistics(path, modality, stats), untrained)
+    return lambda path: standardise(read_sensor_file(path, modality), stats)
+
+
+def without_channels(statistics: SeriesStatistics, channels: Sequence[int]) -> SeriesStatistics:
+    """``statistics`` with ``channels`` masked: channels never observed in training are ignored,
+    since their embeddings were never trained."""
+    if not channels:
+        return statistics
+    observed = statistics.observed.copy()
+    observed[list(channels)] = False
+    values = np.where(observed, statistics.values, 0.0).astype(np.float32)
+    return replace(statistics, values=values, observed=observed)
+
+
+def read_series_statistics(
+    path: str, modality: SensorModality, stats: Mapping[str, Any] | None = None
+) -> SeriesStatistics:
+    """The per-channel statistics of a sensor file (raw units), for per-variable sensor tokens.
+
+    With the training ``stats``, values :func:`standardise` would refuse are left out first. The
+    lines, cells and values skipped while reading are kept in ``skipped``.
+    """
+    array = read_sensor_file(path, modality)
+    if stats is not None:
+        array = without_far_values(array, stats)
+    return replace(series_statistics(array), skipped=dict(array.skipped))
+
+
+def read_sensor_file(path: str, modality: SensorModality) -> SensorArray:
+    """Read a sensor file onto the grid its modality's spec describes (raw units)."""
+    how = ("sensor", tuple(modality.channels or ()), modality.rate_hz, modality.time_column)
+    how += (modality.time_unit, modality.duration_s, tuple(modality.summed_channels), modality.max_file_mb)
+    return decoded(how, path, lambda p: _read_sensor_grid(p, modality))
+
+
+def _read_sensor_grid(path: str, modality: SensorModality) -> SensorArray:
+    return read_sensor(
+        path,
+        channels=modality.channels,
+        rate_hz=modality.rate_hz,
+        time_column=modality.time_column,
+        time_unit=modality.time_unit,
+        duration_s=modality.duration_s,
+        summed=modality.summed_channels,
+        max_bytes=round(modality.max_file_mb * 1_000_000),
+    )
+
+
+class CohortDataset(Dataset):
+    """Patients of a cohort, read on demand.
+
+    Args:
+        spec: the cohort spec.
+        records: the patients, in order.
+        labels: (N,) class index per record, -1 when unlabelled.
+        tabular: per tabular modality, the preprocessed arrays of these records (row i = record i).
+        sensor_stats: per sensor modality, the channel statistics fitted on the training split.
+        on_bad_file: ``"missing"`` treats an unreadable file as a missing modality (with the reason
+            kept in ``PatientSample.errors``); ``"error"`` raises the :class:`ReaderError`.
+        keep_statistics: keep each file's series statistics (a few hundred numbers) after its first
+            read, so that training reads such a file once, not once per epoch. Off for prediction,
+            which reads each row once and must see the bytes on disk at that moment.
+    """
+
+    def __init__(
+        self,
+        spec: CohortSpec,
+        records: Sequence[PatientRecord],
+        labels: np.ndarray,
+        tabular: Mapping[str, TabularArrays],
+        *,
+        sensor_stats: Mapping[str, Mapping[str, Any]] | None = None,
+        on_bad_file: str = "missing",
+        keep_statistics: bool = False,
+    ) -> None:
+        if on_bad_file not in ("missing", "error"):
+            raise ValueError(f"on_bad_file must be 'missing' or 'error', got {on_bad_file!r}")
+        self.spec = spec
+        self.records = list(records)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.tabular = dict(tabular)
+        self.on_bad_file = on_bad_file
+        stats = sensor_stats or {}
+        self.readers = {name: file_reader(m, stats.get(name)) for name, m in spec.file_modalities().items()}
+        self._kept_statistics: dict[tuple[str, str], SeriesStatistics] | None = (
+            {} if keep_statistics else None
+        )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> PatientSample:
+        record = self.records[index]
+        inputs: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        skipped: dict[str, dict[str, int]] = {}
+        for name, modality in self.spec.modalities.items():
+            if modality.kind == "tabular":
+                inputs[name] = self._tabular_row(name, index)
+            elif modality.kind == "text" and modality.inline:
+                text = record.texts.get(name)
+                inputs[name] = None if text is None else inline_text(text).text
+            else:
+                inputs[name] = self._read_file(name, record.paths.get(name), errors)
+                if getattr(inputs[name], "skipped", None):
+                    skipped[name] = dict(inputs[name].skipped)
+        label = int(self.labels[index])
+        return PatientSample(index, record.row, record.patient_id, label, inputs, errors, skipped)
+
+    def _tabular_row(self, name: str, index: int) -> dict[str, np.ndarray] | None:
+        arrays = self.tabular[name]
+        missing = arrays.numeric_missing[index]
+        codes = arrays.categorical[index]
+        if missing.all() and (codes == 0).all():
+            return None
+        return {"numeric": arrays.numeric[index], "numeric_missing": missing, "categorical": codes}
+
+    def _read_file(self, name: str, path: str | None, errors: dict[str, str]) -> Any:
+        if path is None:
+            return None
+        kept = self._kept_statistics
+        if kept is not None and (name, path) in kept:
+            return kept[name, path]
+        try:
+            decoded = self.readers[name](path)
+            if kept is not None and isinstance(decoded, SeriesStatistics):
+                kept[name, path] = decoded
+            return decoded
+        except ReaderError as error:
+            if self.on_bad_file == "error":
+                raise
+            errors[name] = error.reason  # the reason only: file names can carry patient ids
+        except (OSError, ValueError, RuntimeError, MemoryError) as error:
+            # A reader bug or an exotic file must fail this modality, not the whole run.
+            if self.on_bad_file == "error":
+                raise ReaderError(path, f"could not be read ({error.__class__.__name__})") from error
+            errors[name] = f"could not be read ({error.__class__.__name__})"
+        return None
+
+
+class PatientCollator:
+    """Collate :class:`PatientSample` lists into a :class:`Batch`, one encoder ``collate`` per modality."""
+
+    def __init__(self, encoders: Mapping[str, Any]) -> None:
+        self.encoders = dict(encoders)
+
+    def __call__(self, samples: Sequence[PatientSample]) -> Batch:
+        with torch.no_grad():
+            inputs = {
+                name: encoder.collate([s.inputs[name] for s in samples])
+                for name, encoder in self.encoders.items()
+            }
+        return Batch(
+            inputs=inputs,
+            labels=torch.tensor([s.label for s in samples], dtype=torch.long),
+            indices=torch.tensor([s.index for s in samples], dtype=torch.long),
+            rows=[s.row for s in samples],
+            patient_ids=[s.patient_id for s in samples],
+            errors=[s.errors for s in samples],
+        )

@@ -1,0 +1,342 @@
+"""A persistent, content-addressed cache of decoded input files, shared by every command.
+
+Validation, training, prediction, explanation, the dashboard and the benchmarks read files through
+:func:`decoded`. A decoded file is stored once, as a safetensors file (arrays plus JSON metadata;
+never pickle), under a key made of
+
+- the sha256 of the file's bytes (for a WFDB header, also of the signal files it names),
+- :data:`READER_VERSION`, raised whenever a reader's output for the same bytes changes,
+- ``how``: the reader and every setting that shapes its output (channels, grid rate, ...).
+
+So a changed file, reader or setting is a miss, never a stale hit. Every entry carries the sha256
+of its own content; an entry that does not match it (a torn copy, a flipped bit) is deleted and the
+file decoded again. Entries are written to a temporary file and renamed into place, so concurrent
+writers (two ``deepwe predict`` processes, DataLoader workers) leave one whole entry and a reader
+never sees half of one. The folder's size is bounded: past the bound the least recently used
+entries go.
+
+Where it lives: ``--cache-dir`` on the command line, else ``$DEEPWE_CACHE_DIR``, else
+``$XDG_CACHE_HOME/deepwe`` (``~/.cache/deepwe``). ``DEEPWE_CACHE_DIR=off`` turns it off. The bound is
+``$DEEPWE_CACHE_MAX_MB`` (default 4096).
+
+Inside :func:`keep_decoded_files` decoded values are also kept in memory, for runs that read the
+same files many times in one process (cross-validation folds, ablations).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipelines.cohorts.decoded_codecs import CODECS, codec_for
+
+T = TypeVar("T")
+
+READER_VERSION = "1"
+ENV_DIR = "DEEPWE_CACHE_DIR"
+ENV_MAX_MB = "DEEPWE_CACHE_MAX_MB"
+DEFAULT_MAX_MB = 4096
+OFF = ("off", "none", "no", "0")
+_SUFFIX = ".safetensors"
+_CHECKSUM = "__sha256__"
+_CODEC = "__codec__"
+
+
+@dataclass
+class CacheCounts:
+    """What this process's reads found in the cache."""
+
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0
+
+    @property
+    def hit_rate(self) -> float | None:
+        """Share of reads served from the cache; None before any read."""
+        total = self.hits + self.misses
+        return self.hits / total if total else None
+
+    def since(self, earlier: CacheCounts) -> CacheCounts:
+        """The reads made after ``earlier`` was copied from these counts."""
+        return CacheCounts(
+            self.hits - earlier.hits, self.misses - earlier.misses, self.corrupt - earlier.corrupt
+        )
+
+
+def default_folder() -> Path | None:
+    """The cache folder the environment asks for; None when the cache is turned off."""
+    chosen = os.environ.get(ENV_DIR, "").strip()
+    if chosen.lower() in OFF:
+        return None
+    if chosen:
+        return Path(chosen).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "deepwe"
+
+
+def default_max_bytes() -> int:
+    """The size bound the environment asks for, in bytes."""
+    text = os.environ.get(ENV_MAX_MB, "").strip()
+    try:
+        megabytes = float(text) if text else DEFAULT_MAX_MB
+    except ValueError:
+        raise ValueError(f"{ENV_MAX_MB} must be a number of megabytes, got {text!r}") from None
+    if not megabytes > 0:
+        raise ValueError(f"{ENV_MAX_MB} must be positive, got {text!r}")
+    return int(megabytes * 1_000_000)
+
+
+class DecodedCache:
+    """Decoded files on disk, keyed by content, reader version and reader settings.
+
+    Args:
+        folder: where entries live (created on first write).
+        max_bytes: size bound; past it the least recently used entries are evicted.
+    """
+
+    def __init__(self, folder: str | Path, max_bytes: int = DEFAULT_MAX_MB * 1_000_000) -> None:
+        self.folder = Path(folder)
+        self.max_bytes = int(max_bytes)
+        self.counts = CacheCounts()
+        self._written_since_check = 0
+
+    def key(self, how: Hashable, content_sha256: str) -> str:
+        """The entry name of content ``content_sha256`` decoded ``how``."""
+        text = json.dumps([READER_VERSION, repr(how), content_sha256])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def entry(self, key: str) -> Path:
+        return self.folder / "decoded" / key[:2] / f"{key}{_SUFFIX}"
+
+    def get_or_decode(self, how: Hashable, path: str | Path, decode: Callable[[str], T]) -> T:
+        """``decode(path)``, or the value stored from an earlier decode of the same bytes ``how``.
+
+        A file whose content cannot be hashed (absent, a folder) is decoded without the cache, so
+        the reader raises its own error for it. Values of a type no codec knows are not stored.
+        """
+        digest = content_sha256(path)
+        if digest is None:
+            return decode(str(path))
+        entry = self.entry(self.key(how, digest))
+        found = self._load(entry)
+        if found is not None:
+            self.counts.hits += 1
+            return found
+        self.counts.misses += 1
+        value = decode(str(path))
+        codec = codec_for(value)
+        # A file rewritten while it was decoded must not be stored under its old content's key.
+        if codec is not None and content_sha256(path) == digest:
+            self._store(entry, codec, value)
+        return value
+
+    def _load(self, entry: Path) -> Any | None:
+        try:
+            blob = entry.read_bytes()
+        except OSError:
+            return None
+        value = _unpack(blob)
+        if value is None:
+            self.counts.corrupt += 1
+            entry.unlink(missing_ok=True)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(entry)  # recently used: the last to be evicted
+        return value
+
+    def _store(self, entry: Path, codec: str, value: Any) -> None:
+        blob = _pack(codec, value)
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=_SUFFIX)
+            try:
+                with os.fdopen(handle, "wb") as out:
+                    out.write(blob)
+                os.replace(temporary, entry)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        except OSError:
+            return  # a full or read-only disk slows reading down; it must not fail it
+        self._written_since_check += len(blob)
+        if self._written_since_check * 20 >= self.max_bytes:
+            self.evict()
+
+    def size_bytes(self) -> int:
+        """Bytes held by the entries now in the folder."""
+        return sum(size for _, size, _ in self._entries())
+
+    def evict(self) -> int:
+        """Delete least recently used entries until the folder is under 80% of its bound.
+
+        Returns:
+            The number of entries deleted (0 while under the bound).
+        """
+        self._written_since_check = 0
+        entries = sorted(self._entries(), key=lambda item: item[2])
+        total = sum(size for _, size, _ in entries)
+        if total <= self.max_bytes:
+            return 0
+        removed = 0
+        for path, size, _ in entries:
+            if total <= 0.8 * self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+            removed += 1
+        return removed
+
+    def clear(self) -> int:
+        """Delete every entry (and stray temporary files). Returns the number of entries deleted."""
+        removed = 0
+        for path in self._files():
+            path.unlink(missing_ok=True)
+            removed += not path.name.startswith(".tmp-")
+        return removed
+
+    def _files(self) -> Iterator[Path]:
+        root = self.folder / "decoded"
+        if root.is_dir():
+            yield from root.glob(f"*/*{_SUFFIX}")
+            yield from root.glob(f"*/.tmp-*{_SUFFIX}")
+
+    def _entries(self) -> Iterator[tuple[Path, int, float]]:
+        """(path, size, last use) of each entry."""
+        for path in self._files():
+            if path.name.startswith(".tmp-"):
+                continue
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            yield path, info.st_size, info.st_mtime
+
+
+def _pack(codec: str, value: Any) -> bytes:
+    """safetensors bytes of ``value``, with its codec name and the sha256 of everything else."""
+    from safetensors.numpy import save
+
+    arrays, metadata = CODECS[codec].encode(value)
+    metadata = {**metadata, _CODEC: codec}
+    metadata[_CHECKSUM] = _checksum(arrays, metadata)
+    return save(arrays, metadata=metadata)
+
+
+def _unpack(blob: bytes) -> Any | None:
+    """The value in an entry's bytes, or None when they are not a whole, matching entry."""
+    from safetensors.numpy import load
+
+    try:
+        arrays = load(blob)
+        metadata = _metadata(blob)
+        codec = CODECS[metadata[_CODEC]]
+        expected = metadata.pop(_CHECKSUM)
+        if _checksum(arrays, metadata) != expected:
+            return None
+        return codec.decode(arrays, metadata)
+    except Exception:  # a damaged entry can fail anywhere in parsing; it is then re-decoded
+        return None
+
+
+def _metadata(blob: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of safetensors bytes (the header is 8 bytes of length, then JSON)."""
+    length = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + length])
+    return dict(header["__metadata__"])
+
+
+def _checksum(arrays: dict[str, Any], metadata: dict[str, str]) -> str:
+    digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(str(arrays[name].dtype).encode())
+        digest.update(repr(arrays[name].shape).encode())
+        digest.update(arrays[name].tobytes())
+    return digest.hexdigest()
+
+
+def content_sha256(path: str | Path) -> str | None:
+    """sha256 of a file's bytes (a WFDB header: of it and the signal files it names); None when the
+    path is not a readable file or a header's signal file is missing."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    try:
+        files = [path, *(_wfdb_signal_files(path) if path.suffix.lower() == ".hea" else ())]
+        for file in files:
+            with open(file, "rb") as handle:
+                digest.update(handle.read())
+    except (OSError, ValueError):
+        return None
+    return digest.hexdigest()
+
+
+def _wfdb_signal_files(header: Path) -> list[Path]:
+    """The signal files a WFDB header names (the reader checks they are safe before reading)."""
+    lines = [line.split() for line in header.read_text(encoding="latin-1").splitlines()]
+    lines = [fields for fields in lines if fields and not fields[0].startswith("#")]
+    signals = int(lines[0][1])
+    names = dict.fromkeys(fields[0] for fields in lines[1 : 1 + signals])
+    return [header.parent / name for name in names if name != "~"]
+
+
+# --- the process's cache and the in-memory layer --------------------------------------------------
+
+_caches: dict[tuple[Path, int], DecodedCache] = {}
+_kept: dict[tuple[Hashable, str], Any] | None = None
+
+
+def process_cache() -> DecodedCache | None:
+    """This process's cache for the folder the environment names now; None when turned off."""
+    folder = default_folder()
+    if folder is None:
+        return None
+    key = (folder, default_max_bytes())
+    if key not in _caches:
+        _caches[key] = DecodedCache(folder, key[1])
+    return _caches[key]
+
+
+def cache_counts() -> CacheCounts:
+    """Hits and misses of this process's reads so far (zeros when the cache is off)."""
+    cache = process_cache()
+    return CacheCounts() if cache is None else cache.counts
+
+
+@contextmanager
+def keep_decoded_files() -> Iterator[dict[tuple[Hashable, str], Any]]:
+    """Within the block, decoded files are also kept in memory (nested blocks share the outer memory).
+
+    Within a block files are taken not to change. Kept values are shared, so callers must not
+    modify them in place.
+
+    Yields:
+        The memory itself: ``(how, path) -> decoded value``.
+    """
+    global _kept
+    outer = _kept
+    _kept = {} if outer is None else outer
+    try:
+        yield _kept
+    finally:
+        _kept = outer
+
+
+def decoded(how: Hashable, path: str, read: Callable[[str], T], *, persist: bool = True) -> T:
+    """``read(path)`` through the in-memory layer (inside :func:`keep_decoded_files`) and, with
+    ``persist``, the persistent cache. Files that fail to read are never kept: they fail again, with
+    the same error, every time."""
+    if _kept is not None and (how, path) in _kept:
+        return _kept[how, path]
+    cache = process_cache() if persist else None
+    value = read(path) if cache is None else cache.get_or_decode(how, path, read)
+    if _kept is not None:
+        _kept[how, path] = value
+    return value

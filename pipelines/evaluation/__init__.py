@@ -1,0 +1,1 @@
+"""Scoring predictions: metrics with confidence intervals, per-subgroup evaluation, out-of-distribution scores."""

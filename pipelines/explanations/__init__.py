@@ -1,0 +1,1 @@
+"""Per-patient explanations: attributions, Shapley values and weights, their files and pictures."""

@@ -1,0 +1,1 @@
+"""The audit report of a bundle on a cohort (HTML and PDF)."""

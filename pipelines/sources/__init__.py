@@ -1,0 +1,1 @@
+"""Where cohorts come from: importers of public datasets and clinical databases, and synthetic cohorts."""

@@ -1,0 +1,1 @@
+"""Training a cohort into a bundle: settings, the training loop, checkpoints, hyperparameter search."""
