@@ -78,6 +78,8 @@ ABLATION_NAMES = {
     "with_flat_readout": "DeepWe with concatenated instead of pooled tabular tokens",
     "gates_without_context": "DeepWe with gates that see one token each",
     "sigmoid_gates": "DeepWe with sigmoid instead of stochastic gates",
+    "no_gate_positions": "DeepWe without per-variable gate offsets",
+    "no_gate_leak": "DeepWe with the plain (non-leaky) gate clamp",
     "no_random_masking": "DeepWe without random token masking",
     "attention_only_fusion": "DeepWe without additive per-modality evidence",
     "no_auxiliary_heads": "DeepWe without the per-modality auxiliary loss",

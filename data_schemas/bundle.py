@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from data_schemas.cohort import CohortSpec
 
-BUNDLE_FORMAT_VERSION = 3
+BUNDLE_FORMAT_VERSION = 4
 BUNDLE_FILES = (
     "config.json",
     "weights.safetensors",

@@ -16,6 +16,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "with_flat_readout": {"flat_readout": True},
     "gates_without_context": {"gate_context": False},
     "sigmoid_gates": {"gate": "sigmoid"},
+    "no_gate_positions": {"gate_positions": False},
+    "no_gate_leak": {"gate_leak": 0.0},
     "no_random_masking": {"token_dropout": 0.0},
     "attention_only_fusion": {"additive_fusion": False},
     "no_auxiliary_heads": {"lambda_auxiliary": 0.0},
@@ -42,13 +44,19 @@ class DeepWeConfig:
         n_heads: heads of the modality attention.
         dropout: dropout inside the fusion block, the graph update and before the head.
         gate: feature gate kind: ``"stochastic"`` (instance-wise stochastic gates: noisy
-            ``clamp(μ + σε, 0, 1)`` in training, ``clamp(μ, 0, 1)`` at inference, an expected-L0
-            penalty), ``"sigmoid"`` (an independent weight in (0, 1) per token) or
+            ``clamp(μ + σε, 0, 1)`` in training, its mean ``E[clamp(μ + σε, 0, 1)]`` at inference,
+            an expected-L0 penalty), ``"sigmoid"`` (an independent weight in (0, 1) per token) or
             ``"sparsemax"`` (sparsemax over the observed tokens of a modality, divided by its
             maximum, so weights lie in [0, 1] with the top token at 1 and some exactly 0).
         gate_target: the share of a patient's observed tokens the gates aim to keep open; the
             sparsity term only penalises the expected share above it. None = penalise every open
             token (plain L0).
+        gate_leak: stochastic gates: the share of the gradient that passes the clamp where
+            ``μ + σε`` falls outside [0, 1], so a gate that closed (or saturated) early can still
+            learn to reopen (or close); 0 = the plain clamp.
+        gate_positions: the gates of a modality in ``token_counts`` learn one score offset per
+            token position (per variable), so a variable can be selected or dropped for everyone
+            while the scoring network adds the per-patient part.
         token_dropout: in training, the probability that an observed token is replaced by its
             gate baseline whatever its weight, so the predictor also learns from randomly masked
             inputs and a gate pattern cannot smuggle the label (Jethani et al. 2021).
@@ -101,6 +109,8 @@ class DeepWeConfig:
     dropout: float = 0.2
     gate: str = "stochastic"
     gate_target: float | None = None
+    gate_leak: float = 0.1
+    gate_positions: bool = True
     token_dropout: float = 0.1
     additive_fusion: bool = True
     lambda_auxiliary: float = 0.3
@@ -120,7 +130,7 @@ class DeepWeConfig:
     use_contrastive: bool = True
     use_sparsity: bool = True
     lambda_contrastive: float = 0.1
-    lambda_sparsity: float = 0.01
+    lambda_sparsity: float = 0.05
     contrastive_temperature: float = 0.1
     class_weights: tuple[float, ...] | None = None
 
@@ -154,6 +164,8 @@ class DeepWeConfig:
             problems.append(f"gate must be one of {GATE_KINDS}, got {self.gate!r}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.gate_leak <= 1.0:
+            problems.append(f"gate_leak must be in [0, 1], got {self.gate_leak}")
         if not 0.0 <= self.token_dropout < 1.0:
             problems.append(f"token_dropout must be in [0, 1), got {self.token_dropout}")
         if self.gate_target is not None and not 0.0 < self.gate_target <= 1.0:

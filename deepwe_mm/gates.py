@@ -30,15 +30,33 @@ class FeatureGate(nn.Module):
         dim: token width D.
         hidden: width of the scoring MLP and of the context.
         kind: ``"stochastic"`` (instance-wise stochastic gates, Yamada et al. 2020 / LSPIN: in
-            training ``w = clamp(μ + σε, 0, 1)`` with ε ~ N(0, 1), at inference ``clamp(μ, 0, 1)``,
-            so weights are exactly 0 or 1 where the gate is sure), ``"sigmoid"`` (an independent
+            training ``w = clamp(μ + σε, 0, 1)`` with ε ~ N(0, 1), at inference its mean
+            ``E[clamp(μ + σε, 0, 1)]``, deterministic and close to 0 or 1 where the gate is sure),
+            ``"sigmoid"`` (an independent
             weight in (0, 1) per token), ``"sparsemax"`` (sparsemax over the observed tokens divided
             by its maximum: the top token at 1, low-scoring tokens exactly 0) or ``None`` (no gate:
             every observed token weighs 1).
         context: score each token together with the patient context.
+        leak: stochastic gates only: the gradient that passes through the clamp where
+            ``μ + σε`` falls outside [0, 1] (the forward value stays clamped). With 0 a gate that
+            has closed for every noise draw gets no gradient from the prediction loss and can never
+            reopen, and one that is always open can never close; a small leak lets the loss keep
+            saying what opening or closing would do.
+        positions: for a modality whose token ``t`` is always the same feature (a tabular
+            variable), its token count T: each position gets its own learned score offset, so a
+            feature can be selected or dropped for every patient (the global ``μ_d`` of stochastic
+            gates) while the scoring network adds the per-patient part. None: no offsets.
     """
 
-    def __init__(self, dim: int, hidden: int, kind: str | None = "stochastic", context: bool = True) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        kind: str | None = "stochastic",
+        context: bool = True,
+        leak: float = 0.0,
+        positions: int | None = None,
+    ) -> None:
         super().__init__()
         if kind not in ("stochastic", "sigmoid", "sparsemax", None):
             raise ValueError(
@@ -46,6 +64,7 @@ class FeatureGate(nn.Module):
             )
         self.kind = kind
         self.context = context
+        self.leak = leak
         self.score = None
         self.baseline = None
         if kind is not None:
@@ -58,6 +77,9 @@ class FeatureGate(nn.Module):
             width = dim + hidden if context else dim
             self.score = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), last)
             self.baseline = nn.Parameter(torch.zeros(dim))
+        self.position_offset = (
+            nn.Parameter(torch.zeros(positions)) if kind is not None and positions is not None else None
+        )
 
     def scores(self, values: Tensor, context: Tensor | None) -> Tensor:
         """(B, T, D) tokens and a (B, H) context -> (B, T) raw gate scores (μ for stochastic gates)."""
@@ -68,7 +90,15 @@ class FeatureGate(nn.Module):
             if context is None:
                 raise ValueError("this feature gate reads a patient context; pass one")
             inputs = torch.cat([values, context.unsqueeze(1).expand(-1, values.shape[1], -1)], dim=-1)
-        return self.score(inputs).squeeze(-1)
+        scores = self.score(inputs).squeeze(-1)
+        if self.position_offset is not None:
+            if scores.shape[1] != self.position_offset.numel():
+                raise ValueError(
+                    f"this feature gate has {self.position_offset.numel()} positions (token_counts), "
+                    f"got {scores.shape[1]} tokens"
+                )
+            scores = scores + self.position_offset
+        return scores
 
     def weights(self, values: Tensor, valid: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Feature weights and each token's probability of being open, both 0 where not valid.
@@ -92,7 +122,8 @@ class FeatureGate(nn.Module):
             if self.training:
                 mu = mu + GATE_NOISE * torch.randn_like(mu)
             open_probability = 0.5 * (1 + torch.erf(scores / (GATE_NOISE * math.sqrt(2))))
-            return torch.where(valid, mu.clamp(0, 1), zero), torch.where(valid, open_probability, zero)
+            weight = leaky_clamp(mu, self.leak) if self.training else expected_clamp(mu, GATE_NOISE)
+            return torch.where(valid, weight, zero), torch.where(valid, open_probability, zero)
         if self.kind == "sigmoid":
             w = torch.where(valid, torch.sigmoid(scores), zero)
             return w, w
@@ -164,6 +195,29 @@ class PatientContext(nn.Module):
         stacked = torch.stack(summaries, dim=1)  # (B, M, H)
         part = torch.stack(taking_part, dim=1)  # (B, M)
         return mean_pool(stacked, part)
+
+
+def expected_clamp(mu: Tensor, sigma: float) -> Tensor:
+    """``E[clamp(μ + σε, 0, 1)]`` for ε ~ N(0, 1): the mean of the training-time gate, strictly
+    increasing in μ, so gates that are all but sure still rank by how sure they are.
+
+    With a = −μ/σ and b = (1 − μ)/σ: ``μ·(Φ(b) − Φ(a)) + σ·(φ(a) − φ(b)) + 1 − Φ(b)``.
+    """
+    a, b = -mu / sigma, (1 - mu) / sigma
+    normal = torch.distributions.Normal(torch.zeros((), dtype=mu.dtype, device=mu.device), 1.0)
+    cdf_a, cdf_b = normal.cdf(a), normal.cdf(b)
+    pdf_a, pdf_b = normal.log_prob(a).exp(), normal.log_prob(b).exp()
+    return (mu * (cdf_b - cdf_a) + sigma * (pdf_a - pdf_b) + 1 - cdf_b).clamp(0, 1)
+
+
+def leaky_clamp(x: Tensor, leak: float) -> Tensor:
+    """``x.clamp(0, 1)`` in the forward pass; in the backward pass the gradient is 1 inside
+    [0, 1] and ``leak`` outside it (a straight-through estimator scaled down where it is clamped)."""
+    clamped = x.clamp(0, 1)
+    if leak <= 0:
+        return clamped
+    outside = x - clamped
+    return clamped + leak * (outside - outside.detach())
 
 
 def random_keep(valid: Tensor, p: float) -> Tensor | None:

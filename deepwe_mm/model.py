@@ -68,7 +68,15 @@ class DeepWe(nn.Module):
         gate = config.gate if config.use_feature_gates else None
         # Lists in config order, not dicts by name: a modality may be called "values" or "a.b".
         self.gates = nn.ModuleList(
-            FeatureGate(dims[m], hidden, gate, config.gate_context) for m in config.modalities
+            FeatureGate(
+                dims[m],
+                hidden,
+                gate,
+                config.gate_context,
+                config.gate_leak,
+                config.token_counts.get(m) if config.gate_positions else None,
+            )
+            for m in config.modalities
         )
         self.context = (
             PatientContext([dims[m] for m in config.modalities], hidden)

@@ -84,7 +84,7 @@ def suggest(trial: Any, base: TrainConfig) -> TrainConfig:
         "token_layers": trial.suggest_categorical("fusion.token_layers", [0, 1, 2]),
         "dropout": trial.suggest_float("fusion.dropout", 0.0, 0.3),
         "lambda_contrastive": trial.suggest_float("fusion.lambda_contrastive", 0.0, 0.3),
-        "lambda_sparsity": trial.suggest_float("fusion.lambda_sparsity", 0.0, 0.05),
+        "lambda_sparsity": trial.suggest_float("fusion.lambda_sparsity", 0.0, 0.2),
     }
     heads = fusion.get("n_heads", 4)
     fusion["n_heads"] = next(h for h in range(heads, 0, -1) if fusion["hidden_dim"] % h == 0)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from deepwe_mm import FeatureGate, PatientContext
+from deepwe_mm.gates import expected_clamp, leaky_clamp
 
 
 def _tokens() -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,12 +74,63 @@ def test_stochastic_gates_are_noisy_in_training_and_deterministic_at_inference()
     gate.eval()
     mu = gate.scores(values, context)
     weights, opened_eval, _ = gate(values, valid, context)
-    torch.testing.assert_close(weights[valid], mu[valid].clamp(0, 1))
+    # At inference the weight is the training gate's mean E[clamp(μ + σε, 0, 1)] (by Monte Carlo).
+    draws = (mu.unsqueeze(-1) + 0.5 * torch.randn(*mu.shape, 20_000)).clamp(0, 1).mean(-1)
+    torch.testing.assert_close(weights[valid], draws[valid], atol=0.01, rtol=0)
+    assert torch.equal(weights, gate(values, valid, context)[0])
     # The open probability is Φ(μ/σ), the same in training and at inference.
     expected = 0.5 * (1 + torch.erf(mu / (0.5 * math.sqrt(2))))
     torch.testing.assert_close(opened_eval[valid], expected[valid])
     torch.testing.assert_close(opened, opened_eval)
-    assert ((weights[valid] == 0) | (weights[valid] == 1)).any()
+
+
+def test_gate_means_rank_gates_that_a_clamp_would_tie() -> None:
+    mu = torch.tensor([-2.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.5])
+    means = expected_clamp(mu, 0.5)
+    assert (means.diff() > 0).all(), "strictly increasing in μ, so gates past the clamp still rank"
+    assert means[0] < 1e-4 and means[-1] > 0.999
+    assert means[3] == pytest.approx(0.5)
+
+
+def test_the_leaky_clamp_is_the_clamp_forward_and_leaks_its_gradient_outside() -> None:
+    x = torch.tensor([-1.0, 0.5, 2.0], requires_grad=True)
+    y = leaky_clamp(x, 0.1)
+    assert torch.equal(y, x.detach().clamp(0, 1))
+    y.sum().backward()
+    assert torch.allclose(x.grad, torch.tensor([0.1, 1.0, 0.1]))
+    plain = torch.tensor([-1.0, 0.5, 2.0], requires_grad=True)
+    leaky_clamp(plain, 0.0).sum().backward()
+    assert torch.allclose(plain.grad, torch.tensor([0.0, 1.0, 0.0]))
+
+
+def test_a_closed_gate_still_learns_to_reopen_with_a_leak() -> None:
+    """With every noise draw below 0, the plain clamp gives the loss no gradient to reopen the gate."""
+    values = torch.randn(8, 3, 5)
+    valid = torch.ones(8, 3, dtype=torch.bool)
+    grads = {}
+    for leak in (0.0, 0.1):
+        torch.manual_seed(0)
+        gate = FeatureGate(5, 4, "stochastic", context=False, leak=leak).train()
+        with torch.no_grad():
+            gate.score[-1].bias.fill_(-10.0)  # shut for every draw of σε
+            gate.baseline.zero_()
+        _, _, gated = gate(values, valid)
+        (-(gated * values).sum()).backward()  # a loss that wants the tokens through
+        grads[leak] = gate.score[-1].bias.grad.item()
+    assert grads[0.0] == 0.0
+    assert grads[0.1] < 0, "the gradient says: open the gate"
+
+
+def test_position_offsets_select_a_variable_for_every_patient() -> None:
+    values, valid = _tokens()
+    gate = FeatureGate(11, 17, "stochastic", context=False, positions=9).eval()
+    with torch.no_grad():
+        gate.position_offset[2] = -10.0
+        gate.position_offset[5] = 10.0
+    weights, _, _ = gate(values, valid)
+    assert (weights[valid[:, 2], 2] < 1e-6).all() and (weights[valid[:, 5], 5] > 1 - 1e-6).all()
+    with pytest.raises(ValueError, match=r"9 positions \(token_counts\), got 4 tokens"):
+        gate(values[:, :4], valid[:, :4])
 
 
 def test_a_randomly_masked_token_becomes_the_baseline_whatever_its_weight() -> None:

@@ -1,0 +1,47 @@
+"""With default settings, feature weights tell the variables that carry the outcome from noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pipelines
+
+INFORMATIVE = ["lactate", "creatinine", "age"]
+NOISE = ["sodium", "potassium", "bmi", "glucose"]
+
+
+def _labs_cohort(n: int, seed: int) -> pipelines.Cohort:
+    """Seven standardised labs; the log-odds is 1.5 × the sum of the three informative ones."""
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(n, len(INFORMATIVE) + len(NOISE)))
+    log_odds = 1.5 * values[:, : len(INFORMATIVE)].sum(1) - 1.0
+    frame = pd.DataFrame(values.round(3), columns=INFORMATIVE + NOISE)
+    frame.insert(0, "pid", [f"P{i:04d}" for i in range(n)])
+    frame["died"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-log_odds))).astype(int)
+    frame["split"] = rng.choice(["train", "val", "test"], size=n, p=[0.7, 0.15, 0.15])
+    spec = {
+        "name": "labs-with-known-answer",
+        "id": "pid",
+        "outcome": {"column": "died", "task": "binary", "positive": 1},
+        "split": {"column": "split"},
+        "modalities": {"labs": {"kind": "tabular", "numeric": INFORMATIVE + NOISE}},
+    }
+    return pipelines.Cohort.from_frame(frame, spec)
+
+
+@pytest.mark.slow
+def test_informative_labs_outweigh_noise_labs_with_default_settings(tmp_path) -> None:
+    cohort = _labs_cohort(600, seed=0)
+    bundle = pipelines.train(cohort, {"seed": 0}, out=tmp_path / "model", device="cpu")
+    test_ids = cohort.table.loc[cohort.table["split"] == "test", "pid"].tolist()[:40]
+    weights: dict[str, list[float]] = {name: [] for name in INFORMATIVE + NOISE}
+    for patient in test_ids:
+        labs = bundle.explain(cohort, patient).modalities["labs"]
+        for token, weight in zip(labs.tokens, labs.feature_weights.tolist(), strict=True):
+            if token in weights:
+                weights[token].append(weight)
+    mean = {name: float(np.mean(values)) for name, values in weights.items()}
+    assert min(mean[t] for t in INFORMATIVE) > max(mean[t] for t in NOISE) + 0.2, mean
+    assert min(mean[t] for t in INFORMATIVE) > 0.5 > np.mean([mean[t] for t in NOISE]), mean
