@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data_schemas.cohort import canonical_label
+from data_schemas.cohort_spec import canonical_label
 from pipelines.cohorts.cohort_table import Cohort, is_missing
 from pipelines.explanations.explaining import PatientExplanation
 

@@ -28,7 +28,7 @@ import streamlit as st
 
 from app.settings import DashboardSettings, SettingsError, parse_settings
 from data_schemas import PredictionRecord
-from data_schemas.cohort import canonical_label
+from data_schemas.cohort_spec import canonical_label
 from pipelines.api import predict_table
 from pipelines.bundles.bundle_io import BundleError
 from pipelines.bundles.loading import Bundle, load_bundle

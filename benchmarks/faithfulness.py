@@ -55,7 +55,7 @@ from benchmarks.paths import bench_config
 from benchmarks.rows import result_row
 from benchmarks.unimodal import REPO, SHARED_DATA, holdout_split, split_cohort
 from explain.attribution import GRADIENT_X_INPUT, INTEGRATED_GRADIENTS
-from explain.faithfulness import Curves
+from explain.faithfulness_measures import Curves
 from pipelines.bundles.loading import Bundle, load_bundle
 from pipelines.cohorts.cohort_table import Cohort, load_cohort
 from pipelines.explanations.explaining import (

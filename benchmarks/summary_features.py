@@ -35,7 +35,7 @@ import pandas as pd
 
 from data_schemas import PatientRecord
 from encoders.readers import ReaderError, read_audio, read_image, read_sensor, read_text
-from encoders.readers.tabular import category_key, numeric_column
+from encoders.readers.tabular_files import category_key, numeric_column
 from pipelines.cohorts.cohort_table import Cohort
 
 SERIES_STATS = ("first", "last", "min", "max", "mean", "count")

@@ -4,9 +4,9 @@ Untrusted input (a cohort spec, a table row, a bundle manifest) is validated her
 this boundary trusts its types.
 """
 
-from data_schemas.audit import AuditRecord
+from data_schemas.audit_record import AuditRecord
 from data_schemas.bundle import BundleManifest
-from data_schemas.cohort import (
+from data_schemas.cohort_spec import (
     MODALITY_KINDS,
     AudioModality,
     CohortSpec,

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from data_schemas.cohort import CohortSpec
+from data_schemas.cohort_spec import CohortSpec
 
 BUNDLE_FORMAT_VERSION = 4
 BUNDLE_FILES = (

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from data_schemas.audit import AuditRecord
+from data_schemas.audit_record import AuditRecord
 from data_schemas.bundle import BundleManifest
-from data_schemas.cohort import CohortSpec
+from data_schemas.cohort_spec import CohortSpec
 from data_schemas.problems import Problem
 from data_schemas.records import PatientRecord, PredictionRecord
 from data_schemas.task import TaskSpec

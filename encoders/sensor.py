@@ -29,7 +29,7 @@ from encoders.sensor_variables import GriddedSeries, SensorVariableConfig, Senso
 from encoders.tokens import EncoderBatch, Tokens
 
 SensorSample = GriddedSeries
-"""What the sensor encoder reads of :class:`encoders.readers.sensor.SensorArray`."""
+"""What the sensor encoder reads of :class:`encoders.readers.sensor_files.SensorArray`."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class SensorEncoder(ModalityEncoder):
 
     def example_samples(self, n: int, rng: np.random.Generator) -> list[SensorSample]:
         """``n`` series of 1 to 4 windows at 0.5 Hz, with gaps and one fully unobserved window."""
-        from encoders.readers.sensor import SensorArray
+        from encoders.readers.sensor_files import SensorArray
 
         window, channels = self.config.window, self.config.channels
         samples: list[SensorSample] = []
@@ -134,7 +134,7 @@ class SensorEncoder(ModalityEncoder):
         """Pad every series, unobserved, to the same whole number of windows.
 
         Args:
-            samples: per patient, a :class:`~encoders.readers.sensor.SensorArray` with ``values``
+            samples: per patient, a :class:`~encoders.readers.sensor_files.SensorArray` with ``values``
                 and ``observed`` of shape (T_i, C), or None (a fully unobserved placeholder).
 
         Returns:

@@ -37,7 +37,7 @@ PATTERN_TOKEN = "measured channels"
 
 
 class GriddedSeries(Protocol):
-    """What this encoder reads of :class:`encoders.readers.sensor.SensorArray` (and its ``cells()``,
+    """What this encoder reads of :class:`encoders.readers.sensor_files.SensorArray` (and its ``cells()``,
     the flat indices of the observed cells, when the series has it)."""
 
     @property
@@ -179,7 +179,7 @@ class SensorVariableEncoder(ModalityEncoder):
 
     def example_samples(self, n: int, rng: np.random.Generator) -> list[GriddedSeries]:
         """``n`` hourly series of 3 to 12 hours, each with some channels never measured."""
-        from encoders.readers.sensor import SensorArray
+        from encoders.readers.sensor_files import SensorArray
 
         channels = self.config.channels
         samples: list[GriddedSeries] = []

@@ -5,7 +5,7 @@ embedding over training-quantile bins of the standardised value
 (:class:`~encoders.numeric_embedding.PiecewiseLinearEmbedding`, which also clips extreme values at
 the training quantiles); a categorical variable's token is
 ``table_v[code] + variable_v + flag``, with its own embedding rows per variable (code 0 missing,
-1 unknown category, 2.. vocabulary, as :mod:`encoders.readers.tabular` codes them). ``flag`` is a
+1 unknown category, 2.. vocabulary, as :mod:`encoders.readers.tabular_files` codes them). ``flag`` is a
 learned embedding of "observed" or "missing".
 
 Missing variables are masked out (``mask`` False): the fusion core gives them weight 0, so a patient's
@@ -145,7 +145,7 @@ class TabularEncoder(ModalityEncoder):
 
         Args:
             samples: per patient, ``{"numeric": (V_num,) float32, "numeric_missing": (V_num,) bool,
-                "categorical": (V_cat,) int64}`` as :class:`encoders.readers.tabular.TabularArrays`
+                "categorical": (V_cat,) int64}`` as :class:`encoders.readers.tabular_files.TabularArrays`
                 rows, or None.
 
         Returns:

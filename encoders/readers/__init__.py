@@ -14,15 +14,15 @@ from encoders.readers.errors import ReaderError
 from encoders.readers.sniff import EXTENSIONS, sniff_file
 
 _LAZY = {
-    "read_image": "encoders.readers.image",
-    "read_audio": "encoders.readers.audio",
-    "read_sensor": "encoders.readers.sensor",
-    "SensorArray": "encoders.readers.sensor",
-    "read_text": "encoders.readers.text",
-    "inline_text": "encoders.readers.text",
-    "TextDocument": "encoders.readers.text",
-    "TabularPreprocessor": "encoders.readers.tabular",
-    "TabularArrays": "encoders.readers.tabular",
+    "read_image": "encoders.readers.image_files",
+    "read_audio": "encoders.readers.audio_files",
+    "read_sensor": "encoders.readers.sensor_files",
+    "SensorArray": "encoders.readers.sensor_files",
+    "read_text": "encoders.readers.text_files",
+    "inline_text": "encoders.readers.text_files",
+    "TextDocument": "encoders.readers.text_files",
+    "TabularPreprocessor": "encoders.readers.tabular_files",
+    "TabularArrays": "encoders.readers.tabular_files",
 }
 
 __all__ = ["EXTENSIONS", "ReaderError", "sniff_file", *_LAZY]

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from encoders.readers.errors import ReaderError
 from encoders.readers.sensor_samples import Samples, no_channels, skip_note
-from encoders.readers.tabular import FLOAT32_MAX
+from encoders.readers.tabular_files import FLOAT32_MAX
 
 P12_HEADER = "Time,Parameter,Value"
 P12_UNKNOWN = -1.0

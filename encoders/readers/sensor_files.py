@@ -41,7 +41,7 @@ from encoders.readers.physionet2012_text import (  # noqa: F401  (the skip reaso
     p12_samples,
 )
 from encoders.readers.sensor_samples import Samples, no_channels, skip_note
-from encoders.readers.tabular import numeric_column
+from encoders.readers.tabular_files import numeric_column
 
 TIME_UNITS_S: dict[str, float] = {"s": 1.0, "min": 60.0, "h": 3600.0}
 # Float products such as 0.7 * 10 land a hair below the integer; this keeps them in their cell.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_schemas import CohortSpec, PatientRecord, Problem
-from data_schemas.cohort import SPLIT_VALUES, SplitSpec, canonical_label
+from data_schemas.cohort_spec import SPLIT_VALUES, SplitSpec, canonical_label
 from pipelines.cohorts.spec_io import SpecError, read_spec
 
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})

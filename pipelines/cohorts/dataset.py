@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data_schemas import CohortSpec, PatientRecord
-from data_schemas.cohort import (
+from data_schemas.cohort_spec import (
     AudioModality,
     ImageModality,
     SensorModality,

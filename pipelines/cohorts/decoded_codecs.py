@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from encoders.readers.sensor import SensorArray
+from encoders.readers.sensor_files import SensorArray
 
 Arrays = dict[str, np.ndarray]
 Metadata = dict[str, str]

@@ -13,7 +13,7 @@ import pandas as pd
 from data_schemas import PatientRecord
 from encoders.numeric_embedding import DEFAULT_BINS, implausible_counts, quantile_edges
 from encoders.readers import ReaderError, TabularArrays, TabularPreprocessor
-from encoders.readers.tabular import numeric_column
+from encoders.readers.tabular_files import numeric_column
 from encoders.sensor_variables import SERIES_STATISTICS, series_statistics
 from pipelines.cohorts.cohort_table import Cohort
 from pipelines.cohorts.dataset import UNLABELLED, CohortDataset, label_index, read_sensor_file

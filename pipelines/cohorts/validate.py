@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from data_schemas import CohortSpec, Problem
-from data_schemas.cohort import SPLIT_VALUES, SensorModality, canonical_label
+from data_schemas.cohort_spec import SPLIT_VALUES, SensorModality, canonical_label
 from encoders.readers import ReaderError, sniff_file
-from encoders.readers.tabular import FLOAT32_MAX
+from encoders.readers.tabular_files import FLOAT32_MAX
 from pipelines.cohorts.cohort_table import Cohort, assign_split, is_missing, read_table, split_unit
 from pipelines.cohorts.decoded_cache import decoded
 from pipelines.cohorts.spec_io import did_you_mean, read_spec

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from data_schemas.cohort import SPLIT_VALUES, canonical_label
+from data_schemas.cohort_spec import SPLIT_VALUES, canonical_label
 from pipelines.cohorts.cohort_table import Cohort, is_missing
 from pipelines.cohorts.dataset import label_index
 from pipelines.common.json_values import finite

@@ -39,7 +39,7 @@ from explain.attribution import (
     attribute,
     integrated_gradients,
 )
-from explain.faithfulness import (
+from explain.faithfulness_measures import (
     Curves,
     deletion_insertion,
     infidelity_score,
@@ -679,7 +679,7 @@ def _explain_modality(
 
 
 UNKNOWN_CATEGORY = 1
-"""The code of a category the training data did not have (``encoders.readers.tabular``)."""
+"""The code of a category the training data did not have (``encoders.readers.tabular_files``)."""
 
 
 def _categorical_occlusion(batch: Batch, name: str, score: PatientScorer) -> Tensor:

@@ -25,7 +25,7 @@ import torch
 
 from deepwe_mm import SELECTED_ABOVE
 from explain import figures, highlight
-from explain.faithfulness import precision_at_k, rank_agreement
+from explain.faithfulness_measures import precision_at_k, rank_agreement
 from explain.report_html import Figure, RawHtml, Report, Section, Table, write_html, write_pdf
 from explain.shapley import exact_shapley
 from pipelines.api import evaluate, predict_table

@@ -31,7 +31,7 @@ from benchmarks.faithfulness import (
 )
 from benchmarks.suite import validate_row
 from explain.attribution import METHODS, attribute
-from explain.faithfulness import deletion_insertion
+from explain.faithfulness_measures import deletion_insertion
 
 
 def _linear_curves(weights: torch.Tensor, x: torch.Tensor) -> dict:

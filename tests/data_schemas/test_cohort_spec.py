@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from data_schemas import CohortSpec, OutcomeSpec, PatientRecord, SensorModality
-from data_schemas.cohort import canonical_label
+from data_schemas.cohort_spec import canonical_label
 
 MINIMAL = {
     "name": "icu",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from encoders.readers.audio import read_audio
+from encoders.readers.audio_files import read_audio
 from encoders.readers.errors import ReaderError
 
 

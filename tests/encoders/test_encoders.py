@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 from encoders import create_encoder
 from encoders.audio import AudioEncoder, AudioEncoderConfig
 from encoders.image import ImageEncoder, ImageEncoderConfig, build_backbone
-from encoders.readers.sensor import SensorArray, read_sensor
-from encoders.readers.tabular import TabularPreprocessor
+from encoders.readers.sensor_files import SensorArray, read_sensor
+from encoders.readers.tabular_files import TabularPreprocessor
 from encoders.sensor import SensorEncoder, SensorEncoderConfig
 from encoders.tabular import TabularEncoder, TabularEncoderConfig
 from tests.conftest import shared_file

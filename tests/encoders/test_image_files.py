@@ -17,7 +17,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from encoders.readers.errors import ReaderError
-from encoders.readers.image import read_image
+from encoders.readers.image_files import read_image
 from encoders.readers.sniff import EXTENSIONS
 from tests.conftest import shared_file
 

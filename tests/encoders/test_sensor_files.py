@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from encoders.readers.errors import ReaderError
-from encoders.readers.sensor import read_sensor
+from encoders.readers.sensor_files import read_sensor
 from tests.conftest import shared_file
 
 HOUR = 3600.0

@@ -8,7 +8,7 @@ import torch
 
 from encoders import create_encoder
 from encoders.numeric_embedding import PiecewiseLinearEmbedding, implausible_counts, quantile_edges
-from encoders.readers.sensor import SensorArray
+from encoders.readers.sensor_files import SensorArray
 from encoders.sensor_variables import SERIES_STATISTICS, series_statistics
 
 STAT = {name: i for i, name in enumerate(SERIES_STATISTICS)}

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from encoders.readers.tabular import TabularPreprocessor
+from encoders.readers.tabular_files import TabularPreprocessor
 from tests.conftest import shared_file
 
 NUMERIC = [

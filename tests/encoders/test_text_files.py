@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from encoders.readers.errors import ReaderError
-from encoders.readers.text import inline_text, read_text
+from encoders.readers.text_files import inline_text, read_text
 from tests.conftest import shared_file
 
 

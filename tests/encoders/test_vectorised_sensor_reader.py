@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from encoders.readers.sensor import _EDGE_EPS, read_sensor
-from encoders.readers.tabular import FLOAT32_MAX
+from encoders.readers.sensor_files import _EDGE_EPS, read_sensor
+from encoders.readers.tabular_files import FLOAT32_MAX
 from pipelines.sources.synth_files import VITAL_CHANNELS, write_vitals
 from tests.conftest import shared_file
 

@@ -15,7 +15,7 @@ from explain.attribution import (
     integrated_gradients,
     layer_integrated_gradients,
 )
-from explain.faithfulness import (
+from explain.faithfulness_measures import (
     deletion_insertion,
     infidelity_score,
     keep_masks,

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from encoders.readers.errors import ReaderError
-from encoders.readers.sensor import read_sensor
+from encoders.readers.sensor_files import read_sensor
 from pipelines.bundles.bundle_checks import HeaderError, check_config_sizes, tensor_shapes
 from pipelines.bundles.bundle_io import BundleError
 from pipelines.bundles.loading import load_bundle

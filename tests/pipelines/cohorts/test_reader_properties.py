@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from encoders.readers.errors import ReaderError
-from encoders.readers.sensor import SensorArray, read_sensor
+from encoders.readers.sensor_files import SensorArray, read_sensor
 from pipelines.cohorts.cohort_table import read_table
 from pipelines.cohorts.spec_io import read_spec
 from tests.conftest import SHARED_DATA
