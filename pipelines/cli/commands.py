@@ -622,7 +622,8 @@ def report(
     from pipelines.bundles.loading import load_bundle
     from pipelines.inference.batching import compatible_cohort
     from pipelines.inference.output_table import read_predictions
-    from pipelines.reports.reporting import build_report, gather, write_report
+    from pipelines.reports.audit_report import build_report, write_report
+    from pipelines.reports.report_inputs import gather
 
     console = make_console()
     started = time.perf_counter()
