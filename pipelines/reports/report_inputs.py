@@ -15,7 +15,8 @@ from pipelines.api import evaluate, predict_table
 from pipelines.bundles.loading import Bundle
 from pipelines.cohorts.cohort_table import Cohort
 from pipelines.evaluation.evaluation import Evaluation
-from pipelines.explanations.explaining import PatientExplanation, explain_patient
+from pipelines.explanations.explaining import explain_patient
+from pipelines.explanations.patient_explanation import PatientExplanation
 from pipelines.reports.modality_effects import ModalityEffects, modality_effects
 
 
