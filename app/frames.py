@@ -17,7 +17,7 @@ import pandas as pd
 
 from data_schemas.cohort_spec import canonical_label
 from pipelines.cohorts.cohort_table import Cohort, is_missing
-from pipelines.explanations.explaining import PatientExplanation
+from pipelines.explanations.patient_explanation import PatientExplanation
 
 NONE_MISSING = "—"
 

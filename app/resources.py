@@ -34,12 +34,8 @@ from pipelines.bundles.bundle_io import BundleError
 from pipelines.bundles.loading import Bundle, load_bundle
 from pipelines.cohorts.cohort_table import Cohort, load_cohort
 from pipelines.cohorts.spec_io import SpecError
-from pipelines.explanations.explaining import (
-    PatientExplanation,
-    UnknownPatient,
-    explain_patient,
-    patient_position,
-)
+from pipelines.explanations.explaining import UnknownPatient, explain_patient, patient_position
+from pipelines.explanations.patient_explanation import PatientExplanation
 from pipelines.inference.batching import PredictOptions, check_compatible, iter_predictions
 from pipelines.inference.output_table import read_predictions, row_to_record
 

@@ -7,7 +7,7 @@ curve fall faster (lower area) and the insertion curve rise faster (higher area)
 
 Per dataset, DeepWe is trained with seeds 0, 1, 2 on one fixed split, and for every seed the same
 test patients are explained. Per patient, the units are the tokens of all its present modalities
-together (:func:`pipelines.explanations.explaining.token_curves`, as in the audit report), ranked three ways:
+together (:func:`pipelines.explanations.modality_attribution.token_curves`, as in the audit report), ranked three ways:
 
 - Integrated Gradients (the attribution ``deepwe explain`` shows), summed per token;
 - gradient x input on the same input, layer and baseline (:func:`explain.attribution.gradient_x_input`);
@@ -58,14 +58,9 @@ from explain.attribution import GRADIENT_X_INPUT, INTEGRATED_GRADIENTS
 from explain.faithfulness_measures import Curves
 from pipelines.bundles.loading import Bundle, load_bundle
 from pipelines.cohorts.cohort_table import Cohort, load_cohort
-from pipelines.explanations.explaining import (
-    PatientScorer,
-    explain_modalities,
-    patient_position,
-    positive_index,
-    read_patient,
-    token_curves,
-)
+from pipelines.explanations.explaining import patient_position, read_patient
+from pipelines.explanations.modality_attribution import explain_modalities, token_curves
+from pipelines.explanations.patient_scorer import PatientScorer, positive_index
 from pipelines.training.train_config import TrainConfig
 
 log = logging.getLogger("benchmarks.faithfulness")

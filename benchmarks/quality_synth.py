@@ -22,7 +22,7 @@ Rows: test AUROC, AUPRC and Brier, mean ± sd over the seeds; test AUROC per mis
 pattern (the modalities a test patient has; patterns with at least ``min_pattern_patients`` test
 patients and both outcomes); and whether DeepWe ranks the modalities as ``ground_truth.json`` does
 (the generator's log-odds weight of each modality's latent component), by its mean modality
-weight and by its mean |exact Shapley value| of the risk (:func:`pipelines.reports.reporting.modality_effects`),
+weight and by its mean |exact Shapley value| of the risk (:func:`pipelines.reports.modality_effects.modality_effects`),
 each averaged over the test patients that have the modality: Spearman rank correlation (ties in
 the truth share their rank) and whether the top modality is the truth's. The anchor of an AUROC
 is the oracle's: the AUROC of the generator's latent log-odds, which no model sees, on the same
@@ -79,7 +79,7 @@ from pipelines.cohorts.decoded_cache import keep_decoded_files
 from pipelines.common.json_values import finite
 from pipelines.evaluation.metrics import auroc, binary_metrics
 from pipelines.inference.batching import prediction_loader
-from pipelines.reports.reporting import modality_effects
+from pipelines.reports.modality_effects import modality_effects
 from pipelines.training.train_config import TrainConfig
 
 log = logging.getLogger("benchmarks.quality_synth")

@@ -11,7 +11,7 @@ gradient of the score at the patient's input times ``x - x'`` against the same b
 backward pass instead of ``steps`` forward-backward passes (equal to IG for a linear score).
 
 Everything here works on tensors and forward functions; which tensor of which encoder is attributed,
-and against which baseline, is decided by the caller (:mod:`pipelines.explanations.explaining`), which knows the
+and against which baseline, is decided by the caller (:mod:`pipelines.explanations.attribution_targets`), which knows the
 encoders. The model must be in eval mode and in float32.
 """
 

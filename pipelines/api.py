@@ -30,7 +30,7 @@ from pipelines.training.train_config import TrainConfig
 
 if TYPE_CHECKING:
     from pipelines.evaluation.evaluation import Evaluation
-    from pipelines.explanations.explaining import PatientExplanation
+    from pipelines.explanations.patient_explanation import PatientExplanation
     from pipelines.inference.batching import PredictOptions
 
 CohortLike = Cohort | str | Path

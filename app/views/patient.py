@@ -24,7 +24,7 @@ from app.resources import (
 )
 from data_schemas import PredictionRecord
 from pipelines.cohorts.cohort_table import is_missing
-from pipelines.explanations.explaining import SELECTED_ABOVE, ModalityExplanation, PatientExplanation
+from pipelines.explanations.patient_explanation import SELECTED_ABOVE, ModalityExplanation, PatientExplanation
 
 SELECTOR_KEY = "deepwe_patient"
 _SEEN_KEY = "_deepwe_patient_from_url"

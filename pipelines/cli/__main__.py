@@ -1,5 +1,5 @@
 """``python -m pipelines.cli``: the ``deepwe`` command line."""
 
-from pipelines.cli.commands import main
+from pipelines.cli import main
 
 main()

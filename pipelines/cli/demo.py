@@ -45,7 +45,8 @@ def run_demo(out: Path, *, n: int, seed: int, device: str) -> bool:
     console.rule("5. report")
     from pipelines.inference.batching import compatible_cohort
     from pipelines.inference.output_table import read_predictions
-    from pipelines.reports.reporting import build_report, gather, write_report
+    from pipelines.reports.audit_report import build_report, write_report
+    from pipelines.reports.report_inputs import gather
 
     bundle = load_bundle(trained.bundle)
     inputs = gather(

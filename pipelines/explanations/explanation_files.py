@@ -19,7 +19,7 @@ import numpy as np
 from explain import figures, highlight
 from pipelines.bundles.loading import Bundle
 from pipelines.common.json_values import json_text
-from pipelines.explanations.explaining import ModalityExplanation, PatientExplanation
+from pipelines.explanations.patient_explanation import ModalityExplanation, PatientExplanation
 
 NOTE_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>

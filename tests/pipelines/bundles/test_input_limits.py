@@ -60,10 +60,13 @@ def test_unknown_key_checks_grow_linearly(tmp_path, where):
             text = f"name: x\ntable: t.csv\nid: pid\nsplit:\n  column: s\n{extra}\nmodalities:\n  labs: {{kind: tabular, numeric: [a]}}\n"
         path = tmp_path / f"{n}.yaml"
         path.write_text(text)
-        started = time.perf_counter()
-        _, problems = read_spec(path)
-        assert len(problems) == n
-        return time.perf_counter() - started
+        timings = []
+        for _ in range(3):  # the fastest of three: a busy machine slows single runs, not all three
+            started = time.perf_counter()
+            _, problems = read_spec(path)
+            timings.append(time.perf_counter() - started)
+            assert len(problems) == n
+        return min(timings)
 
     small, large = seconds(1000), seconds(8000)
     assert large < 8 * small * 2.5 + 0.5  # quadratic would be 64 times

@@ -25,7 +25,8 @@ from pipelines.cohorts.dataset import PatientCollator
 from pipelines.cohorts.prepare import CohortError, prepare_cohort
 from pipelines.cohorts.spec_io import SpecError
 from pipelines.sources.synth import generate_cohort
-from pipelines.training.train import collect_logits, train
+from pipelines.training.scoring import collect_logits
+from pipelines.training.train import train
 from pipelines.training.train_config import TrainConfig
 from tests.pipelines.conftest import TINY
 
@@ -264,21 +265,3 @@ def test_two_process_torchrun_writes_one_bundle(cohort_60, tmp_path):
     assert {p.name for p in out.iterdir()} == DESIGN_FILES
     assert np.isfinite(load_bundle(out).temperature)
     assert not list(tmp_path.glob(".model.partial-*"))
-
-
-def test_a_lone_last_training_patient_is_dropped_not_batched_alone():
-    from pipelines.training.train import _loader
-
-    config = TrainConfig(batch_size=4)
-    for size, shuffled, batches in ((9, True, 2), (9, False, 3), (10, True, 3), (1, True, 1)):
-        loader = _loader(list(range(size)), None, config, torch.device("cpu"), shuffle=shuffled)
-        assert len(loader) == batches, (size, shuffled)
-        if shuffled and size > 1:  # training batches; prediction (unshuffled) keeps every patient
-            assert all(len(batch) > 1 for batch in loader)
-
-
-def test_regularisers_ramp_linearly_from_zero_to_their_rate():
-    from pipelines.training.train import ramped
-
-    assert [ramped(0.3, epoch, 3) for epoch in range(5)] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.3])
-    assert ramped(0.3, 0, 0) == 0.3  # no ramp: the full rate from the start

@@ -1,20 +1,15 @@
-"""The model audit report on a real tiny bundle: cohort-level modality effects, every section, escaping,
-the PDF."""
+"""The model audit report on a real tiny bundle: every section, escaping, the PDF."""
 
 from __future__ import annotations
 
 import re
 import shutil
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.bundles.loading import load_bundle
 from pipelines.cli import app
 from pipelines.cohorts.cohort_table import load_cohort
-from pipelines.explanations.explaining import reference_base_rate
-from pipelines.reports.reporting import modality_effects
 
 pytestmark = pytest.mark.slow
 
@@ -31,21 +26,6 @@ SECTIONS = (
     "limitations",
     "tripod-ai",
 )
-
-
-def test_modality_effects_shapley_adds_up_and_ablation_touches_only_present_modalities(
-    bundle_path, cohort_60
-):
-    bundle, cohort = load_bundle(bundle_path), load_cohort(cohort_60)
-    effects = modality_effects(bundle, cohort, range(len(cohort.table)), batch_size=7)
-    base = reference_base_rate(bundle, 1)
-    assert effects.shapley.shape == (len(cohort.table), len(effects.modalities))
-    np.testing.assert_allclose(effects.shapley.sum(1), effects.risk - base, atol=1e-5)
-    absent = effects.modality_weights == 0.0  # (N, M): what the model did not see
-    assert absent.any() and (~absent).any()
-    for row, k in zip(*np.nonzero(absent), strict=True):
-        assert effects.shapley[row, k] == 0.0
-        assert effects.without[effects.modalities[k]][row] == effects.risk[row]
 
 
 def test_report_has_every_section_escapes_notes_and_renders_a_pdf(bundle_path, cohort_60, tmp_path):

@@ -1,0 +1,154 @@
+"""After training: the reference cohort of the patient graph, calibration on the validation split
+(temperature, a positive-logit shift, a decision threshold), and the metrics of metrics.json, each
+ensemble member's included.
+
+The calibration and the test metrics use the fixed reference cohort, exactly as prediction will.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pipelines.bundles.model_builder import MultimodalModel
+from pipelines.cohorts.dataset import PatientCollator
+from pipelines.cohorts.prepare import PreparedCohort
+from pipelines.evaluation.metrics import choose_threshold, fit_temperature, fit_temperature_and_shift
+from pipelines.training.member_fit import MemberFit
+from pipelines.training.scoring import collect_logits, score, split_loader
+from pipelines.training.train_config import TrainConfig
+
+Logits = tuple[torch.Tensor, torch.Tensor]
+
+
+@torch.no_grad()
+def reference_cohort(
+    model: MultimodalModel,
+    prepared: PreparedCohort,
+    collate: PatientCollator,
+    config: TrainConfig,
+    device: torch.device,
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Fused embeddings of the training patients, with pseudonymous ids (``R00001``...) and outcomes;
+    set as the model's reference cohort."""
+    model.eval()
+    loader = split_loader(prepared.dataset("train"), collate, config, device, shuffle=False)
+    embeddings, labels = [], []
+    for batch in loader:
+        batch = batch.to(device)
+        embeddings.append(model.embed(batch).float().cpu())
+        labels.append(batch.labels.cpu())
+    reference = {"embeddings": torch.cat(embeddings), "labels": torch.cat(labels)}
+    ids = [f"R{i + 1:05d}" for i in range(reference["embeddings"].shape[0])]
+    model.core.set_reference(reference["embeddings"].to(device), ids, reference["labels"].to(device))
+    return reference, ids
+
+
+def calibrate_and_test(
+    model: MultimodalModel,
+    prepared: PreparedCohort,
+    collate: PatientCollator,
+    config: TrainConfig,
+    device: torch.device,
+    fits: list[MemberFit],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Calibrate ``model`` on the validation split (a positive-logit shift is folded into its output
+    layer) and score it: returns (metrics.json, calibration.json)."""
+
+    def logits_of(net: MultimodalModel, split: str) -> Logits:
+        return collect_logits(
+            net, split_loader(prepared.dataset(split), collate, config, device, shuffle=False), device
+        )
+
+    binary = len(prepared.classes) == 2
+    has_test = bool((prepared.splits == "test").any())
+    members = _member_metrics(fits, logits_of, config, binary=binary, has_test=has_test)
+    val_logits, val_labels = logits_of(model, "val")
+    uncalibrated = score(val_logits, val_labels)
+    temperature, shift = fit_calibration(val_logits, val_labels, binary)
+    if shift:
+        model.core.shift_positive_logit(shift)
+        val_logits = shifted(val_logits, shift)
+        method = (
+            "temperature and a positive-logit shift (Platt scaling) fitted on the validation split; "
+            "the shift is folded into the output layer's bias"
+        )
+    else:
+        method = "temperature scaling on the validation split (Guo et al. 2017)"
+    calibration: dict[str, Any] = {
+        "temperature": temperature,
+        "logit_shift": shift,
+        "method": method,
+        "classes": prepared.classes,
+    }
+    loop = fits[0].loop
+    metrics: dict[str, Any] = {
+        "best_epoch": loop.best_epoch + 1,
+        "epochs_run": loop.epoch,
+        "history": loop.history,
+        "val_uncalibrated": uncalibrated,
+        "val": score(val_logits, val_labels, temperature),
+        "split_sizes": {s: int((prepared.splits == s).sum()) for s in ("train", "val", "test")},
+    }
+    if binary:
+        calibration["threshold"] = _decision_threshold(val_logits, val_labels, temperature, config)
+    if members:
+        metrics["members"] = members
+    if has_test:
+        metrics["test"] = score(*logits_of(model, "test"), temperature)
+    return metrics, calibration
+
+
+def _member_metrics(
+    fits: list[MemberFit], logits_of, config: TrainConfig, *, binary: bool, has_test: bool
+) -> list[dict[str, Any]]:
+    """Each member of an ensemble scored alone, calibrated as a one-model bundle would be (none for
+    a single model)."""
+    members = []
+    if len(fits) > 1:
+        for i, fit in enumerate(fits):
+            member_val = logits_of(fit.model, "val")
+            temperature, shift = fit_calibration(*member_val, binary)
+            scored = {
+                "seed": config.seed + i,
+                "best_epoch": fit.loop.best_epoch + 1,
+                "epochs_run": fit.loop.epoch,
+            }
+            scored["epoch_seconds_total"] = round(sum(fit.epoch_seconds), 1)
+            scored |= {
+                "history": fit.loop.history,
+                "val": score(shifted(member_val[0], shift), member_val[1], temperature),
+            }
+            if has_test:
+                member_test = logits_of(fit.model, "test")
+                scored["test"] = score(shifted(member_test[0], shift), member_test[1], temperature)
+            members.append(scored)
+    return members
+
+
+def fit_calibration(val_logits: torch.Tensor, val_labels: torch.Tensor, binary: bool) -> tuple[float, float]:
+    """Temperature and positive-logit shift on the validation split (shift 0 unless binary with both
+    classes in validation)."""
+    if binary and val_labels.unique().numel() == 2:
+        return fit_temperature_and_shift(val_logits, val_labels)
+    return fit_temperature(val_logits, val_labels), 0.0
+
+
+def shifted(logits: torch.Tensor, shift: float) -> torch.Tensor:
+    """(N, 2) logits with ``shift`` added to the positive class's."""
+    return logits + torch.tensor([0.0, shift]) if shift else logits
+
+
+def _decision_threshold(
+    val_logits: torch.Tensor, val_labels: torch.Tensor, temperature: float, config: TrainConfig
+) -> dict[str, Any]:
+    """The decision threshold chosen on the calibrated validation risks, and how (calibration.json)."""
+    risk = torch.softmax(val_logits / temperature, dim=1)[:, 1].numpy()
+    threshold = choose_threshold(val_labels.numpy(), risk, target_sensitivity=config.target_sensitivity)
+    return {
+        "value": threshold.value,
+        "rule": threshold.rule,
+        "val_sensitivity": threshold.sensitivity,
+        "val_specificity": threshold.specificity,
+    }

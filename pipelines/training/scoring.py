@@ -1,0 +1,81 @@
+"""Loaders over a split and what a model scores on them: the data loader of training and scoring
+(a distributed sampler under torchrun), float32 logits in eval mode, and the metrics of a split."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from pipelines.bundles.model_builder import MultimodalModel
+from pipelines.cohorts.dataset import PatientCollator
+from pipelines.evaluation.metrics import binary_metrics, multiclass_auroc
+from pipelines.training.train_config import TrainConfig
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on a GPU; nothing on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def split_loader(
+    dataset: Dataset,
+    collate: PatientCollator,
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    shuffle: bool,
+    epoch: int = 0,
+) -> DataLoader:
+    """The loader of one split: shuffled (per rank under torchrun) for training, in order otherwise."""
+    sampler = None
+    if dist.is_initialized() and shuffle:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=config.seed, drop_last=False)
+        sampler.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+    # A last training batch of one patient breaks batch norm on a 1x1 feature map: drop that one
+    # patient (a different one each shuffled epoch) rather than fail.
+    per_rank = len(sampler) if sampler is not None else len(dataset)
+    lone_last = shuffle and per_rank > 1 and per_rank % config.batch_size == 1
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        generator=generator,
+        drop_last=lone_last,
+    )
+
+
+@torch.no_grad()
+def collect_logits(
+    model: MultimodalModel, loader: DataLoader, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) float32 logits and (N,) labels over a loader, in eval mode."""
+    model.eval()
+    logits, labels = [], []
+    for batch in loader:
+        batch = batch.to(device)
+        with autocast(device):
+            output = model(batch)
+        logits.append(output.logits.float().cpu())
+        labels.append(batch.labels.cpu())
+    return torch.cat(logits), torch.cat(labels)
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict[str, float]:
+    """Binary: AUROC/AUPRC/Brier/ECE of the positive class; multiclass: macro AUROC; both: log-loss."""
+    scaled = logits / temperature
+    probabilities = torch.softmax(scaled, dim=1).numpy()
+    log_loss = float(torch.nn.functional.cross_entropy(scaled, labels)) if len(labels) else math.nan
+    y = labels.numpy()
+    if probabilities.shape[1] == 2:
+        return binary_metrics(y, probabilities[:, 1]) | {"log_loss": log_loss}
+    return {"auroc": multiclass_auroc(y, probabilities), "log_loss": log_loss, "n": len(y)}
