@@ -72,6 +72,8 @@ METRICS = {
     "ece": "test ECE",
     "calibration_slope": "test calibration slope",
 }
+# DeepWe rows also report their validation split, the only scores settings may be chosen on.
+VALIDATION_METRICS = {"auroc": "validation AUROC", "log_loss": "validation log-loss"}
 SERIES_AS_WINDOWS = "series_as_windows"
 ABLATION_NAMES = {
     "no_feature_gates": "DeepWe without feature gates",
@@ -227,7 +229,7 @@ def run_fold(
         result = train_deepwe(spec, work / "models" / folder, config)
         scores[method] = {m: float(result.metrics["test"][m]) for m in METRICS} | {
             "train_seconds": result.seconds
-        }
+        } | {f"val_{m}": float(result.metrics["val"][m]) for m in VALIDATION_METRICS}
         shutil.rmtree(work / "models" / folder, ignore_errors=True)
     log.info(
         "%s: DeepWe AUROC %.4f, gradient boosting %.4f",
@@ -260,7 +262,8 @@ def summary_rows(per_fold: Sequence[Mapping[str, Mapping[str, float]]], folds: i
             if method in ABLATION_NAMES.values()
             else None
         )
-        for metric, label in (*METRICS.items(), ("train_seconds", "training seconds")):
+        validation = [(f"val_{m}", label) for m, label in VALIDATION_METRICS.items()]
+        for metric, label in (*METRICS.items(), *validation, ("train_seconds", "training seconds")):
             if not values[method][metric]:
                 continue  # not measured for this method (results made before the metric existed)
             anchor = mean(anchor_method, metric) if anchor_method and metric in METRICS else None

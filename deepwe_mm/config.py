@@ -130,7 +130,7 @@ class DeepWeConfig:
     use_contrastive: bool = True
     use_sparsity: bool = True
     lambda_contrastive: float = 0.1
-    lambda_sparsity: float = 0.05
+    lambda_sparsity: float = 0.01
     contrastive_temperature: float = 0.1
     class_weights: tuple[float, ...] | None = None
 
