@@ -227,9 +227,11 @@ def run_fold(
         )
     for method, folder, config in runs:
         result = train_deepwe(spec, work / "models" / folder, config)
-        scores[method] = {m: float(result.metrics["test"][m]) for m in METRICS} | {
-            "train_seconds": result.seconds
-        } | {f"val_{m}": float(result.metrics["val"][m]) for m in VALIDATION_METRICS}
+        scores[method] = (
+            {m: float(result.metrics["test"][m]) for m in METRICS}
+            | {"train_seconds": result.seconds}
+            | {f"val_{m}": float(result.metrics["val"][m]) for m in VALIDATION_METRICS}
+        )
         shutil.rmtree(work / "models" / folder, ignore_errors=True)
     log.info(
         "%s: DeepWe AUROC %.4f, gradient boosting %.4f",
