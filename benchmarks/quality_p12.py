@@ -81,7 +81,7 @@ ABLATION_NAMES = {
     "gates_without_context": "DeepWe with gates that see one token each",
     "sigmoid_gates": "DeepWe with sigmoid instead of stochastic gates",
     "no_gate_positions": "DeepWe without per-variable gate offsets",
-    "no_gate_leak": "DeepWe with the plain (non-leaky) gate clamp",
+    "with_gate_leak": "DeepWe with a leaky gate clamp (gate_leak 0.1)",
     "no_random_masking": "DeepWe without random token masking",
     "attention_only_fusion": "DeepWe without additive per-modality evidence",
     "no_auxiliary_heads": "DeepWe without the per-modality auxiliary loss",

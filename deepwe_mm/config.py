@@ -17,7 +17,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "gates_without_context": {"gate_context": False},
     "sigmoid_gates": {"gate": "sigmoid"},
     "no_gate_positions": {"gate_positions": False},
-    "no_gate_leak": {"gate_leak": 0.0},
+    "with_gate_leak": {"gate_leak": 0.1},
     "no_random_masking": {"token_dropout": 0.0},
     "attention_only_fusion": {"additive_fusion": False},
     "no_auxiliary_heads": {"lambda_auxiliary": 0.0},
@@ -109,7 +109,7 @@ class DeepWeConfig:
     dropout: float = 0.2
     gate: str = "stochastic"
     gate_target: float | None = None
-    gate_leak: float = 0.1
+    gate_leak: float = 0.0
     gate_positions: bool = True
     token_dropout: float = 0.1
     additive_fusion: bool = True
