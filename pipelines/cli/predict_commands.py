@@ -200,8 +200,10 @@ def merge(
     ],
     out: Annotated[Path, typer.Option(help="Output file: .parquet or .csv.")] = Path("predictions.parquet"),
 ) -> None:
-    """Join shard outputs into one output in input order (no model needed); refuses shards that
-    overlap or leave gaps."""
+    """Join shard outputs into one output in input order; refuses overlapping or missing rows.
+
+    No model is needed: the shards of `deepwe predict --shard K/N` are read and concatenated.
+    """
     _merge(shards, out)
 
 
