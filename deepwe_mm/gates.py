@@ -121,7 +121,7 @@ class FeatureGate(nn.Module):
             mu = scores
             if self.training:
                 mu = mu + GATE_NOISE * torch.randn_like(mu)
-            open_probability = 0.5 * (1 + torch.erf(scores / (GATE_NOISE * math.sqrt(2))))
+            open_probability = torch.special.ndtr(scores / GATE_NOISE)
             weight = leaky_clamp(mu, self.leak) if self.training else expected_clamp(mu, GATE_NOISE)
             return torch.where(valid, weight, zero), torch.where(valid, open_probability, zero)
         if self.kind == "sigmoid":
@@ -204,10 +204,10 @@ def expected_clamp(mu: Tensor, sigma: float) -> Tensor:
     With a = −μ/σ and b = (1 − μ)/σ: ``μ·(Φ(b) − Φ(a)) + σ·(φ(a) − φ(b)) + 1 − Φ(b)``.
     """
     a, b = -mu / sigma, (1 - mu) / sigma
-    normal = torch.distributions.Normal(torch.zeros((), dtype=mu.dtype, device=mu.device), 1.0)
-    cdf_a, cdf_b = normal.cdf(a), normal.cdf(b)
-    pdf_a, pdf_b = normal.log_prob(a).exp(), normal.log_prob(b).exp()
-    return (mu * (cdf_b - cdf_a) + sigma * (pdf_a - pdf_b) + 1 - cdf_b).clamp(0, 1)
+    cdf_a, cdf_b = torch.special.ndtr(a), torch.special.ndtr(b)
+    pdf_a, pdf_b = torch.exp(-0.5 * a * a), torch.exp(-0.5 * b * b)
+    density = (pdf_a - pdf_b) / math.sqrt(2 * math.pi)
+    return (mu * (cdf_b - cdf_a) + sigma * density + 1 - cdf_b).clamp(0, 1)
 
 
 def leaky_clamp(x: Tensor, leak: float) -> Tensor:
