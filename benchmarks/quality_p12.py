@@ -5,9 +5,10 @@ the validation set, the rest training — :func:`benchmarks.unimodal.kfold_split
 
 - DeepWe on the static tabular values and the 48 h series with ``deepwe train``'s default settings
   (no tuning for this data set), and an ensemble of ``k`` of them (seeds 0..k-1);
-- its ablations (:data:`deepwe_mm.config.ABLATIONS`, plus the sensor series as time-window tokens
-  of a temporal CNN instead of per-variable statistic tokens), each changing exactly one part,
-  trained with the same settings and seed;
+- its ablations (:data:`deepwe_mm.config.ABLATIONS`, plus two of the sensor encoder: the series as
+  time-window tokens of a temporal CNN instead of per-variable tokens, and statistic tokens without
+  the trajectory tokens), each changing exactly one part, trained with the same settings and seed;
+- with ``--tuned YAML``, DeepWe (and its ensemble) with the settings of a ``deepwe tune`` run;
 - gradient boosting and logistic regression on first/last/min/max/mean/count summary features
   (:mod:`benchmarks.summary_features`), hyperparameters chosen on the validation fold;
 - the SAPS-I score shipped with the challenge, recalibrated by a one-variable logistic fit.
@@ -63,6 +64,7 @@ WORK = REPO / "runs" / "bench" / "quality_p12"
 BENCHMARK = "PhysioNet 2012 in-hospital death, {folds}-fold CV"
 DEEPWE = "DeepWe (static tabular + 48 h series)"
 ENSEMBLE = "DeepWe, ensemble of {k}"
+TUNED = "DeepWe with the settings of {name}"
 LR = "logistic regression on summary features"
 SAPS_METHOD = "SAPS-I score (logistic recalibration)"
 METRICS = {
@@ -75,6 +77,12 @@ METRICS = {
 # DeepWe rows also report their validation split, the only scores settings may be chosen on.
 VALIDATION_METRICS = {"auroc": "validation AUROC", "log_loss": "validation log-loss"}
 SERIES_AS_WINDOWS = "series_as_windows"
+NO_TRAJECTORIES = "no_trajectories"
+# Ablations of the sensor encoder rather than the fusion core: training settings they override.
+ENCODER_ABLATIONS: dict[str, dict[str, Any]] = {
+    SERIES_AS_WINDOWS: {"sensor": {"tokens": "windows"}},
+    NO_TRAJECTORIES: {"sensor": {"trajectory": False}},
+}
 ABLATION_NAMES = {
     "no_feature_gates": "DeepWe without feature gates",
     "with_flat_readout": "DeepWe with concatenated instead of pooled tabular tokens",
@@ -93,8 +101,9 @@ ABLATION_NAMES = {
     "no_contrastive": "DeepWe without the contrastive term",
     "no_sparsity": "DeepWe without the sparsity term",
     SERIES_AS_WINDOWS: "DeepWe with the series as hourly windows (temporal CNN)",
+    NO_TRAJECTORIES: "DeepWe without trajectory tokens (series statistics only)",
 }
-ABLATION_CHOICES = (*ABLATIONS, SERIES_AS_WINDOWS)
+ABLATION_CHOICES = (*ABLATIONS, *ENCODER_ABLATIONS)
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,8 @@ class Settings:
             validation fold's log-loss).
         ablations: which of :data:`ABLATION_CHOICES` to train.
         ensemble: k of the ensemble row (0: no ensemble row).
+        tuned: a ``deepwe train --config`` YAML (e.g. ``deepwe tune``'s ``best.yaml``) for one more
+            DeepWe row (and its ensemble of ``ensemble``), trained on every fold with those settings.
         seed: seeds the folds and every DeepWe training.
         torch_threads: intra-op threads while the part runs (None: leave as is); see
             :func:`benchmarks.options.torch_threads`.
@@ -118,6 +129,7 @@ class Settings:
     epochs: int | None = None
     ablations: tuple[str, ...] = ABLATION_CHOICES
     ensemble: int = 5
+    tuned: Path | None = None
     seed: int = 0
     torch_threads: int | None = 1
 
@@ -127,14 +139,17 @@ class Settings:
         minutes on 2 quiet cores. Too small and short to quote: DeepWe is far from converged."""
         return cls(limit=500, epochs=3, ensemble=2)
 
-    def train_config(self, text_cache: Path, ablation: str | None = None, ensemble: int = 1) -> TrainConfig:
-        """``deepwe train``'s defaults (the benchmark's epochs when set), ``ensemble`` members, with
-        ``ablation``'s one change."""
-        config = TrainConfig(seed=self.seed, text_cache=str(text_cache), ensemble=ensemble)
+    def train_config(
+        self, text_cache: Path, ablation: str | None = None, ensemble: int = 1, *, tuned: bool = False
+    ) -> TrainConfig:
+        """``deepwe train``'s defaults (or with ``tuned`` the settings of :attr:`tuned`; the
+        benchmark's epochs when set), ``ensemble`` members, with ``ablation``'s one change."""
+        config = TrainConfig.from_yaml(self.tuned) if tuned and self.tuned is not None else TrainConfig()
+        config = replace(config, seed=self.seed, text_cache=str(text_cache), ensemble=ensemble)
         if self.epochs is not None:
             config = replace(config, epochs=self.epochs, patience=min(config.patience, self.epochs))
-        if ablation == SERIES_AS_WINDOWS:
-            return replace(config, encoders={"sensor": {"tokens": "windows"}})
+        if ablation in ENCODER_ABLATIONS:
+            return replace(config, encoders=config.encoders | ENCODER_ABLATIONS[ablation])
         if ablation is not None:
             return replace(config, fusion=config.fusion | ABLATIONS[ablation])
         return config
@@ -205,22 +220,18 @@ def run_fold(
         for method, fitted in baselines.items()
     }
     runs = []
-    if settings.ensemble > 1:
-        # Member 0 of the ensemble is the default single model (same seed, same data): its own
-        # calibrated test scores are the single-model row, so it is not trained twice.
-        config = settings.train_config(work.parent / ".text-cache", ensemble=settings.ensemble)
-        result = train_deepwe(spec, work / "models" / "ensemble", config)
-        member = result.metrics["members"][0]
-        shared = result.seconds - sum(m["epoch_seconds_total"] for m in result.metrics["members"])
-        scores[DEEPWE] = {m: float(member["test"][m]) for m in METRICS} | {
-            "train_seconds": shared + member["epoch_seconds_total"]
-        }
-        scores[ENSEMBLE.format(k=settings.ensemble)] = {
-            m: float(result.metrics["test"][m]) for m in METRICS
-        } | {"train_seconds": result.seconds}
-        shutil.rmtree(work / "models" / "ensemble", ignore_errors=True)
-    else:
-        runs.append((DEEPWE, "deepwe", settings.train_config(work.parent / ".text-cache")))
+    variants = [(DEEPWE, ENSEMBLE, False)]
+    if settings.tuned is not None:
+        tuned = TUNED.format(name=settings.tuned.name)
+        variants.append((tuned, tuned + ", ensemble of {k}", True))
+    for single, ensemble, tuned_settings in variants:
+        config = settings.train_config(work.parent / ".text-cache", tuned=tuned_settings)
+        if settings.ensemble > 1:
+            scores |= _ensemble_scores(
+                spec, work, replace(config, ensemble=settings.ensemble), single, ensemble
+            )
+        else:
+            runs.append((single, "tuned" if tuned_settings else "deepwe", config))
     for ablation in settings.ablations:
         runs.append(
             (ABLATION_NAMES[ablation], ablation, settings.train_config(work.parent / ".text-cache", ablation))
@@ -242,6 +253,25 @@ def run_fold(
     return scores
 
 
+def _ensemble_scores(
+    spec: Any, work: Path, config: TrainConfig, single: str, ensemble: str
+) -> dict[str, dict[str, float]]:
+    """Test scores of an ensemble (method ``ensemble``, with ``{k}`` its size) and of its member 0
+    (method ``single``). Member 0 is the single model of the same settings, seed and data, so it is
+    not trained twice."""
+    result = train_deepwe(spec, work / "models" / "ensemble", config)
+    member = result.metrics["members"][0]
+    shared = result.seconds - sum(m["epoch_seconds_total"] for m in result.metrics["members"])
+    shutil.rmtree(work / "models" / "ensemble", ignore_errors=True)
+    return {
+        single: {m: float(member["test"][m]) for m in METRICS}
+        | {"train_seconds": shared + member["epoch_seconds_total"]}
+        | {f"val_{m}": float(member["val"][m]) for m in VALIDATION_METRICS if m in member["val"]},
+        ensemble.format(k=config.ensemble): {m: float(result.metrics["test"][m]) for m in METRICS}
+        | {"train_seconds": result.seconds},
+    }
+
+
 def summary_rows(per_fold: Sequence[Mapping[str, Mapping[str, float]]], folds: int) -> list[dict[str, Any]]:
     """The result rows: every method and metric over the folds, with anchors (see the module doc)."""
     benchmark = BENCHMARK.format(folds=folds)
@@ -258,11 +288,7 @@ def summary_rows(per_fold: Sequence[Mapping[str, Mapping[str, float]]], folds: i
     rows = []
     for method in values:
         anchor_method = (
-            GB
-            if method == DEEPWE or method.startswith("DeepWe, ensemble")
-            else DEEPWE
-            if method in ABLATION_NAMES.values()
-            else None
+            GB if _compared_with_boosting(method) else DEEPWE if method in ABLATION_NAMES.values() else None
         )
         validation = [(f"val_{m}", label) for m, label in VALIDATION_METRICS.items()]
         for metric, label in (*METRICS.items(), *validation, ("train_seconds", "training seconds")):
@@ -270,7 +296,7 @@ def summary_rows(per_fold: Sequence[Mapping[str, Mapping[str, float]]], folds: i
                 continue  # not measured for this method (results made before the metric existed)
             anchor = mean(anchor_method, metric) if anchor_method and metric in METRICS else None
             rows.append(result_row(benchmark, method, label, values[method][metric], anchor=anchor))
-    for method in [m for m in values if m == DEEPWE or m.startswith("DeepWe, ensemble")]:
+    for method in [m for m in values if _compared_with_boosting(m)]:
         if GB not in values:
             break
         for metric, label in (
@@ -280,6 +306,11 @@ def summary_rows(per_fold: Sequence[Mapping[str, Mapping[str, float]]], folds: i
             difference = np.subtract(values[method][metric], values[GB][metric])
             rows.append(result_row(benchmark, f"{method} - {GB}", label, difference, anchor=0.0))
     return rows
+
+
+def _compared_with_boosting(method: str) -> bool:
+    """DeepWe with the default or tuned settings, alone or as an ensemble (not an ablation)."""
+    return method == DEEPWE or method.startswith(("DeepWe, ensemble", TUNED.format(name="")))
 
 
 def verdict(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -336,6 +367,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ensemble", type=int, default=None, help="k of the ensemble row; 0 = none (default 5)"
     )
     parser.add_argument(
+        "--tuned",
+        type=Path,
+        default=None,
+        help="a deepwe train --config YAML (e.g. deepwe tune's best.yaml): one more DeepWe row "
+        "(and ensemble) with those settings",
+    )
+    parser.add_argument(
         "--ablations",
         type=subset_of(ABLATION_CHOICES, none=True),
         default=None,
@@ -348,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "epochs": args.epochs,
         "ensemble": args.ensemble,
         "ablations": args.ablations,
+        "tuned": args.tuned,
     }
 
     def report(settings: Settings, rows: list[dict[str, Any]]) -> str:

@@ -13,6 +13,9 @@ the training quantiles. A channel never measured has all its statistics masked (
 needs two measurements at different times. One last token, ``"measured channels"``, embeds which
 channels were measured at all, since being measured is itself informative.
 
+With ``trajectory`` on, each channel also gets a time-aware token, ``"Lactate (trajectory)"``: a
+learned reading of its measurements at their own times (:mod:`encoders.sensor_trajectory`).
+
 The tokens of a channel form one group (:attr:`SensorVariableEncoder.token_groups`): the fusion
 core weighs every token, then lets the channels interact.
 """
@@ -29,10 +32,12 @@ from torch import nn
 
 from encoders.base import ModalityEncoder
 from encoders.numeric_embedding import DEFAULT_BINS, PiecewiseLinearEmbedding
+from encoders.sensor_trajectory import ChannelTrajectories
 from encoders.tokens import EncoderBatch, Tokens
 
 SERIES_STATISTICS = ("first", "last", "min", "max", "mean", "count", "hours since last", "slope")
 SLOPE = SERIES_STATISTICS.index("slope")
+MEAN = SERIES_STATISTICS.index("mean")
 PATTERN_TOKEN = "measured channels"
 
 
@@ -56,6 +61,21 @@ class GriddedSeries(Protocol):
 
 
 @dataclass(frozen=True)
+class SeriesObservations:
+    """Every measurement of one series, oldest first.
+
+    Attributes:
+        hours_before_end: ``(N,)`` float32, hours from the measurement to the end of the series.
+        channel: ``(N,)`` int64 channel index.
+        value: ``(N,)`` float32 in the channel's units.
+    """
+
+    hours_before_end: np.ndarray
+    channel: np.ndarray
+    value: np.ndarray
+
+
+@dataclass(frozen=True)
 class SeriesStatistics:
     """The statistics of one series.
 
@@ -65,15 +85,18 @@ class SeriesStatistics:
             0 where not observed.
         observed: ``(C, S)`` bool.
         skipped: reason -> count of lines, cells or values of the file left out while reading it.
+        observations: the measurements themselves, for trajectory tokens (None when not kept).
     """
 
     values: np.ndarray
     observed: np.ndarray
     skipped: dict[str, int] = field(default_factory=dict)
+    observations: SeriesObservations | None = None
 
 
-def series_statistics(series: GriddedSeries) -> SeriesStatistics:
-    """The :data:`SERIES_STATISTICS` of every channel of a gridded series.
+def series_statistics(series: GriddedSeries, *, keep_observations: bool = False) -> SeriesStatistics:
+    """The :data:`SERIES_STATISTICS` of every channel of a gridded series (and, with
+    ``keep_observations``, its measurements).
 
     A cell's time is its centre, ``start_s + (i + 0.5) / rate_hz``; the series ends at the end of its
     last cell.
@@ -110,7 +133,15 @@ def series_statistics(series: GriddedSeries) -> SeriesStatistics:
     mask = np.repeat(seen[:, None], len(SERIES_STATISTICS), axis=1)
     mask[:, SLOPE] = has_slope
     stats = np.where(mask & np.isfinite(stats), stats, 0.0)
-    return SeriesStatistics(stats.astype(np.float32), mask & np.isfinite(stats))
+    observations = None
+    if keep_observations:
+        oldest_first = np.argsort(hour, kind="stable")
+        observations = SeriesObservations(
+            (end - hour[oldest_first]).astype(np.float32),
+            channel[oldest_first].astype(np.int64),
+            value[oldest_first].astype(np.float32),
+        )
+    return SeriesStatistics(stats.astype(np.float32), mask & np.isfinite(stats), observations=observations)
 
 
 @dataclass(frozen=True)
@@ -123,6 +154,11 @@ class SensorVariableConfig:
         out_dim: token width D.
         bins: K, quantile bins of each statistic's numerical embedding.
         tokens: always ``"variables"`` (the ``sensor`` registry entry dispatches on it).
+        trajectory: also one time-aware token per channel read from its measurements
+            (:class:`~encoders.sensor_trajectory.ChannelTrajectories`).
+        trajectory_heads: attention heads of that reading (the most up to this that divide
+            ``out_dim``).
+        max_observations: the most recent measurements a trajectory reads per patient.
     """
 
     channels: int
@@ -130,6 +166,9 @@ class SensorVariableConfig:
     out_dim: int = 128
     bins: int = DEFAULT_BINS
     tokens: str = "variables"
+    trajectory: bool = False
+    trajectory_heads: int = 4
+    max_observations: int = 1024
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(str(n) for n in self.names))
@@ -142,6 +181,11 @@ class SensorVariableConfig:
             raise ValueError(f"sensor variable encoder: {len(self.names)} names for {self.channels} channels")
         if self.tokens != "variables":
             raise ValueError(f"SensorVariableConfig.tokens must be 'variables', got {self.tokens!r}")
+        if self.trajectory_heads < 1 or self.max_observations < 1:
+            raise ValueError(
+                "sensor variable encoder needs trajectory_heads and max_observations >= 1, got "
+                f"{self.trajectory_heads} and {self.max_observations}"
+            )
 
     @property
     def channel_names(self) -> tuple[str, ...]:
@@ -149,7 +193,8 @@ class SensorVariableConfig:
 
 
 class SensorVariableEncoder(ModalityEncoder):
-    """One token per (channel, statistic), plus the measured-channels token.
+    """One token per (channel, statistic), with ``trajectory`` one per channel more, plus the
+    measured-channels token.
 
     Args:
         config: channels, names, width and bins.
@@ -168,13 +213,21 @@ class SensorVariableEncoder(ModalityEncoder):
         )
         self.pattern = nn.Linear(config.channels, config.out_dim)
         self.norm = nn.LayerNorm(config.out_dim)
+        self.trajectories = (
+            ChannelTrajectories(config.channels, config.bins, config.out_dim, config.trajectory_heads)
+            if config.trajectory
+            else None
+        )
+        channels = range(config.channels)
+        trajectory = channels if config.trajectory else range(0)
         self.token_names = [
             *(f"{channel} ({stat})" for channel in config.channel_names for stat in SERIES_STATISTICS),
+            *(f"{config.channel_names[c]} (trajectory)" for c in trajectory),
             PATTERN_TOKEN,
         ]
         # The tokens of channel c are group c; the measured-channels token is a group of its own.
         self.token_groups = tuple(
-            [c for c in range(config.channels) for _ in SERIES_STATISTICS] + [config.channels]
+            [c for c in channels for _ in SERIES_STATISTICS] + list(trajectory) + [config.channels]
         )
 
     def example_samples(self, n: int, rng: np.random.Generator) -> list[GriddedSeries]:
@@ -202,16 +255,22 @@ class SensorVariableEncoder(ModalityEncoder):
                 :class:`SeriesStatistics` (computed once by the data pipeline), or None.
 
         Returns:
-            tensors ``statistics`` (B, C, S) float32 and ``observed`` (B, C, S) bool.
+            tensors ``statistics`` (B, C, S) float32 and ``observed`` (B, C, S) bool; with
+            ``trajectory`` also the most recent ``max_observations`` measurements, padded to the
+            longest N of the batch: ``hours`` (B, N) float32 before the end, ``channel`` (B, N)
+            long, ``reading`` (B, N) float32 and ``measurement`` (B, N) bool (False = padding).
 
         Raises:
-            ValueError: a sample has the wrong number of channels.
+            ValueError: a sample has the wrong number of channels, or trajectory tokens need the
+                measurements of a sample whose statistics were computed without them.
         """
         channels, stats = self.config.channels, len(SERIES_STATISTICS)
         values = np.zeros((len(samples), channels, stats), dtype=np.float32)
         observed = np.zeros((len(samples), channels, stats), dtype=bool)
+        kept: list[SeriesObservations | None] = []
         for row, sample in enumerate(samples):
             if sample is None:
+                kept.append(None)
                 continue
             if not isinstance(sample, SeriesStatistics):
                 if np.asarray(sample.values).ndim != 2 or np.asarray(sample.values).shape[1] != channels:
@@ -219,29 +278,84 @@ class SensorVariableEncoder(ModalityEncoder):
                         f"sensor sample {row}: expected values of shape (T, {channels}), "
                         f"got {np.asarray(sample.values).shape}"
                     )
-                sample = series_statistics(sample)
+                sample = series_statistics(sample, keep_observations=self.config.trajectory)
             if sample.values.shape != (channels, stats):
                 raise ValueError(
                     f"sensor sample {row}: expected statistics of shape ({channels}, {stats}), got {sample.values.shape}"
                 )
+            if self.config.trajectory and sample.observations is None:
+                raise ValueError(f"sensor sample {row}: trajectory tokens need its measurements")
             values[row], observed[row] = sample.values, sample.observed
+            kept.append(sample.observations)
         present = torch.tensor([sample is not None for sample in samples], dtype=torch.bool)
-        return EncoderBatch(
-            tensors={"statistics": torch.from_numpy(values), "observed": torch.from_numpy(observed)},
-            present=present,
-            names=[self.token_names for _ in samples],
-        )
+        tensors = {"statistics": torch.from_numpy(values), "observed": torch.from_numpy(observed)}
+        if self.config.trajectory:
+            tensors |= _padded_measurements(kept, self.config.max_observations)
+        return EncoderBatch(tensors=tensors, present=present, names=[self.token_names for _ in samples])
 
     def forward(self, batch: EncoderBatch) -> Tokens:
-        """Tokens ``values`` (B, C * S + 1, D); ``mask`` True for observed statistics and for the
-        measured-channels token of a present patient."""
+        """Tokens ``values`` (B, C * S [+ C] + 1, D): the statistics, the trajectories (with
+        ``trajectory``) and the measured-channels token; ``mask`` True for observed statistics,
+        channels with a measurement and the measured-channels token of a present patient."""
         statistics, observed = batch.tensors["statistics"], batch.tensors["observed"]
         rows = statistics.shape[0]
-        tokens = self.statistics(statistics.reshape(rows, -1))
+        parts = [self.statistics(statistics.reshape(rows, -1))]
+        masks = [observed.reshape(rows, -1)]
+        if self.trajectories is not None:
+            trajectories, measured_channels = self._trajectories(batch)
+            parts.append(trajectories)
+            masks.append(measured_channels)
         measured = observed.any(dim=2).float()
-        tokens = torch.cat([tokens, self.pattern(measured)[:, None]], dim=1)
-        mask = torch.cat([observed.reshape(rows, -1), torch.ones(rows, 1, dtype=torch.bool)], dim=1)
+        tokens = torch.cat([*parts, self.pattern(measured)[:, None]], dim=1)
+        mask = torch.cat([*masks, torch.ones(rows, 1, dtype=torch.bool, device=observed.device)], dim=1)
         return Tokens(values=self.norm(tokens), mask=mask & batch.present[:, None], names=batch.names)
+
+    def _trajectories(self, batch: EncoderBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, D) trajectory tokens and (B, C) bool: each measurement's value is coded over the
+        quantile bins of its channel's mean (clipped at them, like the statistics)."""
+        assert self.trajectories is not None
+        channel, reading = batch.tensors["channel"], batch.tensors["reading"]
+        bins = self.config.bins
+        edges = self.statistics.edges.view(self.config.channels, len(SERIES_STATISTICS), bins + 1)[:, MEAN]
+        low, high = edges[channel, :-1], edges[channel, 1:]  # (B, N, K)
+        codes = ((reading.unsqueeze(-1) - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0)
+        return self.trajectories(batch.tensors["hours"], channel, codes, batch.tensors["measurement"])
+
+
+def _padded_measurements(
+    observations: Sequence[SeriesObservations | None], most: int
+) -> dict[str, torch.Tensor]:
+    """The last ``most`` measurements of each patient, padded to the longest of the batch."""
+    kept = [None if o is None else _last(o, most) for o in observations]
+    length = max([1, *(len(o.value) for o in kept if o is not None)])
+    hours = np.zeros((len(kept), length), dtype=np.float32)
+    channel = np.zeros((len(kept), length), dtype=np.int64)
+    reading = np.zeros((len(kept), length), dtype=np.float32)
+    real = np.zeros((len(kept), length), dtype=bool)
+    for row, o in enumerate(kept):
+        if o is None:
+            continue
+        n = len(o.value)
+        hours[row, :n], channel[row, :n], reading[row, :n], real[row, :n] = (
+            o.hours_before_end,
+            o.channel,
+            o.value,
+            True,
+        )
+    return {
+        "hours": torch.from_numpy(hours),
+        "channel": torch.from_numpy(channel),
+        "reading": torch.from_numpy(reading),
+        "measurement": torch.from_numpy(real),
+    }
+
+
+def _last(observations: SeriesObservations, most: int) -> SeriesObservations:
+    if len(observations.value) <= most:
+        return observations
+    return SeriesObservations(
+        observations.hours_before_end[-most:], observations.channel[-most:], observations.value[-most:]
+    )
 
 
 def build(**config: Any) -> SensorVariableEncoder:

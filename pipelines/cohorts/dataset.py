@@ -32,7 +32,7 @@ from encoders.readers import (
     read_sensor,
     read_text,
 )
-from encoders.sensor_variables import SeriesStatistics, series_statistics
+from encoders.sensor_variables import SeriesObservations, SeriesStatistics, series_statistics
 from encoders.tokens import EncoderBatch
 from pipelines.cohorts.decoded_cache import decoded
 
@@ -193,14 +193,20 @@ def file_reader(
 
 
 def without_channels(statistics: SeriesStatistics, channels: Sequence[int]) -> SeriesStatistics:
-    """``statistics`` with ``channels`` masked: channels never observed in training are ignored,
-    since their embeddings were never trained."""
+    """``statistics`` with ``channels`` masked (and their measurements left out): channels never
+    observed in training are ignored, since their embeddings were never trained."""
     if not channels:
         return statistics
     observed = statistics.observed.copy()
     observed[list(channels)] = False
     values = np.where(observed, statistics.values, 0.0).astype(np.float32)
-    return replace(statistics, values=values, observed=observed)
+    measurements = statistics.observations
+    if measurements is not None:
+        keep = ~np.isin(measurements.channel, list(channels))
+        measurements = SeriesObservations(
+            measurements.hours_before_end[keep], measurements.channel[keep], measurements.value[keep]
+        )
+    return replace(statistics, values=values, observed=observed, observations=measurements)
 
 
 def read_series_statistics(
@@ -208,13 +214,15 @@ def read_series_statistics(
 ) -> SeriesStatistics:
     """The per-channel statistics of a sensor file (raw units), for per-variable sensor tokens.
 
-    With the training ``stats``, values :func:`standardise` would refuse are left out first. The
+    With the training ``stats``, values :func:`standardise` would refuse are left out first, and
+    the measurements themselves are kept when the stats say the encoder reads trajectories. The
     lines, cells and values skipped while reading are kept in ``skipped``.
     """
     array = read_sensor_file(path, modality)
     if stats is not None:
         array = without_far_values(array, stats)
-    return replace(series_statistics(array), skipped=dict(array.skipped))
+    keep = bool(stats is not None and stats.get("trajectory"))
+    return replace(series_statistics(array, keep_observations=keep), skipped=dict(array.skipped))
 
 
 def read_sensor_file(path: str, modality: SensorModality) -> SensorArray:

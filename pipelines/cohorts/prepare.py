@@ -108,6 +108,7 @@ def prepare_cohort(
     *,
     text_cache: str | None = None,
     sensor_token_choice: str | None = None,
+    sensor_trajectory: bool = True,
     bins: int = DEFAULT_BINS,
 ) -> PreparedCohort:
     """Labels, splits and preprocessing fitted on the training split only.
@@ -115,6 +116,8 @@ def prepare_cohort(
     Args:
         sensor_token_choice: ``"windows"`` or ``"variables"`` for every sensor modality; None
             chooses by grid rate (:func:`sensor_tokens`).
+        sensor_trajectory: per-variable sensor tokens also read each channel's measurements
+            (trajectory tokens): the readers then keep them.
         bins: quantile bins of the numerical embeddings.
 
     Raises:
@@ -167,6 +170,7 @@ def prepare_cohort(
             tokens = sensor_tokens(modality, sensor_token_choice)
             preprocessing["sensor"][name] = _sensor_stats(name, modality, training, tokens, bins)
             if tokens == "variables":
+                preprocessing["sensor"][name]["trajectory"] = sensor_trajectory
                 preprocessing["numeric_edges"][name] = preprocessing["sensor"][name].pop("edges")
                 preprocessing["implausible"][name] = preprocessing["sensor"][name].pop("implausible")
     return PreparedCohort(

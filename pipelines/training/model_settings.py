@@ -50,6 +50,7 @@ def encoder_settings(
             fields |= {"channels": len(modality.channels), "tokens": stats.get("tokens", "windows")}
             if fields["tokens"] == "variables":
                 fields |= {"names": list(modality.channels), "bins": config.bins}
+                fields["trajectory"] = bool(stats.get("trajectory", False))
             else:
                 fields |= {"strides": list(sensor_strides(stats["cells"]))}
         elif modality.kind == "text":
@@ -62,7 +63,14 @@ def encoder_settings(
         if modality.kind == "sensor":
             # Settings of the other token mode (a CNN's hidden width) do not apply to this one.
             allowed = {
-                "variables": {"out_dim", "bins", "tokens"},
+                "variables": {
+                    "out_dim",
+                    "bins",
+                    "tokens",
+                    "trajectory",
+                    "trajectory_heads",
+                    "max_observations",
+                },
                 "windows": {"out_dim", "hidden", "strides", "tokens"},
             }
             overrides = {k: v for k, v in overrides.items() if k in allowed[fields["tokens"]]}

@@ -128,6 +128,7 @@ def _prepare(cohort: Cohort, out: Path, config: TrainConfig) -> _TrainingData:
         cohort,
         text_cache=text_cache,
         sensor_token_choice=config.encoders.get("sensor", {}).get("tokens"),
+        sensor_trajectory=bool(config.encoders.get("sensor", {}).get("trajectory", True)),
         bins=config.bins,
     )
     settings = encoder_settings(cohort.spec, prepared.preprocessing, config)

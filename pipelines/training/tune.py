@@ -37,7 +37,7 @@ SEARCH_SPACE = {
     "fusion.token_layers": "0, 1 or 2",
     "fusion.dropout": "0 .. 0.3",
     "fusion.lambda_contrastive": "0 .. 0.3",
-    "fusion.lambda_sparsity": "0 .. 0.05",
+    "fusion.lambda_sparsity": "0 .. 0.2",
 }
 """What :func:`tune` searches, and over which range (for ``--help`` and docs/model.md)."""
 

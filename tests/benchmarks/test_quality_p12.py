@@ -13,7 +13,10 @@ from benchmarks.baselines import GB, p12_cohort
 from benchmarks.quality_p12 import (
     ABLATION_NAMES,
     DEEPWE,
+    ENCODER_ABLATIONS,
+    NO_TRAJECTORIES,
     SERIES_AS_WINDOWS,
+    TUNED,
     Settings,
     main,
     summary_rows,
@@ -74,16 +77,32 @@ def test_deepwe_runs_with_the_defaults_and_each_ablation_changes_exactly_one_par
     settings = Settings()
     full = settings.train_config(Path("cache"))
     assert full == TrainConfig(seed=settings.seed, text_cache="cache")  # what a user gets
-    assert set(ABLATION_NAMES) == {*ABLATIONS, SERIES_AS_WINDOWS}
+    assert set(ABLATION_NAMES) == {*ABLATIONS, *ENCODER_ABLATIONS}
     for name, switch in ABLATIONS.items():
         config = settings.train_config(Path("cache"), name)
         assert config.fusion == full.fusion | switch
         assert (config.encoders, config.token_dim, config.seed) == (full.encoders, full.token_dim, full.seed)
     windows = settings.train_config(Path("cache"), SERIES_AS_WINDOWS)
     assert windows.encoders == {"sensor": {"tokens": "windows"}} and windows.fusion == full.fusion
+    statistics_only = settings.train_config(Path("cache"), NO_TRAJECTORIES)
+    assert statistics_only.encoders == {"sensor": {"trajectory": False}}
     assert settings.train_config(Path("cache"), ensemble=5).ensemble == 5
     quick = Settings.quick().train_config(Path("cache"))
     assert quick.epochs == 3 and quick.patience <= 3
+
+
+def test_tuned_settings_come_from_their_yaml_and_their_rows_are_compared_with_boosting(tmp_path: Path):
+    best = tmp_path / "best.yaml"
+    best.write_text("lr: 0.0005\nfusion: {dropout: 0.25}\n", encoding="utf-8")
+    settings = Settings(tuned=best, seed=3)
+    tuned = settings.train_config(Path("cache"), ensemble=4, tuned=True)
+    assert (tuned.lr, tuned.fusion, tuned.seed, tuned.ensemble) == (0.0005, {"dropout": 0.25}, 3, 4)
+    assert settings.train_config(Path("cache")) == TrainConfig(seed=3, text_cache="cache")
+    method = TUNED.format(name=best.name)
+    folds = [_fold(0.80, 0.84, 0.8) | {method: _fold(0.86, 0, 0)[DEEPWE]} for _ in range(2)]
+    by = {(r["method"], r["metric"]): r for r in summary_rows(folds, folds=2)}
+    assert by[(method, "test AUROC")]["anchor"] == pytest.approx(0.84)
+    assert by[(f"{method} - {GB}", "test AUROC difference, same fold")]["mean"] == pytest.approx(0.02)
 
 
 def test_absent_data_and_unknown_ablations_are_refused_with_exit_2(tmp_path: Path, capsys):

@@ -46,7 +46,10 @@ _import_encoder_modules()
 NAMES = list_encoders()
 DEFAULTS = [name for name in NAMES if not name.endswith("-tiny")]
 # Registered names, plus "name:mode" for an encoder that builds another token mode on request.
-TOKEN_MODES = {"sensor-tiny:variables": ("sensor-tiny", {"tokens": "variables"})}
+TOKEN_MODES = {
+    "sensor-tiny:variables": ("sensor-tiny", {"tokens": "variables"}),
+    "sensor-tiny:variables+trajectory": ("sensor-tiny", {"tokens": "variables", "trajectory": True}),
+}
 TINY = [name for name in NAMES if name.endswith("-tiny")] + list(TOKEN_MODES)
 
 

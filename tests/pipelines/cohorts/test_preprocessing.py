@@ -55,6 +55,22 @@ def test_measurement_series_become_statistic_tokens_with_train_fitted_edges(coho
     assert edges.shape == (channels * 8, 9) and (np.diff(edges, axis=1) >= 0).all()
 
 
+def test_trajectory_tokens_train_from_kept_measurements_and_survive_the_bundle(cohort_60, tmp_path):
+    config = replace(TINY, epochs=1, encoders=TINY.encoders | {"sensor": {"trajectory": True}})
+    train(cohort_60, tmp_path / "model", config, device="cpu", progress=False)
+    bundle = load_bundle(tmp_path / "model")
+    assert bundle.contents.preprocessing["sensor"]["vitals"]["trajectory"] is True
+    vitals = bundle.model.encoders["vitals"]
+    assert vitals.config.trajectory and "HR (trajectory)" in vitals.token_names
+    dataset = prepare_cohort(load_cohort(cohort_60), sensor_trajectory=True).dataset("test")
+    sample = next(s for s in (dataset[i] for i in range(len(dataset))) if s.inputs["vitals"] is not None)
+    kept = sample.inputs["vitals"].observations
+    assert kept is not None and len(kept.value) == int(sample.inputs["vitals"].values[:, 5].sum())
+    tokens = vitals(vitals.collate([sample.inputs["vitals"]]))
+    first = vitals.token_names.index("HR (trajectory)")
+    assert tokens.mask[0, first : first + len(vitals.config.channel_names)].any()
+
+
 @pytest.mark.slow
 def test_an_ensemble_bundle_round_trips_and_averages_its_members(cohort_60, tmp_path):
     out = tmp_path / "ensemble"
