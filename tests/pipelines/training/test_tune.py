@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.cohorts.cohort_table import load_cohort
 from pipelines.training.train_config import TrainConfig
-from pipelines.training.tune import parse_duration, tune, without_test_rows
+from pipelines.training.tune import SEARCH_SPACE, parse_duration, suggest, tune, without_test_rows
 from tests.pipelines.conftest import TINY
 
 
@@ -18,6 +18,20 @@ def test_durations_read_like_a_person_writes_them():
     assert parse_duration("45") == 45
     with pytest.raises(ValueError, match="30m"):
         parse_duration("half an hour")
+
+
+def test_trials_draw_exactly_the_documented_settings_within_their_ranges():
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(40):
+        trial = study.ask()
+        config = suggest(trial, TrainConfig())
+        assert set(trial.params) == set(SEARCH_SPACE)
+        assert 1e-3 <= config.fusion["lambda_sparsity"] <= 0.05
+        assert 0 <= config.fusion["lambda_contrastive"] <= 0.3 and 0 <= config.fusion["dropout"] <= 0.3
+        assert 3e-4 <= config.lr <= 3e-3 and config.ensemble == 1
+        assert config.fusion["hidden_dim"] % config.fusion["n_heads"] == 0
 
 
 def test_tuning_sees_no_test_row(cohort_60):
