@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data_schemas import NeighbourWeight, PatientRecord, PredictionRecord, Problem, TokenWeight
+from data_schemas import PatientRecord, PredictionRecord, Problem
 from pipelines.bundles.loading import Bundle
 from pipelines.cohorts.cohort_table import Cohort, is_missing, load_cohort
 from pipelines.cohorts.dataset import MAX_STANDARD_SCORE, Batch, CohortDataset, PatientCollator, PatientSample
@@ -25,6 +25,7 @@ from pipelines.cohorts.prepare import tabular_arrays
 from pipelines.cohorts.spec_io import SpecError
 from pipelines.cohorts.validate import id_problems, missing_column_problems
 from pipelines.evaluation.ood import range_violations
+from pipelines.inference.batch_records import ok_records
 
 
 @dataclass(frozen=True)
@@ -337,92 +338,11 @@ def _forward(context, usable: Sequence[int]) -> dict[int, PredictionRecord]:
         return {}
     batch: Batch = collate([samples[i] for i in usable]).to(bundle.device)
     output = bundle.model(batch)
-    ood_rank, ood_flag = distance.score(output.fused)
+    ood = distance.score(output.fused)
     probabilities = torch.softmax(output.logits.float() / bundle.temperature, dim=1).cpu()
-    return {
-        i: _record(
-            bundle,
-            batch,
-            output,
-            j,
-            samples[i],
-            hashes[i],
-            outside[i],
-            probabilities[j],
-            float(ood_rank[j]),
-            bool(ood_flag[j]),
-            options,
-        )
-        for j, i in enumerate(usable)
-    }
-
-
-def _record(
-    bundle, batch, output, j, sample, digest, outside, probabilities, ood_rank, ood_flag, options
-) -> PredictionRecord:
-    classes = bundle.classes
-    modalities = output.modalities
-    present = {m: bool(output.modality_present[j, k]) for k, m in enumerate(modalities)}
-    weights = {m: round(float(output.modality_weights[j, k]), 6) for k, m in enumerate(modalities)}
-    tokens = _top_tokens(batch, output, j, modalities, options.top_features)
-    neighbours = []
-    if output.neighbours is not None:
-        reference = bundle.contents.reference
-        ids = bundle.contents.reference_ids
-        order = torch.argsort(output.neighbour_weights[j], descending=True)[: options.neighbours]
-        for k in order.tolist():
-            index = int(output.neighbours[j, k])
-            label = reference.get("labels")
-            neighbours.append(
-                NeighbourWeight(
-                    reference_id=ids[index],
-                    weight=float(output.neighbour_weights[j, k]),
-                    outcome=None if label is None else classes[int(label[index])],
-                )
-            )
-    if len(classes) == 2:
-        risk = float(probabilities[1])
-        threshold = bundle.threshold if bundle.threshold is not None else 0.5
-        label = classes[1] if risk >= threshold else classes[0]
-    else:
-        risk = None
-        label = classes[int(torch.argmax(probabilities))]
-    return PredictionRecord(
-        row=sample.row,
-        patient_id=sample.patient_id,
-        status="ok",
-        risk=risk,
-        probabilities={c: round(float(p), 6) for c, p in zip(classes, probabilities.tolist(), strict=True)},
-        label=label,
-        modality_present=present,
-        modality_weights=weights,
-        modality_errors=sample.errors,
-        skipped_lines=sample.skipped,
-        top_features=tokens,
-        neighbours=neighbours,
-        ood=ood_flag or bool(outside),
-        ood_score=round(ood_rank, 6),
-        out_of_range=outside,
-        model_sha256=bundle.sha256,
-        input_sha256=digest,
-    )
-
-
-def _top_tokens(batch: Batch, output, j: int, modalities: Sequence[str], k: int) -> list[TokenWeight]:
-    """Patient ``j``'s ``k`` tokens of largest feature weight (ties in modality, then token order)."""
-    weights, names = [], []
-    for m in modalities:
-        names.append(batch.inputs[m].names[j])
-        weights.append(output.feature_weights[m][j].detach().float().cpu().numpy()[: len(names[-1])])
-    every = np.minimum(np.concatenate(weights) if weights else np.zeros(0, np.float32), 1.0)
-    starts = np.cumsum([0, *(len(w) for w in weights)])
-    kept = np.flatnonzero(every > 0)
-    top = kept[np.argsort(-every[kept], kind="stable")[:k]]
-    owner = np.searchsorted(starts, top, side="right") - 1
-    return [
-        TokenWeight(modality=modalities[o], token=names[o][t - starts[o]], weight=float(every[t]))
-        for t, o in zip(top.tolist(), owner.tolist(), strict=True)
-    ]
+    rows = [(samples[i], hashes[i], outside[i]) for i in usable]
+    records = ok_records(bundle, batch, output, probabilities, ood, rows, options)
+    return dict(zip(usable, records, strict=True))
 
 
 def token_modalities(bundle: Bundle) -> list[str]:
