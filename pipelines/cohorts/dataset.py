@@ -7,6 +7,8 @@ missing. Collation asks each modality's encoder to batch its samples.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -208,20 +210,48 @@ def read_series_statistics(
 ) -> SeriesStatistics:
     """The per-channel statistics of a sensor file (raw units), for per-variable sensor tokens.
 
-    With the training ``stats``, values :func:`standardise` would refuse are left out first. The
-    lines, cells and values skipped while reading are kept in ``skipped``.
+    With the training ``stats``, values :func:`standardise` would refuse are left out first, and
+    the statistics themselves are kept in the decoded cache under the file's content, its grid
+    settings and the training mean and std: a warm read loads a few hundred numbers instead of the
+    grid. The lines, cells and values skipped while reading are kept in ``skipped``.
     """
+    if stats is None:
+        return _grid_statistics(path, modality, None)
+    how = ("sensor statistics", sensor_how(modality), _scale_sha256(stats))
+    return decoded(how, path, lambda p: _grid_statistics(p, modality, stats), counted_inside=True)
+
+
+def _grid_statistics(
+    path: str, modality: SensorModality, stats: Mapping[str, Any] | None
+) -> SeriesStatistics:
     array = read_sensor_file(path, modality)
     if stats is not None:
         array = without_far_values(array, stats)
     return replace(series_statistics(array), skipped=dict(array.skipped))
 
 
+def _scale_sha256(stats: Mapping[str, Any]) -> str:
+    """sha256 of the training mean and std per channel: what :func:`without_far_values` reads."""
+    return hashlib.sha256(json.dumps([stats["mean"], stats["std"]]).encode()).hexdigest()
+
+
+def sensor_how(modality: SensorModality) -> tuple[Any, ...]:
+    """The settings that shape a sensor file's grid: part of its decoded-cache key."""
+    return (
+        "sensor",
+        tuple(modality.channels or ()),
+        modality.rate_hz,
+        modality.time_column,
+        modality.time_unit,
+        modality.duration_s,
+        tuple(modality.summed_channels),
+        modality.max_file_mb,
+    )
+
+
 def read_sensor_file(path: str, modality: SensorModality) -> SensorArray:
     """Read a sensor file onto the grid its modality's spec describes (raw units)."""
-    how = ("sensor", tuple(modality.channels or ()), modality.rate_hz, modality.time_column)
-    how += (modality.time_unit, modality.duration_s, tuple(modality.summed_channels), modality.max_file_mb)
-    return decoded(how, path, lambda p: _read_sensor_grid(p, modality))
+    return decoded(sensor_how(modality), path, lambda p: _read_sensor_grid(p, modality))
 
 
 def _read_sensor_grid(path: str, modality: SensorModality) -> SensorArray:

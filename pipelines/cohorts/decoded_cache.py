@@ -116,11 +116,18 @@ class DecodedCache:
     def entry(self, key: str) -> Path:
         return self.folder / "decoded" / key[:2] / f"{key}{_SUFFIX}"
 
-    def get_or_decode(self, how: Hashable, path: str | Path, decode: Callable[[str], T]) -> T:
+    def get_or_decode(
+        self, how: Hashable, path: str | Path, decode: Callable[[str], T], *, counted_inside: bool = False
+    ) -> T:
         """``decode(path)``, or the value stored from an earlier decode of the same bytes ``how``.
 
         A file whose content cannot be hashed (absent, a folder) is decoded without the cache, so
         the reader raises its own error for it. Values of a type no codec knows are not stored.
+
+        Args:
+            counted_inside: ``decode`` derives its value from another cached decode of the same
+                file (statistics from a grid), which counts the read as a hit or a miss: a miss
+                here is not counted again, so the counts stay one per file read.
         """
         digest = content_sha256(path)
         if digest is None:
@@ -130,7 +137,7 @@ class DecodedCache:
         if found is not None:
             self.counts.hits += 1
             return found
-        self.counts.misses += 1
+        self.counts.misses += not counted_inside
         value = decode(str(path))
         codec = codec_for(value)
         # A file rewritten while it was decoded must not be stored under its old content's key.
@@ -329,14 +336,18 @@ def keep_decoded_files() -> Iterator[dict[tuple[Hashable, str], Any]]:
         _kept = outer
 
 
-def decoded(how: Hashable, path: str, read: Callable[[str], T], *, persist: bool = True) -> T:
+def decoded(
+    how: Hashable, path: str, read: Callable[[str], T], *, persist: bool = True, counted_inside: bool = False
+) -> T:
     """``read(path)`` through the in-memory layer (inside :func:`keep_decoded_files`) and, with
-    ``persist``, the persistent cache. Files that fail to read are never kept: they fail again, with
-    the same error, every time."""
+    ``persist``, the persistent cache (``counted_inside``: see :meth:`DecodedCache.get_or_decode`).
+    Files that fail to read are never kept: they fail again, with the same error, every time."""
     if _kept is not None and (how, path) in _kept:
         return _kept[how, path]
     cache = process_cache() if persist else None
-    value = read(path) if cache is None else cache.get_or_decode(how, path, read)
+    value = (
+        read(path) if cache is None else cache.get_or_decode(how, path, read, counted_inside=counted_inside)
+    )
     if _kept is not None:
         _kept[how, path] = value
     return value

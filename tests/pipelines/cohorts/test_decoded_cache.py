@@ -38,15 +38,6 @@ def _assert_same_array(a, b) -> None:
     )
 
 
-@pytest.fixture
-def p12_file(tmp_path: Path) -> Path:
-    target = tmp_path / "files" / "132539.txt"
-    target.parent.mkdir()
-    text = shared_file("physionet2012", "set-a", "132539.txt").read_text()
-    target.write_text(text + "bad line\n")  # one skipped line travels with the entry
-    return target
-
-
 @pytest.mark.realdata
 def test_a_hit_is_bit_identical_to_decoding_the_file(tmp_path, p12_file):
     cache = DecodedCache(tmp_path / "cache")
