@@ -39,6 +39,7 @@ from encoders.readers.physionet2012_text import (  # noqa: F401  (the skip reaso
     SKIP_P12_TIME,
     SKIP_P12_VALUE,
     p12_samples,
+    p12_samples_together,
 )
 from encoders.readers.sensor_samples import Samples, no_channels, skip_note
 from encoders.readers.tabular_files import numeric_column
@@ -127,11 +128,7 @@ def read_sensor(
         raise ReaderError(path, "expected a sensor file, but there is no such file")
     suffix = path.suffix.lower()
     if suffix != ".hea" and max_bytes is not None and path.stat().st_size > max_bytes:
-        raise ReaderError(
-            path,
-            f"the file has {path.stat().st_size / 1e6:.1f} MB, more than the {max_bytes / 1e6:g} MB "
-            "allowed; raise max_file_mb of this sensor modality in the cohort spec to read it",
-        )
+        raise _too_large(path, path.stat().st_size, max_bytes)
     if suffix == ".hea":
         return _read_wfdb(path, channels, rate_hz, duration_s, max_samples)
     if suffix == ".csv":
@@ -142,6 +139,59 @@ def read_sensor(
         samples = p12_samples(path, channels)
     else:
         raise ReaderError(path, f"expected a sensor file ending .csv, .parquet, .hea or .txt, got {suffix!r}")
+    return _on_grid(path, samples, channels, rate_hz, duration_s, max_samples, summed)
+
+
+def read_p12_together(
+    files: Sequence[tuple[Path, bytes]],
+    *,
+    channels: Sequence[str],
+    rate_hz: float,
+    duration_s: float | None = None,
+    max_samples: int = 200_000,
+    summed: Sequence[str] = (),
+    max_bytes: int | None = None,
+) -> list[SensorArray | ReaderError]:
+    """:func:`read_sensor` of many PhysioNet 2012 ``.txt`` files from their bytes, parsed together
+    (:func:`~encoders.readers.physionet2012_text.p12_samples_together`).
+
+    Returns:
+        Per file, in order, its grid or the :class:`ReaderError` :func:`read_sensor` raises for it.
+    """
+    channels = tuple(channels)
+    found: list[SensorArray | ReaderError] = []
+    small = [max_bytes is None or len(data) <= max_bytes for _, data in files]
+    parsed = iter(p12_samples_together([f for f, ok in zip(files, small, strict=True) if ok], channels))
+    for (path, data), ok in zip(files, small, strict=True):
+        samples = next(parsed) if ok else _too_large(path, len(data), max_bytes)
+        if isinstance(samples, ReaderError):
+            found.append(samples)
+            continue
+        try:
+            found.append(_on_grid(path, samples, channels, rate_hz, duration_s, max_samples, summed))
+        except ReaderError as error:
+            found.append(error)
+    return found
+
+
+def _too_large(path: Path, size: int, max_bytes: int | None) -> ReaderError:
+    return ReaderError(
+        path,
+        f"the file has {size / 1e6:.1f} MB, more than the {(max_bytes or 0) / 1e6:g} MB "
+        "allowed; raise max_file_mb of this sensor modality in the cohort spec to read it",
+    )
+
+
+def _on_grid(
+    path: Path,
+    samples: Samples,
+    channels: tuple[str, ...],
+    rate_hz: float,
+    duration_s: float | None,
+    max_samples: int,
+    summed: Sequence[str],
+) -> SensorArray:
+    """``samples`` on the grid :func:`read_sensor` describes."""
     start = 0.0 if samples.times_s.min() >= 0 else float(samples.times_s.min())
     n_cells = _n_cells(path, samples.times_s.max() - start, rate_hz, duration_s, max_samples)
     cells = np.floor((samples.times_s - start) * rate_hz + _EDGE_EPS).astype(np.int64)

@@ -34,7 +34,7 @@ from encoders.readers import (
     read_sensor,
     read_text,
 )
-from encoders.sensor_variables import SeriesStatistics, series_statistics
+from encoders.series_statistics import SeriesStatistics, series_statistics
 from encoders.tokens import EncoderBatch
 from pipelines.cohorts.decoded_cache import decoded
 
@@ -216,23 +216,28 @@ def read_series_statistics(
     grid. The lines, cells and values skipped while reading are kept in ``skipped``.
     """
     if stats is None:
-        return _grid_statistics(path, modality, None)
-    how = ("sensor statistics", sensor_how(modality), _scale_sha256(stats))
-    return decoded(how, path, lambda p: _grid_statistics(p, modality, stats), counted_inside=True)
+        array = read_sensor_file(path, modality)
+        return replace(series_statistics(array), skipped=dict(array.skipped))
+    return decoded(
+        statistics_how(modality, stats),
+        path,
+        lambda p: grid_statistics(read_sensor_file(p, modality), stats),
+        counted_inside=True,
+    )
 
 
-def _grid_statistics(
-    path: str, modality: SensorModality, stats: Mapping[str, Any] | None
-) -> SeriesStatistics:
-    array = read_sensor_file(path, modality)
-    if stats is not None:
-        array = without_far_values(array, stats)
+def grid_statistics(array: SensorArray, stats: Mapping[str, Any]) -> SeriesStatistics:
+    """The statistics of a grid without the values :func:`standardise` would refuse under the
+    training ``stats``, with every line, cell and value skipped in ``skipped``."""
+    array = without_far_values(array, stats)
     return replace(series_statistics(array), skipped=dict(array.skipped))
 
 
-def _scale_sha256(stats: Mapping[str, Any]) -> str:
-    """sha256 of the training mean and std per channel: what :func:`without_far_values` reads."""
-    return hashlib.sha256(json.dumps([stats["mean"], stats["std"]]).encode()).hexdigest()
+def statistics_how(modality: SensorModality, stats: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The decoded-cache settings of a sensor file's statistics: its grid's, and the sha256 of the
+    training mean and std per channel (what :func:`without_far_values` reads)."""
+    scale = hashlib.sha256(json.dumps([stats["mean"], stats["std"]]).encode()).hexdigest()
+    return ("sensor statistics", sensor_how(modality), scale)
 
 
 def sensor_how(modality: SensorModality) -> tuple[Any, ...]:

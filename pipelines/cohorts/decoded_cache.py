@@ -45,6 +45,7 @@ ENV_DIR = "DEEPWE_CACHE_DIR"
 ENV_MAX_MB = "DEEPWE_CACHE_MAX_MB"
 DEFAULT_MAX_MB = 4096
 OFF = ("off", "none", "no", "0")
+MAX_PUT_IN_MEMORY = 4096
 _SUFFIX = ".safetensors"
 _CHECKSUM = "__sha256__"
 _CODEC = "__codec__"
@@ -107,6 +108,7 @@ class DecodedCache:
         self.max_bytes = int(max_bytes)
         self.counts = CacheCounts()
         self._written_since_check = 0
+        self._put: dict[str, Any] = {}  # entry key -> value put in by this process, not yet read
 
     def key(self, how: Hashable, content_sha256: str) -> str:
         """The entry name of content ``content_sha256`` decoded ``how``."""
@@ -132,7 +134,10 @@ class DecodedCache:
         digest = content_sha256(path)
         if digest is None:
             return decode(str(path))
-        entry = self.entry(self.key(how, digest))
+        key = self.key(how, digest)
+        if key in self._put:  # decoded moments ago by put(), which counted the read
+            return self._put.pop(key)
+        entry = self.entry(key)
         found = self._load(entry)
         if found is not None:
             self.counts.hits += 1
@@ -144,6 +149,27 @@ class DecodedCache:
         if codec is not None and content_sha256(path) == digest:
             self._store(entry, codec, value)
         return value
+
+    def holds(self, how: Hashable, content_sha256: str) -> bool:
+        """Whether an entry for content ``content_sha256`` decoded ``how`` exists (unchecked)."""
+        key = self.key(how, content_sha256)
+        return key in self._put or self.entry(key).is_file()
+
+    def put(self, how: Hashable, content_sha256: str, value: Any) -> None:
+        """Store ``value``, decoded ``how`` from bytes whose sha256 is ``content_sha256`` (counted as
+        a miss), for files decoded together ahead of their reads.
+
+        The next :meth:`get_or_decode` of that content takes it from memory; up to
+        :data:`MAX_PUT_IN_MEMORY` values wait there.
+        """
+        self.counts.misses += 1
+        key = self.key(how, content_sha256)
+        codec = codec_for(value)
+        if codec is not None:
+            self._store(self.entry(key), codec, value)
+        if len(self._put) >= MAX_PUT_IN_MEMORY:
+            self._put.clear()  # values put but never read: their rows failed first
+        self._put[key] = value
 
     def _load(self, entry: Path) -> Any | None:
         try:

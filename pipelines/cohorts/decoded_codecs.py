@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from encoders.readers.sensor_files import SensorArray
-from encoders.sensor_variables import SeriesStatistics
+from encoders.series_statistics import SeriesStatistics
 
 Arrays = dict[str, np.ndarray]
 Metadata = dict[str, str]

@@ -121,6 +121,7 @@ def ok_records(
     )
     neighbours = _neighbours(bundle, output, options.neighbours)
     threshold = bundle.threshold if bundle.threshold is not None else 0.5
+    model_sha256 = bundle.sha256  # read from the manifest file: once per batch, not per row
     records = []
     for j, (sample, digest, outside) in enumerate(rows):
         if len(classes) == 2:
@@ -145,7 +146,7 @@ def ok_records(
                 ood=bool(flags[j]) or bool(outside),
                 ood_score=round(float(ranks[j]), 6),
                 out_of_range=outside,
-                model_sha256=bundle.sha256,
+                model_sha256=model_sha256,
                 input_sha256=digest,
             )
         )

@@ -18,11 +18,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data_schemas import PatientRecord, PredictionRecord, Problem
+from data_schemas.cohort_spec import SensorModality
 from pipelines.bundles.loading import Bundle
 from pipelines.cohorts.cohort_table import Cohort, is_missing, load_cohort
 from pipelines.cohorts.dataset import MAX_STANDARD_SCORE, Batch, CohortDataset, PatientCollator, PatientSample
 from pipelines.cohorts.prepare import tabular_arrays
 from pipelines.cohorts.spec_io import SpecError
+from pipelines.cohorts.statistics_together import decode_statistics_together
 from pipelines.cohorts.validate import id_problems, missing_column_problems
 from pipelines.evaluation.ood import range_violations
 from pipelines.inference.batch_records import ok_records
@@ -150,6 +152,17 @@ class PredictionDataset(Dataset):
             for variable in range_violations(state, self.rows[index])
         ]
         return sample, digest, outside
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[PatientSample, str, list[str]]]:
+        """The rows at ``indices`` (what a DataLoader batch asks for), after the PhysioNet 2012 files
+        of their per-variable sensor modalities were decoded together
+        (:mod:`pipelines.cohorts.statistics_together`)."""
+        for name, modality in self.cohort.spec.file_modalities().items():
+            stats = self.bundle.preprocessing["sensor"].get(name)
+            if isinstance(modality, SensorModality) and stats and stats.get("tokens") == "variables":
+                paths = [p for i in indices if (p := self.records[i].paths.get(name)) is not None]
+                decode_statistics_together(paths, modality, stats)
+        return [self[i] for i in indices]
 
     def _read_with_digest(self, index: int) -> tuple[PatientSample, str]:
         """The row read, and the sha256 of exactly the bytes it was read from.

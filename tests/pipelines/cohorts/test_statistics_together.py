@@ -1,0 +1,84 @@
+"""A batch's PhysioNet 2012 files decoded together: each row then reads exactly what it would have
+read alone, counted once, and a file changed in between is read afresh."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from data_schemas.cohort_spec import SensorModality
+from encoders.readers import ReaderError
+from pipelines.cohorts.dataset import read_series_statistics
+from pipelines.cohorts.decoded_cache import process_cache
+from pipelines.cohorts.statistics_together import decode_statistics_together
+from tests.conftest import shared_file
+
+MODALITY = SensorModality(
+    kind="sensor",
+    column="path",
+    channels=["HR", "Temp", "Urine", "GCS", "Lactate", "MAP"],
+    summed_channels=["Urine"],
+    period_s=60.0,
+    duration_s=172800.0,
+)
+STATS = {"mean": [80.0, 37.0, 100.0, 12.0, 2.0, 80.0], "std": [15.0, 1.0, 80.0, 3.0, 1.5, 12.0]}
+
+
+@pytest.fixture
+def stays(tmp_path: Path) -> list[Path]:
+    """Twelve real stays, one of them twice, and three files no reader accepts."""
+    folder = shared_file("physionet2012", "set-a")
+    files = []
+    for source in sorted(folder.glob("*.txt"))[:12]:
+        files.append(tmp_path / source.name)
+        shutil.copy(source, files[-1])
+    (tmp_path / "no-header.txt").write_text("00:00,HR,70\n")
+    (tmp_path / "no-channel.txt").write_text("Time,Parameter,Value\n00:00,Age,54\n")
+    (tmp_path / "vitals.csv").write_text("time,HR\n0,70\n")
+    return [*files, files[3], *(tmp_path / n for n in ("no-header.txt", "no-channel.txt", "vitals.csv"))]
+
+
+def _read(path: Path):
+    try:
+        statistics = read_series_statistics(str(path), MODALITY, STATS)
+    except ReaderError as error:
+        return ("error", str(error))
+    return statistics.values.tobytes(), statistics.observed.tobytes(), list(statistics.skipped.items())
+
+
+@pytest.mark.realdata
+def test_rows_read_after_decoding_together_get_what_they_read_alone(stays, monkeypatch):
+    folder = process_cache().folder
+    monkeypatch.setenv("DEEPWE_CACHE_DIR", "off")
+    alone = [_read(path) for path in stays]
+    monkeypatch.setenv("DEEPWE_CACHE_DIR", str(folder))
+    cache = process_cache()
+    assert decode_statistics_together([str(p) for p in stays], MODALITY, STATS) == 12
+    assert (cache.counts.hits, cache.counts.misses) == (0, 12)  # one read per distinct real stay
+    assert [_read(path) for path in stays] == alone
+    assert cache.counts.hits == 1  # the repeated stay; the others were taken from memory, uncounted
+    assert decode_statistics_together([str(p) for p in stays], MODALITY, STATS) == 0  # all held now
+    assert [_read(path) for path in stays] == alone
+
+
+@pytest.mark.realdata
+def test_a_file_changed_after_decoding_together_is_read_afresh(stays, monkeypatch):
+    decode_statistics_together([str(stays[0])], MODALITY, STATS)
+    text = stays[0].read_text()
+    stays[0].write_text(text.replace(",HR,", ",Temp,"))
+    changed = _read(stays[0])
+    folder = process_cache().folder
+    monkeypatch.setenv("DEEPWE_CACHE_DIR", "off")
+    assert changed == _read(stays[0])
+    stays[0].write_text(text)
+    assert changed != _read(stays[0])
+    monkeypatch.setenv("DEEPWE_CACHE_DIR", str(folder))
+
+
+def test_nothing_is_decoded_ahead_when_the_cache_is_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPWE_CACHE_DIR", "off")
+    path = tmp_path / "stay.txt"
+    path.write_text("Time,Parameter,Value\n00:00,HR,70\n")
+    assert decode_statistics_together([str(path)], MODALITY, STATS) == 0
