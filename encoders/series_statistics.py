@@ -56,34 +56,78 @@ def series_statistics(series: GriddedSeries) -> SeriesStatistics:
     """
     observed = np.asarray(series.observed, dtype=bool)
     steps, channels = observed.shape
-    end = (float(series.start_s) + steps / float(series.rate_hz)) / 3600.0
-    # Only observed cells are read: a long grid is mostly empty. Grouped by channel, time ascending.
+    # Only observed cells are read: a long grid is mostly empty.
     known = getattr(series, "cells", None)
     cells = known() if callable(known) else np.flatnonzero(observed)
-    cells = cells[np.argsort(cells % channels, kind="stable")]
+    values, observed = series_statistics_of_cells(
+        np.zeros(len(cells), dtype=np.int64),
+        cells,
+        np.asarray(series.values, dtype=np.float64).reshape(-1)[cells],
+        channels,
+        np.array([steps]),
+        np.array([float(series.start_s)]),
+        np.array([float(series.rate_hz)]),
+    )
+    return SeriesStatistics(values[0], observed[0])
+
+
+def series_statistics_of_cells(
+    owner: np.ndarray,
+    cells: np.ndarray,
+    values: np.ndarray,
+    channels: int,
+    steps: np.ndarray,
+    start_s: np.ndarray,
+    rate_hz: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`series_statistics` of F gridded series at once, from their observed cells.
+
+    Each statistic is computed from the same values in the same order as for the series alone, so
+    the results are bit-identical to computing them one series at a time.
+
+    Args:
+        owner: ``(K,)`` int64 series of each observed cell, ascending.
+        cells: ``(K,)`` int64 flat index of each cell in its series' ``(T, C)`` grid, ascending
+            within a series.
+        values: ``(K,)`` float64 values of the cells.
+        channels: C.
+        steps: ``(F,)`` grid length T of each series.
+        start_s: ``(F,)`` float64 time of each series' cell 0.
+        rate_hz: ``(F,)`` float64 grid rate of each series.
+
+    Returns:
+        ``values`` ``(F, C, S)`` float32 and ``observed`` ``(F, C, S)`` bool (see
+        :class:`SeriesStatistics`).
+    """
+    series, segments = len(steps), len(steps) * channels
+    end = (start_s + steps / rate_hz) / 3600.0
+    # Grouped by series and channel, time ascending.
+    order = np.lexsort((cells, cells % channels, owner))
+    owner, cells, value = owner[order], cells[order], values[order]
     step, channel = np.divmod(cells, channels)
-    value = np.asarray(series.values, dtype=np.float64).reshape(-1)[cells]
-    hour = (float(series.start_s) + (step + 0.5) / float(series.rate_hz)) / 3600.0
-    count = np.bincount(channel, minlength=channels)
+    segment = owner * channels + channel
+    hour = (start_s[owner] + (step + 0.5) / rate_hz[owner]) / 3600.0
+    count = np.bincount(segment, minlength=segments)
     seen = count > 0
     start = (np.cumsum(count) - count)[seen]
     stop = start + count[seen] - 1
-    first, last, low, high, since = (np.zeros(channels) for _ in range(5))
+    first, last, low, high, since = (np.zeros(segments) for _ in range(5))
     if seen.any():
         first[seen], last[seen] = value[start], value[stop]
         low[seen] = np.minimum.reduceat(value, start)
         high[seen] = np.maximum.reduceat(value, start)
-        since[seen] = end - hour[stop]
+        since[seen] = np.repeat(end, channels)[seen] - hour[stop]
     divisor = np.maximum(count, 1)
-    mean = np.bincount(channel, weights=value, minlength=channels) / divisor
-    mean_hour = np.bincount(channel, weights=hour, minlength=channels) / divisor
-    centred = hour - mean_hour[channel]
-    spread = np.bincount(channel, weights=centred**2, minlength=channels)
+    mean = np.bincount(segment, weights=value, minlength=segments) / divisor
+    mean_hour = np.bincount(segment, weights=hour, minlength=segments) / divisor
+    centred = hour - mean_hour[segment]
+    spread = np.bincount(segment, weights=centred**2, minlength=segments)
     has_slope = (count >= 2) & (spread > 1e-12)
-    moment = np.bincount(channel, weights=centred * (value - mean[channel]), minlength=channels)
+    moment = np.bincount(segment, weights=centred * (value - mean[segment]), minlength=segments)
     slope = np.where(has_slope, moment / np.maximum(spread, 1e-12), 0.0)
     stats = np.stack([first, last, low, high, mean, count, since, slope], axis=1)
     mask = np.repeat(seen[:, None], len(SERIES_STATISTICS), axis=1)
     mask[:, SLOPE] = has_slope
     stats = np.where(mask & np.isfinite(stats), stats, 0.0)
-    return SeriesStatistics(stats.astype(np.float32), mask & np.isfinite(stats))
+    shape = (series, channels, len(SERIES_STATISTICS))
+    return stats.astype(np.float32).reshape(shape), (mask & np.isfinite(stats)).reshape(shape)

@@ -34,7 +34,7 @@ from encoders.readers import (
     read_sensor,
     read_text,
 )
-from encoders.series_statistics import SeriesStatistics, series_statistics
+from encoders.series_statistics import SeriesStatistics, series_statistics, series_statistics_of_cells
 from encoders.tokens import EncoderBatch
 from pipelines.cohorts.decoded_cache import decoded
 
@@ -231,6 +231,44 @@ def grid_statistics(array: SensorArray, stats: Mapping[str, Any]) -> SeriesStati
     training ``stats``, with every line, cell and value skipped in ``skipped``."""
     array = without_far_values(array, stats)
     return replace(series_statistics(array), skipped=dict(array.skipped))
+
+
+def grid_statistics_together(
+    arrays: Sequence[SensorArray], stats: Mapping[str, Any]
+) -> list[SeriesStatistics]:
+    """:func:`grid_statistics` of many grids of one modality at once: bit-identical, one set of numpy
+    calls for all of them instead of one per grid."""
+    if not arrays:
+        return []
+    channels = arrays[0].observed.shape[1]
+    cells = [array.cells() for array in arrays]
+    owner = np.repeat(np.arange(len(arrays)), [len(c) for c in cells])
+    flat = np.concatenate(cells)
+    value = np.concatenate([a.values.reshape(-1)[c] for a, c in zip(arrays, cells, strict=True)])
+    channel = flat % channels
+    mean = np.asarray(stats["mean"], dtype=np.float64)
+    std = np.asarray(stats["std"], dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        scores = (value.astype(np.float64) - mean[channel]) / std[channel]
+    kept = np.abs(scores) <= MAX_STANDARD_SCORE
+    far = np.bincount(owner[~kept], minlength=len(arrays))
+    values, observed = series_statistics_of_cells(
+        owner[kept],
+        flat[kept],
+        value[kept].astype(np.float64),
+        channels,
+        np.array([a.observed.shape[0] for a in arrays]),
+        np.array([float(a.start_s) for a in arrays]),
+        np.array([float(a.rate_hz) for a in arrays]),
+    )
+    return [
+        SeriesStatistics(
+            values[f],
+            observed[f],
+            {**a.skipped, SKIP_FAR_OUT: int(far[f])} if far[f] else dict(a.skipped),
+        )
+        for f, a in enumerate(arrays)
+    ]
 
 
 def statistics_how(modality: SensorModality, stats: Mapping[str, Any]) -> tuple[Any, ...]:

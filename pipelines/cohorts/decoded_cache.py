@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -109,6 +110,8 @@ class DecodedCache:
         self.counts = CacheCounts()
         self._written_since_check = 0
         self._put: dict[str, Any] = {}  # entry key -> value put in by this process, not yet read
+        self._folders: set[Path] = set()  # entry folders this process made or found
+        self._numbers = itertools.count()
 
     def key(self, how: Hashable, content_sha256: str) -> str:
         """The entry name of content ``content_sha256`` decoded ``how``."""
@@ -188,8 +191,7 @@ class DecodedCache:
     def _store(self, entry: Path, codec: str, value: Any) -> None:
         blob = _pack(codec, value)
         try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=_SUFFIX)
+            handle, temporary = self._temporary(entry.parent)
             try:
                 with os.fdopen(handle, "wb") as out:
                     out.write(blob)
@@ -202,6 +204,27 @@ class DecodedCache:
         self._written_since_check += len(blob)
         if self._written_since_check * 20 >= self.max_bytes:
             self.evict()
+
+    def _temporary(self, folder: Path) -> tuple[int, str]:
+        """A new file in ``folder`` (made when missing) to write an entry to, open for writing.
+
+        Its name is unique to this process and call (``mkstemp``'s random names cost more than the
+        small entries they hold); a name somehow taken falls back to ``mkstemp``.
+        """
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
+        name = str(folder / f".tmp-{os.getpid()}-{next(self._numbers)}{_SUFFIX}")
+        try:
+            return os.open(
+                name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+            ), name  # as mkstemp: entries hold patient data
+        except FileNotFoundError:  # the folder was removed meanwhile (``deepwe cache clear``)
+            self._folders.discard(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            pass
+        return tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=_SUFFIX)
 
     def size_bytes(self) -> int:
         """Bytes held by the entries now in the folder."""

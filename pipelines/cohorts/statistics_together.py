@@ -18,7 +18,7 @@ from typing import Any
 
 from data_schemas.cohort_spec import SensorModality
 from encoders.readers.sensor_files import SensorArray, read_p12_together
-from pipelines.cohorts.dataset import grid_statistics, statistics_how
+from pipelines.cohorts.dataset import grid_statistics_together, statistics_how
 from pipelines.cohorts.decoded_cache import process_cache
 
 P12_SUFFIX = ".txt"
@@ -63,9 +63,12 @@ def decode_statistics_together(
         summed=modality.summed_channels,
         max_bytes=round(modality.max_file_mb * 1_000_000),
     )
-    put = 0
-    for (_, _, digest), array in zip(todo, arrays, strict=True):
-        if isinstance(array, SensorArray):
-            cache.put(how, digest, grid_statistics(array, stats))
-            put += 1
-    return put
+    grids = [
+        (digest, array)
+        for (_, _, digest), array in zip(todo, arrays, strict=True)
+        if isinstance(array, SensorArray)
+    ]
+    statistics = grid_statistics_together([array for _, array in grids], stats)
+    for (digest, _), value in zip(grids, statistics, strict=True):
+        cache.put(how, digest, value)
+    return len(grids)

@@ -241,3 +241,15 @@ def test_training_decodes_each_file_once_and_reports_the_hit_rate(cohort_60, tmp
     warm = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "m2")])
     reads, hits = _reads(warm.output)
     assert hits == reads > 0
+
+
+def test_entries_are_private_and_still_stored_after_the_folder_was_removed(tmp_path):
+    cache = DecodedCache(tmp_path / "cache")
+    note = tmp_path / "note.txt"
+    note.write_text("Lactate 2.1")
+    cache.get_or_decode("text", note, lambda p: Path(p).read_text())
+    entry = cache.entry(cache.key("text", content_sha256(note)))
+    assert entry.stat().st_mode & 0o777 == 0o600  # decoded files hold patient data
+    shutil.rmtree(tmp_path / "cache")  # `deepwe cache clear` or a user, while this process runs
+    cache.get_or_decode("text", note, lambda p: Path(p).read_text())
+    assert entry.is_file() and not list(entry.parent.glob(".tmp-*"))
