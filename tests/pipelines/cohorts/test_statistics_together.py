@@ -4,13 +4,21 @@ read alone, counted once, and a file changed in between is read afresh."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from data_schemas.cohort_spec import SensorModality
 from encoders.readers import ReaderError
-from pipelines.cohorts.dataset import read_series_statistics
+from pipelines.cohorts.dataset import (
+    SKIP_FAR_OUT,
+    grid_statistics,
+    grid_statistics_together,
+    read_sensor_file,
+    read_series_statistics,
+)
 from pipelines.cohorts.decoded_cache import process_cache
 from pipelines.cohorts.statistics_together import decode_statistics_together
 from tests.conftest import shared_file
@@ -82,3 +90,28 @@ def test_nothing_is_decoded_ahead_when_the_cache_is_off(tmp_path, monkeypatch):
     path = tmp_path / "stay.txt"
     path.write_text("Time,Parameter,Value\n00:00,HR,70\n")
     assert decode_statistics_together([str(path)], MODALITY, STATS) == 0
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    "std", [STATS["std"], [1e-3, 1.0, 80.0, 1e-4, 1.5, 12.0]], ids=["usual", "far values"]
+)
+def test_statistics_of_grids_together_are_those_of_each_grid(stays, std):
+    stats = {"mean": STATS["mean"], "std": std}
+    arrays = [read_sensor_file(str(path), MODALITY) for path in stays[:12]]
+    arrays.append(
+        replace(
+            arrays[0],
+            values=np.zeros_like(arrays[0].values),
+            observed=np.zeros_like(arrays[0].observed),
+            observed_cells=None,
+        )
+    )
+    together = grid_statistics_together(arrays, stats)
+    for array, statistics in zip(arrays, together, strict=True):
+        alone = grid_statistics(array, stats)
+        assert statistics.values.tobytes() == alone.values.tobytes()
+        assert statistics.observed.tobytes() == alone.observed.tobytes()
+        assert list(statistics.skipped.items()) == list(alone.skipped.items())
+    assert any(SKIP_FAR_OUT in s.skipped for s in together) == (std is not STATS["std"])
+    assert grid_statistics_together([], stats) == []
