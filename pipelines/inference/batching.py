@@ -245,7 +245,10 @@ def input_sha256(cohort: Cohort, record: PatientRecord, row: dict[str, Any]) -> 
     return digest.hexdigest()
 
 
-class _Collate:
+class PredictionCollate:
+    """A DataLoader batch of dataset items as ``(samples, input sha256s, out-of-range variables)``;
+    ``patients`` makes a model :class:`Batch` of samples."""
+
     def __init__(self, encoders) -> None:
         self.patients = PatientCollator(encoders)
 
@@ -266,14 +269,21 @@ def prediction_loader(
     """Batches ``(samples, input sha256s, out-of-range variables)`` of the rows at 0-based
     ``positions`` (the dataset is ``loader.dataset``), and the collator that makes a model
     :class:`Batch` of samples."""
+    dataset = prediction_dataset(bundle, cohort, positions, hash_inputs=hash_inputs)
+    collate = PredictionCollate(bundle.model.encoders)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+    return loader, collate.patients
+
+
+def prediction_dataset(
+    bundle: Bundle, cohort: Cohort, positions: Sequence[int], *, hash_inputs: bool = True
+) -> PredictionDataset:
+    """The rows at 0-based ``positions`` to predict (a path escaping the data root refuses its row)."""
     by_position: dict[int, str] = {}
     chosen = list(cohort.records(positions, refused=by_position))
     table = cohort.table.iloc[list(positions)].reset_index(drop=True)
     refused = {i: by_position[p] for i, p in enumerate(positions) if p in by_position}
-    dataset = PredictionDataset(bundle, cohort, chosen, table, hash_inputs=hash_inputs, refused=refused)
-    collate = _Collate(bundle.model.encoders)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
-    return loader, collate.patients
+    return PredictionDataset(bundle, cohort, chosen, table, hash_inputs=hash_inputs, refused=refused)
 
 
 def iter_predictions(
