@@ -46,13 +46,60 @@ def p12_samples(path: Path, channels: Sequence[str]) -> Samples:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ReaderError(path, "expected a UTF-8 PhysioNet 2012 text file") from None
+    (samples,) = _samples_of_bodies([(path, _body(path, text))], channels)
+    if isinstance(samples, ReaderError):
+        raise samples
+    return samples
+
+
+def p12_samples_together(
+    files: Sequence[tuple[Path, bytes]], channels: Sequence[str]
+) -> list[Samples | ReaderError]:
+    """:func:`p12_samples` of many files at once, from their bytes: the lines of all files go
+    through the Arrow kernels together, so the cost per call is paid once, not once per file.
+
+    Returns:
+        Per file, in order, its samples or the :class:`ReaderError` :func:`p12_samples` raises.
+    """
+    found: list[Samples | ReaderError | None] = [None] * len(files)
+    bodies, where = [], []
+    for n, (path, data) in enumerate(files):
+        try:
+            # Universal newlines (read_text) and splitlines break the same lines.
+            bodies.append((path, _body(path, data.decode("utf-8-sig"))))
+            where.append(n)
+        except UnicodeDecodeError:
+            found[n] = ReaderError(path, "expected a UTF-8 PhysioNet 2012 text file")
+        except ReaderError as error:
+            found[n] = error
+    for n, samples in zip(where, _samples_of_bodies(bodies, channels), strict=True):
+        found[n] = samples
+    return [f for f in found if f is not None]
+
+
+def _body(path: Path, text: str) -> list[str]:
+    """The lines after the header.
+
+    Raises:
+        ReaderError: the file is empty or its first line is not the header.
+    """
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise ReaderError(path, f"expected a first line {P12_HEADER!r}, but the file is empty")
     if lines[0].replace(" ", "") != P12_HEADER:
         raise ReaderError(path, f"expected a first line {P12_HEADER!r} (PhysioNet 2012 format)")
-    body = pa.array(lines[1:], type=pa.large_string())
-    body = body.filter(pc.not_equal(pc.utf8_trim_whitespace(body), ""))
+    return lines[1:]
+
+
+def _samples_of_bodies(
+    bodies: Sequence[tuple[Path, list[str]]], channels: Sequence[str]
+) -> list[Samples | ReaderError]:
+    """Samples of each file's body lines (see :func:`p12_samples`), every check made on the lines of
+    all files at once: each line is read on its own, so the files only part at the end."""
+    lines = pa.array([line for _, body in bodies for line in body], type=pa.large_string())
+    owner = np.repeat(np.arange(len(bodies)), [len(body) for _, body in bodies])
+    kept = pc.not_equal(pc.utf8_trim_whitespace(lines), "").to_numpy(zero_copy_only=False)
+    body, owner = lines.filter(kept), owner[kept]
     parts = pc.split_pattern(body, ",")
     three = pc.equal(pc.list_value_length(parts), 3).to_numpy(zero_copy_only=False)
     fields = pc.utf8_trim_whitespace(pc.list_flatten(parts.filter(three)))
@@ -69,22 +116,36 @@ def p12_samples(path: Path, channels: Sequence[str]) -> Samples:
     reason[line[~named]] = 1
     reason[line[named & ~timed]] = 2
     reason[line[named & timed & ~finite]] = 3
-    skipped = _first_seen_counts(reason)
     usable = named & timed & finite
-    if not usable.any():
-        raise ReaderError(
-            path, f"expected at least one 'HH:MM,Parameter,Value' line after the header{skip_note(skipped)}"
-        )
-    parameter = parameter.filter(usable)
+    parameter, seconds, value = parameter.filter(usable), seconds[usable], value[usable]
     column = pc.index_in(parameter, value_set=pa.array(list(channels), type=pa.large_string()))
-    if column.null_count == len(column):
-        raise no_channels(path, channels, pc.unique(parameter).to_pylist(), "parameters")
     column = column.to_numpy(zero_copy_only=False)  # float with NaN for other parameters
-    value = value[usable]
-    hit = ~np.isnan(column) & (value != P12_UNKNOWN)
-    values = np.full((len(value), len(channels)), np.nan)
-    values[np.flatnonzero(hit), column[hit].astype(np.int64)] = value[hit]
-    return Samples(seconds[usable], values, skipped)
+    file_of_line, file_of_sample = np.arange(len(bodies) + 1), owner[line[usable]]
+    line_bounds = np.searchsorted(owner, file_of_line)
+    sample_bounds = np.searchsorted(file_of_sample, file_of_line)
+    found: list[Samples | ReaderError] = []
+    for f, (path, _) in enumerate(bodies):
+        skipped = _first_seen_counts(reason[line_bounds[f] : line_bounds[f + 1]])
+        start, stop = sample_bounds[f], sample_bounds[f + 1]
+        if start == stop:
+            found.append(
+                ReaderError(
+                    path,
+                    f"expected at least one 'HH:MM,Parameter,Value' line after the header{skip_note(skipped)}",
+                )
+            )
+            continue
+        own = column[start:stop]
+        if np.isnan(own).all():
+            has = pc.unique(parameter.slice(start, stop - start)).to_pylist()
+            found.append(no_channels(path, channels, has, "parameters"))
+            continue
+        own_value = value[start:stop]
+        hit = ~np.isnan(own) & (own_value != P12_UNKNOWN)
+        values = np.full((len(own_value), len(channels)), np.nan)
+        values[np.flatnonzero(hit), own[hit].astype(np.int64)] = own_value[hit]
+        found.append(Samples(seconds[start:stop], values, skipped))
+    return found
 
 
 def _seconds(clock: pa.Array) -> np.ndarray:

@@ -39,6 +39,7 @@ from encoders.readers.physionet2012_text import (  # noqa: F401  (the skip reaso
     SKIP_P12_TIME,
     SKIP_P12_VALUE,
     p12_samples,
+    p12_samples_together,
 )
 from encoders.readers.sensor_samples import Samples, no_channels, skip_note
 from encoders.readers.tabular_files import numeric_column
@@ -127,11 +128,7 @@ def read_sensor(
         raise ReaderError(path, "expected a sensor file, but there is no such file")
     suffix = path.suffix.lower()
     if suffix != ".hea" and max_bytes is not None and path.stat().st_size > max_bytes:
-        raise ReaderError(
-            path,
-            f"the file has {path.stat().st_size / 1e6:.1f} MB, more than the {max_bytes / 1e6:g} MB "
-            "allowed; raise max_file_mb of this sensor modality in the cohort spec to read it",
-        )
+        raise _too_large(path, path.stat().st_size, max_bytes)
     if suffix == ".hea":
         return _read_wfdb(path, channels, rate_hz, duration_s, max_samples)
     if suffix == ".csv":
@@ -142,15 +139,87 @@ def read_sensor(
         samples = p12_samples(path, channels)
     else:
         raise ReaderError(path, f"expected a sensor file ending .csv, .parquet, .hea or .txt, got {suffix!r}")
-    start = 0.0 if samples.times_s.min() >= 0 else float(samples.times_s.min())
-    n_cells = _n_cells(path, samples.times_s.max() - start, rate_hz, duration_s, max_samples)
-    cells = np.floor((samples.times_s - start) * rate_hz + _EDGE_EPS).astype(np.int64)
-    values, observed, observed_cells = _grid(
-        cells, samples.values, n_cells, [name in summed for name in channels]
+    (gridded,) = _on_grids([(path, samples)], channels, rate_hz, duration_s, max_samples, summed)
+    if isinstance(gridded, ReaderError):
+        raise gridded
+    return gridded
+
+
+def read_p12_together(
+    files: Sequence[tuple[Path, bytes]],
+    *,
+    channels: Sequence[str],
+    rate_hz: float,
+    duration_s: float | None = None,
+    max_samples: int = 200_000,
+    summed: Sequence[str] = (),
+    max_bytes: int | None = None,
+) -> list[SensorArray | ReaderError]:
+    """:func:`read_sensor` of many PhysioNet 2012 ``.txt`` files from their bytes, parsed together
+    (:func:`~encoders.readers.physionet2012_text.p12_samples_together`).
+
+    Returns:
+        Per file, in order, its grid or the :class:`ReaderError` :func:`read_sensor` raises for it.
+    """
+    channels = tuple(channels)
+    small = [max_bytes is None or len(data) <= max_bytes for _, data in files]
+    parsed = iter(p12_samples_together([f for f, ok in zip(files, small, strict=True) if ok], channels))
+    found = [
+        next(parsed) if ok else _too_large(path, len(data), max_bytes)
+        for (path, data), ok in zip(files, small, strict=True)
+    ]
+    usable = [(files[n][0], samples) for n, samples in enumerate(found) if isinstance(samples, Samples)]
+    gridded = iter(_on_grids(usable, channels, rate_hz, duration_s, max_samples, summed))
+    return [next(gridded) if isinstance(samples, Samples) else samples for samples in found]
+
+
+def _too_large(path: Path, size: int, max_bytes: int | None) -> ReaderError:
+    return ReaderError(
+        path,
+        f"the file has {size / 1e6:.1f} MB, more than the {(max_bytes or 0) / 1e6:g} MB "
+        "allowed; raise max_file_mb of this sensor modality in the cohort spec to read it",
     )
-    return SensorArray(
-        values, observed, channels, float(rate_hz), start, dict(samples.skipped), observed_cells
+
+
+def _on_grids(
+    files: Sequence[tuple[Path, Samples]],
+    channels: tuple[str, ...],
+    rate_hz: float,
+    duration_s: float | None,
+    max_samples: int,
+    summed: Sequence[str],
+) -> list[SensorArray | ReaderError]:
+    """Each file's ``samples`` on the grid :func:`read_sensor` describes (or the error for a grid
+    too long), all files gridded together."""
+    found: list[SensorArray | ReaderError | None] = []
+    placed: list[tuple[int, Samples, float, int]] = []  # (position in found, samples, start, cells)
+    for path, samples in files:
+        start = 0.0 if samples.times_s.min() >= 0 else float(samples.times_s.min())
+        try:
+            n_cells = _n_cells(path, samples.times_s.max() - start, rate_hz, duration_s, max_samples)
+        except ReaderError as error:
+            found.append(error)
+            continue
+        placed.append((len(found), samples, start, n_cells))
+        found.append(None)  # its grid, below
+    if not placed:
+        return [f for f in found if f is not None]
+    owner = np.repeat(np.arange(len(placed)), [len(samples.times_s) for _, samples, _, _ in placed])
+    times = np.concatenate([samples.times_s for _, samples, _, _ in placed])
+    starts = np.array([start for _, _, start, _ in placed])
+    cells = np.floor((times - starts[owner]) * rate_hz + _EDGE_EPS).astype(np.int64)
+    grids = _grids(
+        owner,
+        cells,
+        np.concatenate([samples.values for _, samples, _, _ in placed]),
+        np.array([n for _, _, _, n in placed]),
+        [name in summed for name in channels],
     )
+    for (at, samples, start, _), (values, observed, observed_cells) in zip(placed, grids, strict=True):
+        found[at] = SensorArray(
+            values, observed, channels, float(rate_hz), start, dict(samples.skipped), observed_cells
+        )
+    return [f for f in found if f is not None]
 
 
 def _n_cells(path: Path, span_s: float, rate_hz: float, duration_s: float | None, max_samples: int) -> int:
@@ -199,22 +268,51 @@ def _grid(
         ``values`` ``(n_cells, C)`` float32, 0.0 where unobserved, ``observed`` (same shape), and
         the ``(K,)`` int64 flat indices of the observed cells, row-major.
     """
+    (grid,) = _grids(np.zeros(len(cells), dtype=np.int64), cells, samples, np.array([n_cells]), summed)
+    return grid
+
+
+def _grids(
+    owner: np.ndarray,
+    cells: np.ndarray,
+    samples: np.ndarray,
+    n_cells: np.ndarray,
+    summed: Sequence[bool] = (),
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`_grid` of the samples of several series at once.
+
+    Args:
+        owner: ``(N,)`` int64 series of each sample, ascending.
+        cells: ``(N,)`` int64 cell of each sample in its series' grid.
+        samples: ``(N, C)`` float64, NaN where not observed.
+        n_cells: ``(F,)`` grid length of each series.
+        summed: per channel, True to add its samples up.
+
+    Returns:
+        Per series, what :func:`_grid` returns for it alone (the same values, bit for bit).
+    """
     n_channels = samples.shape[1]
-    inside = (cells >= 0) & (cells < n_cells)
+    inside = (cells >= 0) & (cells < n_cells[owner])
     rows, columns = np.nonzero(~np.isnan(samples) & inside[:, None])
-    # Only the (cell, channel) pairs that hold samples are touched; bincount adds each pair's
-    # samples in file order.
-    pairs, which = np.unique(cells[rows] * n_channels + columns, return_inverse=True)
+    # Only the (series, cell, channel) triples that hold samples are touched; bincount adds each
+    # triple's samples in file order. A series' cells are offset past those of the ones before.
+    offsets = np.concatenate([[0], np.cumsum(n_cells * n_channels)])
+    pairs, which = np.unique(offsets[owner[rows]] + cells[rows] * n_channels + columns, return_inverse=True)
     counts = np.bincount(which, minlength=len(pairs))
     sums = np.bincount(which, weights=samples[rows, columns], minlength=len(pairs))
     averaged = np.ones(n_channels, dtype=bool)
     averaged[: len(summed)] = ~np.asarray(summed[:n_channels], dtype=bool)
-    values = np.zeros(n_cells * n_channels, dtype=np.float32)
-    observed = np.zeros(n_cells * n_channels, dtype=bool)
-    values[pairs] = np.where(averaged[pairs % n_channels], sums / counts, sums)
-    observed[pairs] = True
-    values, observed = values.reshape(n_cells, n_channels), observed.reshape(n_cells, n_channels)
-    return values, observed, pairs
+    means = np.where(averaged[pairs % n_channels], sums / counts, sums).astype(np.float32)
+    bounds = np.searchsorted(pairs, offsets)
+    grids = []
+    for f, n in enumerate(n_cells.tolist()):
+        own = pairs[bounds[f] : bounds[f + 1]] - offsets[f]
+        values = np.zeros(n * n_channels, dtype=np.float32)
+        observed = np.zeros(n * n_channels, dtype=bool)
+        values[own] = means[bounds[f] : bounds[f + 1]]
+        observed[own] = True
+        grids.append((values.reshape(n, n_channels), observed.reshape(n, n_channels), own))
+    return grids
 
 
 # --- CSV and Parquet ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -217,14 +218,20 @@ class Cohort:
         """The split of a 1-based row: from the split column, else a stable hash of its group (with
         ``split.group``) or of its id."""
         split = self.spec.split
+        used = [c for c in (split.column, split.group) if c is not None] if split is not None else []
+        return self._split_of_cells({c: self.table.at[row - 1, c] for c in [*used, self.spec.id]})
+
+    def _split_of_cells(self, cells: Mapping[str, Any]) -> str | None:
+        """:meth:`split_of` from a row's cells (a mapping column -> cell)."""
+        split = self.spec.split
         if split is not None and split.column is not None:
-            value = self.table.at[row - 1, split.column]
+            value = cells[split.column]
             return None if is_missing(value) else str(value).strip().lower()
         if split is not None and split.group is not None:
-            group = self.table.at[row - 1, split.group]
+            group = cells[split.group]
             if not is_missing(group):
                 return assign_split(f"group:{str(group).strip()}", split)
-        return assign_split(str(self.table.at[row - 1, self.spec.id]), split)
+        return assign_split(str(cells[self.spec.id]), split)
 
     def records(
         self,
@@ -261,7 +268,7 @@ class Cohort:
                 row=index,
                 patient_id=str(row[spec.id]).strip(),
                 outcome=outcome,
-                split=self.split_of(index),
+                split=self._split_of_cells(row),
                 tabular=tabular,
                 paths=paths,
                 texts=texts,

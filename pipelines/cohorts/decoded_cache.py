@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -45,6 +46,7 @@ ENV_DIR = "DEEPWE_CACHE_DIR"
 ENV_MAX_MB = "DEEPWE_CACHE_MAX_MB"
 DEFAULT_MAX_MB = 4096
 OFF = ("off", "none", "no", "0")
+MAX_PUT_IN_MEMORY = 4096
 _SUFFIX = ".safetensors"
 _CHECKSUM = "__sha256__"
 _CODEC = "__codec__"
@@ -107,6 +109,9 @@ class DecodedCache:
         self.max_bytes = int(max_bytes)
         self.counts = CacheCounts()
         self._written_since_check = 0
+        self._put: dict[str, Any] = {}  # entry key -> value put in by this process, not yet read
+        self._folders: set[Path] = set()  # entry folders this process made or found
+        self._numbers = itertools.count()
 
     def key(self, how: Hashable, content_sha256: str) -> str:
         """The entry name of content ``content_sha256`` decoded ``how``."""
@@ -116,27 +121,58 @@ class DecodedCache:
     def entry(self, key: str) -> Path:
         return self.folder / "decoded" / key[:2] / f"{key}{_SUFFIX}"
 
-    def get_or_decode(self, how: Hashable, path: str | Path, decode: Callable[[str], T]) -> T:
+    def get_or_decode(
+        self, how: Hashable, path: str | Path, decode: Callable[[str], T], *, counted_inside: bool = False
+    ) -> T:
         """``decode(path)``, or the value stored from an earlier decode of the same bytes ``how``.
 
         A file whose content cannot be hashed (absent, a folder) is decoded without the cache, so
         the reader raises its own error for it. Values of a type no codec knows are not stored.
+
+        Args:
+            counted_inside: ``decode`` derives its value from another cached decode of the same
+                file (statistics from a grid), which counts the read as a hit or a miss: a miss
+                here is not counted again, so the counts stay one per file read.
         """
         digest = content_sha256(path)
         if digest is None:
             return decode(str(path))
-        entry = self.entry(self.key(how, digest))
+        key = self.key(how, digest)
+        if key in self._put:  # decoded moments ago by put(), which counted the read
+            return self._put.pop(key)
+        entry = self.entry(key)
         found = self._load(entry)
         if found is not None:
             self.counts.hits += 1
             return found
-        self.counts.misses += 1
+        self.counts.misses += not counted_inside
         value = decode(str(path))
         codec = codec_for(value)
         # A file rewritten while it was decoded must not be stored under its old content's key.
         if codec is not None and content_sha256(path) == digest:
             self._store(entry, codec, value)
         return value
+
+    def holds(self, how: Hashable, content_sha256: str) -> bool:
+        """Whether an entry for content ``content_sha256`` decoded ``how`` exists (unchecked)."""
+        key = self.key(how, content_sha256)
+        return key in self._put or self.entry(key).is_file()
+
+    def put(self, how: Hashable, content_sha256: str, value: Any) -> None:
+        """Store ``value``, decoded ``how`` from bytes whose sha256 is ``content_sha256`` (counted as
+        a miss), for files decoded together ahead of their reads.
+
+        The next :meth:`get_or_decode` of that content takes it from memory; up to
+        :data:`MAX_PUT_IN_MEMORY` values wait there.
+        """
+        self.counts.misses += 1
+        key = self.key(how, content_sha256)
+        codec = codec_for(value)
+        if codec is not None:
+            self._store(self.entry(key), codec, value)
+        if len(self._put) >= MAX_PUT_IN_MEMORY:
+            self._put.clear()  # values put but never read: their rows failed first
+        self._put[key] = value
 
     def _load(self, entry: Path) -> Any | None:
         try:
@@ -155,8 +191,7 @@ class DecodedCache:
     def _store(self, entry: Path, codec: str, value: Any) -> None:
         blob = _pack(codec, value)
         try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=_SUFFIX)
+            handle, temporary = self._temporary(entry.parent)
             try:
                 with os.fdopen(handle, "wb") as out:
                     out.write(blob)
@@ -169,6 +204,27 @@ class DecodedCache:
         self._written_since_check += len(blob)
         if self._written_since_check * 20 >= self.max_bytes:
             self.evict()
+
+    def _temporary(self, folder: Path) -> tuple[int, str]:
+        """A new file in ``folder`` (made when missing) to write an entry to, open for writing.
+
+        Its name is unique to this process and call (``mkstemp``'s random names cost more than the
+        small entries they hold); a name somehow taken falls back to ``mkstemp``.
+        """
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
+        name = str(folder / f".tmp-{os.getpid()}-{next(self._numbers)}{_SUFFIX}")
+        try:
+            return os.open(
+                name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+            ), name  # as mkstemp: entries hold patient data
+        except FileNotFoundError:  # the folder was removed meanwhile (``deepwe cache clear``)
+            self._folders.discard(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            pass
+        return tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=_SUFFIX)
 
     def size_bytes(self) -> int:
         """Bytes held by the entries now in the folder."""
@@ -329,14 +385,18 @@ def keep_decoded_files() -> Iterator[dict[tuple[Hashable, str], Any]]:
         _kept = outer
 
 
-def decoded(how: Hashable, path: str, read: Callable[[str], T], *, persist: bool = True) -> T:
+def decoded(
+    how: Hashable, path: str, read: Callable[[str], T], *, persist: bool = True, counted_inside: bool = False
+) -> T:
     """``read(path)`` through the in-memory layer (inside :func:`keep_decoded_files`) and, with
-    ``persist``, the persistent cache. Files that fail to read are never kept: they fail again, with
-    the same error, every time."""
+    ``persist``, the persistent cache (``counted_inside``: see :meth:`DecodedCache.get_or_decode`).
+    Files that fail to read are never kept: they fail again, with the same error, every time."""
     if _kept is not None and (how, path) in _kept:
         return _kept[how, path]
     cache = process_cache() if persist else None
-    value = read(path) if cache is None else cache.get_or_decode(how, path, read)
+    value = (
+        read(path) if cache is None else cache.get_or_decode(how, path, read, counted_inside=counted_inside)
+    )
     if _kept is not None:
         _kept[how, path] = value
     return value

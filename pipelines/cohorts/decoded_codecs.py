@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from encoders.readers.sensor_files import SensorArray
+from encoders.series_statistics import SeriesObservations, SeriesStatistics
 
 Arrays = dict[str, np.ndarray]
 Metadata = dict[str, str]
@@ -69,6 +70,30 @@ def _decode_sensor(arrays: Arrays, metadata: Metadata) -> SensorArray:
     )
 
 
+def _encode_statistics(statistics: SeriesStatistics) -> tuple[Arrays, Metadata]:
+    arrays = {
+        "values": np.ascontiguousarray(statistics.values),
+        "observed": np.ascontiguousarray(statistics.observed),
+    }
+    kept = statistics.observations
+    if kept is not None:
+        arrays |= {
+            "hours_before_end": np.ascontiguousarray(kept.hours_before_end),
+            "channel": np.ascontiguousarray(kept.channel),
+            "value": np.ascontiguousarray(kept.value),
+        }
+    return arrays, {"skipped": json.dumps(dict(statistics.skipped))}
+
+
+def _decode_statistics(arrays: Arrays, metadata: Metadata) -> SeriesStatistics:
+    kept = (
+        SeriesObservations(arrays["hours_before_end"], arrays["channel"], arrays["value"])
+        if "channel" in arrays
+        else None
+    )
+    return SeriesStatistics(arrays["values"], arrays["observed"], json.loads(metadata["skipped"]), kept)
+
+
 def _encode_array(value: np.ndarray) -> tuple[Arrays, Metadata]:
     return {"array": np.ascontiguousarray(value)}, {}
 
@@ -79,6 +104,7 @@ def _encode_text(value: str) -> tuple[Arrays, Metadata]:
 
 CODECS: dict[str, Codec] = {
     "sensor": Codec(_encode_sensor, _decode_sensor),
+    "series statistics": Codec(_encode_statistics, _decode_statistics),
     "array": Codec(_encode_array, lambda arrays, _: arrays["array"]),
     "text": Codec(_encode_text, lambda arrays, _: arrays["utf8"].tobytes().decode("utf-8", "surrogatepass")),
 }
@@ -90,6 +116,8 @@ def codec_for(value: Any) -> str | None:
     """The name of the codec that stores ``value``, or None when none does."""
     if isinstance(value, SensorArray):
         return "sensor"
+    if isinstance(value, SeriesStatistics):
+        return "series statistics"
     if (
         isinstance(value, np.ndarray)
         and value.dtype.kind in "biuf"

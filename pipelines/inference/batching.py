@@ -17,14 +17,17 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data_schemas import NeighbourWeight, PatientRecord, PredictionRecord, Problem, TokenWeight
+from data_schemas import PatientRecord, PredictionRecord, Problem
+from data_schemas.cohort_spec import SensorModality
 from pipelines.bundles.loading import Bundle
 from pipelines.cohorts.cohort_table import Cohort, is_missing, load_cohort
 from pipelines.cohorts.dataset import MAX_STANDARD_SCORE, Batch, CohortDataset, PatientCollator, PatientSample
 from pipelines.cohorts.prepare import tabular_arrays
 from pipelines.cohorts.spec_io import SpecError
+from pipelines.cohorts.statistics_together import decode_statistics_together
 from pipelines.cohorts.validate import id_problems, missing_column_problems
 from pipelines.evaluation.ood import range_violations
+from pipelines.inference.batch_records import ok_records
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,17 @@ class PredictionDataset(Dataset):
         ]
         return sample, digest, outside
 
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[PatientSample, str, list[str]]]:
+        """The rows at ``indices`` (what a DataLoader batch asks for), after the PhysioNet 2012 files
+        of their per-variable sensor modalities were decoded together
+        (:mod:`pipelines.cohorts.statistics_together`)."""
+        for name, modality in self.cohort.spec.file_modalities().items():
+            stats = self.bundle.preprocessing["sensor"].get(name)
+            if isinstance(modality, SensorModality) and stats and stats.get("tokens") == "variables":
+                paths = [p for i in indices if (p := self.records[i].paths.get(name)) is not None]
+                decode_statistics_together(paths, modality, stats)
+        return [self[i] for i in indices]
+
     def _read_with_digest(self, index: int) -> tuple[PatientSample, str]:
         """The row read, and the sha256 of exactly the bytes it was read from.
 
@@ -231,7 +245,10 @@ def input_sha256(cohort: Cohort, record: PatientRecord, row: dict[str, Any]) -> 
     return digest.hexdigest()
 
 
-class _Collate:
+class PredictionCollate:
+    """A DataLoader batch of dataset items as ``(samples, input sha256s, out-of-range variables)``;
+    ``patients`` makes a model :class:`Batch` of samples."""
+
     def __init__(self, encoders) -> None:
         self.patients = PatientCollator(encoders)
 
@@ -252,14 +269,21 @@ def prediction_loader(
     """Batches ``(samples, input sha256s, out-of-range variables)`` of the rows at 0-based
     ``positions`` (the dataset is ``loader.dataset``), and the collator that makes a model
     :class:`Batch` of samples."""
+    dataset = prediction_dataset(bundle, cohort, positions, hash_inputs=hash_inputs)
+    collate = PredictionCollate(bundle.model.encoders)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+    return loader, collate.patients
+
+
+def prediction_dataset(
+    bundle: Bundle, cohort: Cohort, positions: Sequence[int], *, hash_inputs: bool = True
+) -> PredictionDataset:
+    """The rows at 0-based ``positions`` to predict (a path escaping the data root refuses its row)."""
     by_position: dict[int, str] = {}
     chosen = list(cohort.records(positions, refused=by_position))
     table = cohort.table.iloc[list(positions)].reset_index(drop=True)
     refused = {i: by_position[p] for i, p in enumerate(positions) if p in by_position}
-    dataset = PredictionDataset(bundle, cohort, chosen, table, hash_inputs=hash_inputs, refused=refused)
-    collate = _Collate(bundle.model.encoders)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
-    return loader, collate.patients
+    return PredictionDataset(bundle, cohort, chosen, table, hash_inputs=hash_inputs, refused=refused)
 
 
 def iter_predictions(
@@ -337,92 +361,11 @@ def _forward(context, usable: Sequence[int]) -> dict[int, PredictionRecord]:
         return {}
     batch: Batch = collate([samples[i] for i in usable]).to(bundle.device)
     output = bundle.model(batch)
-    ood_rank, ood_flag = distance.score(output.fused)
+    ood = distance.score(output.fused)
     probabilities = torch.softmax(output.logits.float() / bundle.temperature, dim=1).cpu()
-    return {
-        i: _record(
-            bundle,
-            batch,
-            output,
-            j,
-            samples[i],
-            hashes[i],
-            outside[i],
-            probabilities[j],
-            float(ood_rank[j]),
-            bool(ood_flag[j]),
-            options,
-        )
-        for j, i in enumerate(usable)
-    }
-
-
-def _record(
-    bundle, batch, output, j, sample, digest, outside, probabilities, ood_rank, ood_flag, options
-) -> PredictionRecord:
-    classes = bundle.classes
-    modalities = output.modalities
-    present = {m: bool(output.modality_present[j, k]) for k, m in enumerate(modalities)}
-    weights = {m: round(float(output.modality_weights[j, k]), 6) for k, m in enumerate(modalities)}
-    tokens = _top_tokens(batch, output, j, modalities, options.top_features)
-    neighbours = []
-    if output.neighbours is not None:
-        reference = bundle.contents.reference
-        ids = bundle.contents.reference_ids
-        order = torch.argsort(output.neighbour_weights[j], descending=True)[: options.neighbours]
-        for k in order.tolist():
-            index = int(output.neighbours[j, k])
-            label = reference.get("labels")
-            neighbours.append(
-                NeighbourWeight(
-                    reference_id=ids[index],
-                    weight=float(output.neighbour_weights[j, k]),
-                    outcome=None if label is None else classes[int(label[index])],
-                )
-            )
-    if len(classes) == 2:
-        risk = float(probabilities[1])
-        threshold = bundle.threshold if bundle.threshold is not None else 0.5
-        label = classes[1] if risk >= threshold else classes[0]
-    else:
-        risk = None
-        label = classes[int(torch.argmax(probabilities))]
-    return PredictionRecord(
-        row=sample.row,
-        patient_id=sample.patient_id,
-        status="ok",
-        risk=risk,
-        probabilities={c: round(float(p), 6) for c, p in zip(classes, probabilities.tolist(), strict=True)},
-        label=label,
-        modality_present=present,
-        modality_weights=weights,
-        modality_errors=sample.errors,
-        skipped_lines=sample.skipped,
-        top_features=tokens,
-        neighbours=neighbours,
-        ood=ood_flag or bool(outside),
-        ood_score=round(ood_rank, 6),
-        out_of_range=outside,
-        model_sha256=bundle.sha256,
-        input_sha256=digest,
-    )
-
-
-def _top_tokens(batch: Batch, output, j: int, modalities: Sequence[str], k: int) -> list[TokenWeight]:
-    """Patient ``j``'s ``k`` tokens of largest feature weight (ties in modality, then token order)."""
-    weights, names = [], []
-    for m in modalities:
-        names.append(batch.inputs[m].names[j])
-        weights.append(output.feature_weights[m][j].detach().float().cpu().numpy()[: len(names[-1])])
-    every = np.minimum(np.concatenate(weights) if weights else np.zeros(0, np.float32), 1.0)
-    starts = np.cumsum([0, *(len(w) for w in weights)])
-    kept = np.flatnonzero(every > 0)
-    top = kept[np.argsort(-every[kept], kind="stable")[:k]]
-    owner = np.searchsorted(starts, top, side="right") - 1
-    return [
-        TokenWeight(modality=modalities[o], token=names[o][t - starts[o]], weight=float(every[t]))
-        for t, o in zip(top.tolist(), owner.tolist(), strict=True)
-    ]
+    rows = [(samples[i], hashes[i], outside[i]) for i in usable]
+    records = ok_records(bundle, batch, output, probabilities, ood, rows, options)
+    return dict(zip(usable, records, strict=True))
 
 
 def token_modalities(bundle: Bundle) -> list[str]:

@@ -29,7 +29,8 @@ from data_schemas import PredictionRecord
 from pipelines.bundles.loading import Bundle
 from pipelines.cohorts.cohort_table import Cohort
 from pipelines.inference import partial_lock
-from pipelines.inference.batching import PredictOptions, compatible_cohort, iter_predictions
+from pipelines.inference.batching import PredictOptions, compatible_cohort, iter_predictions, predict_batch
+from pipelines.inference.chunk_reading import chunks_loader
 from pipelines.inference.output_table import neutralised, output_schema, records_table, row_to_record
 from pipelines.inference.partial_lock import locked_partial
 
@@ -149,11 +150,16 @@ def chunk_job(bundle: Bundle, cohort: Cohort, options: PredictOptions, partial: 
 def predict_chunk(job: ChunkJob, number: int) -> list[PredictionRecord]:
     """Predict chunk ``number`` and write its file (to a temporary name, then renamed)."""
     records = list(iter_predictions(job.bundle, job.cohort, job.chunks[number], job.options))
+    write_chunk(job, number, records)
+    return records
+
+
+def write_chunk(job: ChunkJob, number: int, records: Sequence[PredictionRecord]) -> None:
+    """Write the file of finished chunk ``number`` (to a temporary name, then renamed)."""
     part = job.part(number)
     tmp = part.with_suffix(f".tmp-{os.getpid()}")
     pq.write_table(records_table(job.bundle, records), tmp)
     os.replace(tmp, part)
-    return records
 
 
 def read_chunk(part: Path) -> list[PredictionRecord]:
@@ -162,12 +168,26 @@ def read_chunk(part: Path) -> list[PredictionRecord]:
 
 
 class LocalEngine:
-    """Predicts the chunks one after another in this process (the default engine)."""
+    """Predicts the chunks one after another in this process (the default engine), reading their
+    rows through one DataLoader whose workers start once (:mod:`pipelines.inference.chunk_reading`)."""
 
     def predict_chunks(self, job: ChunkJob, numbers: Sequence[int]) -> Iterator[list[PredictionRecord]]:
         """The records of each chunk in ``numbers``, in that order, each chunk file written first."""
-        for number in numbers:
-            yield predict_chunk(job, number)
+        if not numbers:
+            return
+        chunks = [job.chunks[number] for number in numbers]
+        options = job.options
+        loader, collate = chunks_loader(
+            job.bundle, job.cohort, chunks, batch_size=options.batch_size, num_workers=options.num_workers
+        )
+        batches, distance = iter(loader), job.bundle.embedding_distance
+        for number, chunk in zip(numbers, chunks, strict=True):
+            records: list[PredictionRecord] = []
+            while len(records) < len(chunk):
+                samples, hashes, outside = next(batches)
+                records += predict_batch(job.bundle, collate, samples, hashes, outside, options, distance)
+            write_chunk(job, number, records)
+            yield records
 
 
 class ChunkEngine(Protocol):

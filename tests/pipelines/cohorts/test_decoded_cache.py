@@ -38,15 +38,6 @@ def _assert_same_array(a, b) -> None:
     )
 
 
-@pytest.fixture
-def p12_file(tmp_path: Path) -> Path:
-    target = tmp_path / "files" / "132539.txt"
-    target.parent.mkdir()
-    text = shared_file("physionet2012", "set-a", "132539.txt").read_text()
-    target.write_text(text + "bad line\n")  # one skipped line travels with the entry
-    return target
-
-
 @pytest.mark.realdata
 def test_a_hit_is_bit_identical_to_decoding_the_file(tmp_path, p12_file):
     cache = DecodedCache(tmp_path / "cache")
@@ -250,3 +241,15 @@ def test_training_decodes_each_file_once_and_reports_the_hit_rate(cohort_60, tmp
     warm = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "m2")])
     reads, hits = _reads(warm.output)
     assert hits == reads > 0
+
+
+def test_entries_are_private_and_still_stored_after_the_folder_was_removed(tmp_path):
+    cache = DecodedCache(tmp_path / "cache")
+    note = tmp_path / "note.txt"
+    note.write_text("Lactate 2.1")
+    cache.get_or_decode("text", note, lambda p: Path(p).read_text())
+    entry = cache.entry(cache.key("text", content_sha256(note)))
+    assert entry.stat().st_mode & 0o777 == 0o600  # decoded files hold patient data
+    shutil.rmtree(tmp_path / "cache")  # `deepwe cache clear` or a user, while this process runs
+    cache.get_or_decode("text", note, lambda p: Path(p).read_text())
+    assert entry.is_file() and not list(entry.parent.glob(".tmp-*"))
