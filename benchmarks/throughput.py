@@ -17,8 +17,8 @@ anchor:
   with new ids; flat means within 10%).
 - training (``configs/demo.yaml``, a fixed number of epochs): seconds per epoch and the whole call,
   with a cold cache and again with a warm one.
-- with ``--before DIR`` (an export of the code before the vectorised readers and the cache, e.g.
-  ``git archive <commit> | tar -x -C DIR``): the same predict and training runs of that code, as the
+- with ``--before DIR`` (an export of earlier code, e.g. ``git archive <commit> | tar -x -C DIR``):
+  the same predict and training runs of that code with the decoded-file cache off, as the
   before-and-after anchor.
 
 The models use ``configs/demo.yaml``: the figures are about speed, not accuracy.

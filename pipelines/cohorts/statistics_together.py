@@ -12,6 +12,7 @@ those it hashed.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from pipelines.cohorts.dataset import grid_statistics_together, statistics_how
 from pipelines.cohorts.decoded_cache import process_cache
 
 P12_SUFFIX = ".txt"
+MAX_FILE_BYTES = 1_000_000
+"""Larger files are left to the rows' own reads (a 48-hour PhysioNet 2012 stay is about 30 KB)."""
+MAX_BATCH_BYTES = 16_000_000
+"""Once a batch holds this many bytes of files to decode, its other files are read alone."""
 
 
 def decode_statistics_together(
@@ -45,30 +50,39 @@ def decode_statistics_together(
         return 0
     how = statistics_how(modality, stats)
     todo: list[tuple[Path, bytes, str]] = []
+    held = 0
     for path in dict.fromkeys(p for p in paths if p.lower().endswith(P12_SUFFIX)):
         try:
+            if os.stat(path).st_size > MAX_FILE_BYTES or held > MAX_BATCH_BYTES:
+                continue  # read alone, so that a batch never holds many large files at once
             data = Path(path).read_bytes()
         except OSError:
             continue
         digest = hashlib.sha256(data).hexdigest()
         if not cache.holds(how, digest):
             todo.append((Path(path), data, digest))
+            held += len(data)
     if not todo:
         return 0
-    arrays = read_p12_together(
-        [(path, data) for path, data, _ in todo],
-        channels=modality.channels,
-        rate_hz=modality.rate_hz,
-        duration_s=modality.duration_s,
-        summed=modality.summed_channels,
-        max_bytes=round(modality.max_file_mb * 1_000_000),
-    )
-    grids = [
-        (digest, array)
-        for (_, _, digest), array in zip(todo, arrays, strict=True)
-        if isinstance(array, SensorArray)
-    ]
-    statistics = grid_statistics_together([array for _, array in grids], stats)
+    try:
+        arrays = read_p12_together(
+            [(path, data) for path, data, _ in todo],
+            channels=modality.channels,
+            rate_hz=modality.rate_hz,
+            duration_s=modality.duration_s,
+            summed=modality.summed_channels,
+            max_bytes=round(modality.max_file_mb * 1_000_000),
+        )
+        grids = [
+            (digest, array)
+            for (_, _, digest), array in zip(todo, arrays, strict=True)
+            if isinstance(array, SensorArray)
+        ]
+        statistics = grid_statistics_together([array for _, array in grids], stats)
+    except Exception:
+        # Decoding ahead is a shortcut only: an exotic file that trips it must not fail the batch.
+        # Each row then reads its own file, which fails that row's modality with a reason.
+        return 0
     for (digest, _), value in zip(grids, statistics, strict=True):
         cache.put(how, digest, value)
     return len(grids)

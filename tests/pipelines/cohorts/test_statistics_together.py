@@ -12,14 +12,16 @@ import pytest
 
 from data_schemas.cohort_spec import SensorModality
 from encoders.readers import ReaderError
+from pipelines.cohorts import statistics_together as together
 from pipelines.cohorts.dataset import (
     SKIP_FAR_OUT,
     grid_statistics,
     grid_statistics_together,
     read_sensor_file,
     read_series_statistics,
+    statistics_how,
 )
-from pipelines.cohorts.decoded_cache import process_cache
+from pipelines.cohorts.decoded_cache import content_sha256, process_cache
 from pipelines.cohorts.statistics_together import decode_statistics_together
 from tests.conftest import shared_file
 
@@ -123,3 +125,27 @@ def test_statistics_of_grids_together_are_those_of_each_grid(stays, std, traject
         assert len(kept.value) == int(alone.values[:, 5].sum())  # every counted measurement
     assert any(SKIP_FAR_OUT in s.skipped for s in together) == (std is not STATS["std"])
     assert grid_statistics_together([], stats) == []
+
+
+@pytest.mark.realdata
+def test_a_large_file_is_left_to_its_row(stays, monkeypatch):
+    big = stays[0]
+    big.write_text(big.read_text() + "00:00,Age,54\n" * 80_000)  # over a megabyte
+    assert decode_statistics_together([str(big), str(stays[1])], MODALITY, STATS) == 1
+    assert not process_cache().holds(statistics_how(MODALITY, STATS), content_sha256(big))
+    read = _read(big)
+    monkeypatch.setenv("DEEPWE_CACHE_DIR", "off")
+    assert read == _read(big)
+
+
+def test_a_failure_while_decoding_ahead_leaves_each_row_to_its_own_read(tmp_path, monkeypatch):
+    def trips(*args, **kwargs):
+        raise RuntimeError("an exotic file the shortcut cannot take")
+
+    stay = tmp_path / "stay.txt"
+    stay.write_text("Time,Parameter,Value\n00:00,HR,70\n01:00,HR,75\n")
+    monkeypatch.setattr(together, "read_p12_together", trips)  # no real file trips it today
+    assert decode_statistics_together([str(stay)], MODALITY, STATS) == 0
+    assert process_cache().counts.misses == 0
+    statistics = read_series_statistics(str(stay), MODALITY, STATS)
+    assert statistics.values[0, :2].tolist() == [70.0, 75.0]  # HR first and last
