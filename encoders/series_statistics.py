@@ -66,6 +66,30 @@ class SeriesStatistics:
     observations: SeriesObservations | None = None
 
 
+@dataclass(frozen=True)
+class ObservedCells:
+    """The observed cells of F gridded series with C channels, flattened together.
+
+    Attributes:
+        owner: ``(K,)`` int64 series of each observed cell, ascending.
+        cells: ``(K,)`` int64 flat index of each cell in its series' ``(T, C)`` grid, ascending
+            within a series.
+        values: ``(K,)`` float64 values of the cells.
+        channels: C.
+        steps: ``(F,)`` grid length T of each series.
+        start_s: ``(F,)`` float64 time of each series' cell 0.
+        rate_hz: ``(F,)`` float64 grid rate of each series.
+    """
+
+    owner: np.ndarray
+    cells: np.ndarray
+    values: np.ndarray
+    channels: int
+    steps: np.ndarray
+    start_s: np.ndarray
+    rate_hz: np.ndarray
+
+
 def series_statistics(series: GriddedSeries, *, keep_observations: bool = False) -> SeriesStatistics:
     """The :data:`SERIES_STATISTICS` of every channel of a gridded series (and, with
     ``keep_observations``, its measurements).
@@ -78,7 +102,7 @@ def series_statistics(series: GriddedSeries, *, keep_observations: bool = False)
     # Only observed cells are read: a long grid is mostly empty.
     known = getattr(series, "cells", None)
     cells = known() if callable(known) else np.flatnonzero(observed)
-    where = (
+    where = ObservedCells(
         np.zeros(len(cells), dtype=np.int64),
         cells,
         np.asarray(series.values, dtype=np.float64).reshape(-1)[cells],
@@ -87,24 +111,16 @@ def series_statistics(series: GriddedSeries, *, keep_observations: bool = False)
         np.array([float(series.start_s)]),
         np.array([float(series.rate_hz)]),
     )
-    values, observed = series_statistics_of_cells(*where)
-    kept = series_observations_of_cells(*where)[0] if keep_observations else None
+    values, observed = series_statistics_of_cells(where)
+    kept = series_observations_of_cells(where)[0] if keep_observations else None
     return SeriesStatistics(values[0], observed[0], observations=kept)
 
 
-def series_observations_of_cells(
-    owner: np.ndarray,
-    cells: np.ndarray,
-    values: np.ndarray,
-    channels: int,
-    steps: np.ndarray,
-    start_s: np.ndarray,
-    rate_hz: np.ndarray,
-) -> list[SeriesObservations]:
-    """The measurements of F gridded series, oldest first, from their observed cells (arguments as
-    in :func:`series_statistics_of_cells`; a cell's time is its centre)."""
-    order = np.lexsort((cells, owner))  # by series, then grid position: time ascending
-    owner, cells, value = owner[order], cells[order], values[order]
+def series_observations_of_cells(where: ObservedCells) -> list[SeriesObservations]:
+    """The measurements of each of F gridded series, oldest first (a cell's time is its centre)."""
+    channels, steps, start_s, rate_hz = where.channels, where.steps, where.start_s, where.rate_hz
+    order = np.lexsort((where.cells, where.owner))  # by series, then grid position: time ascending
+    owner, cells, value = where.owner[order], where.cells[order], where.values[order]
     step, channel = np.divmod(cells, channels)
     end = (start_s + steps / rate_hz) / 3600.0
     hours = end[owner] - (start_s[owner] + (step + 0.5) / rate_hz[owner]) / 3600.0
@@ -117,39 +133,22 @@ def series_observations_of_cells(
     ]
 
 
-def series_statistics_of_cells(
-    owner: np.ndarray,
-    cells: np.ndarray,
-    values: np.ndarray,
-    channels: int,
-    steps: np.ndarray,
-    start_s: np.ndarray,
-    rate_hz: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+def series_statistics_of_cells(where: ObservedCells) -> tuple[np.ndarray, np.ndarray]:
     """:func:`series_statistics` of F gridded series at once, from their observed cells.
 
     Each statistic is computed from the same values in the same order as for the series alone, so
     the results are bit-identical to computing them one series at a time.
 
-    Args:
-        owner: ``(K,)`` int64 series of each observed cell, ascending.
-        cells: ``(K,)`` int64 flat index of each cell in its series' ``(T, C)`` grid, ascending
-            within a series.
-        values: ``(K,)`` float64 values of the cells.
-        channels: C.
-        steps: ``(F,)`` grid length T of each series.
-        start_s: ``(F,)`` float64 time of each series' cell 0.
-        rate_hz: ``(F,)`` float64 grid rate of each series.
-
     Returns:
         ``values`` ``(F, C, S)`` float32 and ``observed`` ``(F, C, S)`` bool (see
         :class:`SeriesStatistics`).
     """
+    channels, steps, start_s, rate_hz = where.channels, where.steps, where.start_s, where.rate_hz
     series, segments = len(steps), len(steps) * channels
     end = (start_s + steps / rate_hz) / 3600.0
     # Grouped by series and channel, time ascending.
-    order = np.lexsort((cells, cells % channels, owner))
-    owner, cells, value = owner[order], cells[order], values[order]
+    order = np.lexsort((where.cells, where.cells % channels, where.owner))
+    owner, cells, value = where.owner[order], where.cells[order], where.values[order]
     step, channel = np.divmod(cells, channels)
     segment = owner * channels + channel
     hour = (start_s[owner] + (step + 0.5) / rate_hz[owner]) / 3600.0

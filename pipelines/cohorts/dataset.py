@@ -35,6 +35,7 @@ from encoders.readers import (
     read_text,
 )
 from encoders.series_statistics import (
+    ObservedCells,
     SeriesObservations,
     SeriesStatistics,
     series_observations_of_cells,
@@ -267,7 +268,7 @@ def grid_statistics_together(
         scores = (value.astype(np.float64) - mean[channel]) / std[channel]
     kept = np.abs(scores) <= MAX_STANDARD_SCORE
     far = np.bincount(owner[~kept], minlength=len(arrays))
-    where = (
+    where = ObservedCells(
         owner[kept],
         flat[kept],
         value[kept].astype(np.float64),
@@ -276,8 +277,8 @@ def grid_statistics_together(
         np.array([float(a.start_s) for a in arrays]),
         np.array([float(a.rate_hz) for a in arrays]),
     )
-    values, observed = series_statistics_of_cells(*where)
-    measurements = series_observations_of_cells(*where) if stats.get("trajectory") else [None] * len(arrays)
+    values, observed = series_statistics_of_cells(where)
+    measurements = series_observations_of_cells(where) if stats.get("trajectory") else [None] * len(arrays)
     return [
         SeriesStatistics(
             values[f],

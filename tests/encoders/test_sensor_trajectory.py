@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from encoders import create_encoder
-from encoders.readers.sensor_files import SensorArray
 from encoders.sensor_trajectory import ChannelTrajectories
 from encoders.sensor_variables import (
     SERIES_STATISTICS,
@@ -15,15 +14,7 @@ from encoders.sensor_variables import (
     SeriesStatistics,
     series_statistics,
 )
-
-
-def _series() -> SensorArray:
-    """Three hours on a one-hour grid: HR at hours 0 and 2, lactate at hour 1, SpO2 never."""
-    values = np.zeros((3, 3), dtype=np.float32)
-    observed = np.zeros((3, 3), dtype=bool)
-    values[[0, 2], 0], observed[[0, 2], 0] = [80.0, 100.0], True
-    values[1, 1], observed[1, 1] = 2.5, True
-    return SensorArray(values, observed, ("HR", "Lactate", "SpO2"), 1 / 3600, 0.0)
+from tests.encoders.test_sensor_variables import three_hour_series
 
 
 def _measurements(seed: int, batch: int = 3, length: int = 11, channels: int = 4):
@@ -36,11 +27,11 @@ def _measurements(seed: int, batch: int = 3, length: int = 11, channels: int = 4
 
 
 def test_measurements_are_kept_oldest_first_with_hours_before_the_end() -> None:
-    kept = series_statistics(_series(), keep_observations=True).observations
+    kept = series_statistics(three_hour_series(), keep_observations=True).observations
     assert kept is not None
     np.testing.assert_allclose(kept.hours_before_end, [2.5, 1.5, 0.5])  # cell centres, end at 3 h
     assert kept.channel.tolist() == [0, 1, 0] and kept.value.tolist() == [80.0, 2.5, 100.0]
-    assert series_statistics(_series()).observations is None  # only kept when asked for
+    assert series_statistics(three_hour_series()).observations is None  # only kept when asked for
 
 
 def test_a_channel_reads_only_its_own_measurements_in_any_order() -> None:
@@ -78,7 +69,7 @@ def test_trajectory_tokens_are_named_grouped_and_masked_by_channel() -> None:
     ]
     assert encoder.token_groups[3 * stats : 3 * stats + 3] == (0, 1, 2)
     with torch.no_grad():
-        tokens = encoder(encoder.collate([_series(), None]))
+        tokens = encoder(encoder.collate([three_hour_series(), None]))
     assert tokens.values.shape == (2, 3 * stats + 4, 8)
     assert tokens.mask[0, 3 * stats : 3 * stats + 3].tolist() == [True, True, False]  # SpO2 never measured
     assert not tokens.mask[1].any()
@@ -97,4 +88,4 @@ def test_only_the_most_recent_measurements_are_read_and_statistics_without_them_
     assert batch.tensors["reading"].tolist() == [[8.0, 9.0]]
     assert batch.tensors["hours"].tolist() == [[3.0, 1.0]]
     with pytest.raises(ValueError, match="trajectory tokens need its measurements"):
-        encoder.collate([series_statistics(_series())])
+        encoder.collate([series_statistics(three_hour_series())])

@@ -14,7 +14,7 @@ from encoders.sensor_variables import SERIES_STATISTICS, series_statistics
 STAT = {name: i for i, name in enumerate(SERIES_STATISTICS)}
 
 
-def _series() -> SensorArray:
+def three_hour_series() -> SensorArray:
     """Three hours on a one-hour grid: HR at hours 0 and 2, lactate at hour 1, SpO2 never."""
     values = np.zeros((3, 3), dtype=np.float32)
     observed = np.zeros((3, 3), dtype=bool)
@@ -24,7 +24,7 @@ def _series() -> SensorArray:
 
 
 def test_statistics_of_a_channel_follow_its_measurements() -> None:
-    stats = series_statistics(_series())
+    stats = series_statistics(three_hour_series())
     hr = stats.values[0]
     assert hr[STAT["first"]] == 80 and hr[STAT["last"]] == 100
     assert hr[STAT["min"]] == 80 and hr[STAT["max"]] == 100 and hr[STAT["mean"]] == 90
@@ -35,7 +35,7 @@ def test_statistics_of_a_channel_follow_its_measurements() -> None:
 
 
 def test_a_single_measurement_has_no_slope_and_an_unmeasured_channel_is_masked_not_zero() -> None:
-    stats = series_statistics(_series())
+    stats = series_statistics(three_hour_series())
     lactate = stats.observed[1]
     assert not lactate[STAT["slope"]] and lactate[[STAT[s] for s in SERIES_STATISTICS if s != "slope"]].all()
     assert stats.values[1, STAT["last"]] == 2.5
@@ -46,7 +46,7 @@ def test_unmeasured_statistics_are_masked_tokens_and_named_clinically() -> None:
     encoder = create_encoder(
         "sensor", tokens="variables", channels=3, names=["HR", "Lactate", "SpO2"], out_dim=8
     ).eval()
-    batch = encoder.collate([_series(), None])
+    batch = encoder.collate([three_hour_series(), None])
     tokens = encoder(batch)
     names = tokens.names[0]
     assert (
