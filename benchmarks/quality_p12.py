@@ -93,7 +93,7 @@ ABLATION_NAMES = {
     "no_random_masking": "DeepWe without random token masking",
     "attention_only_fusion": "DeepWe without additive per-modality evidence",
     "no_auxiliary_heads": "DeepWe without the per-modality auxiliary loss",
-    "with_token_mixing": "DeepWe with token mixing (one transformer layer)",
+    "with_token_mixing": "DeepWe with token mixing (two transformer layers)",
     "with_modality_dropout": "DeepWe with modality dropout 0.15",
     "mean_fusion": "DeepWe with mean instead of modality attention",
     "no_graph": "DeepWe without the patient graph",

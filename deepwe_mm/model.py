@@ -84,19 +84,25 @@ class DeepWe(nn.Module):
             else None
         )
         self.modality_dropout = config.modality_dropout
+        self.flat = [config.flat_readout and m in config.token_counts for m in config.modalities]
+        # A modality read out flat, or without mixing layers, holds an empty slot (nn.Identity).
+        self.mixed = [
+            config.layers_of(m) > 0 and not flat for m, flat in zip(config.modalities, self.flat, strict=True)
+        ]
         self.mixers = (
             nn.ModuleList(
-                TokenMixer(dims[m], config.token_layers, config.token_heads, config.dropout)
-                for m in config.modalities
+                TokenMixer(dims[m], config.layers_of(m), config.token_heads, config.dropout)
+                if mix
+                else nn.Identity()
+                for m, mix in zip(config.modalities, self.mixed, strict=True)
             )
-            if config.token_layers
+            if any(self.mixed)
             else None
         )
         self.groups = [
             None if m not in config.token_groups else torch.tensor(config.token_groups[m], dtype=torch.long)
             for m in config.modalities
         ]
-        self.flat = [config.flat_readout and m in config.token_counts for m in config.modalities]
         self.projections = nn.ModuleList(
             nn.Sequential(
                 nn.Linear(dims[m] * (config.token_counts[m] if flat else 1), hidden),
@@ -352,7 +358,7 @@ class DeepWe(nn.Module):
                 )
             groups = groups.to(gated.device)
             gated, valid = pool_groups(gated, valid, groups, int(groups.max()) + 1)
-        if self.mixers is None:
+        if self.mixers is None or not self.mixed[i]:
             return mean_pool(gated, valid)
         return self.mixers[i](gated, valid)
 

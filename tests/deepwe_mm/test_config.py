@@ -65,3 +65,12 @@ def test_every_ablation_turns_off_exactly_one_switch() -> None:
         assert differing == set(change), name
     with pytest.raises(ValueError, match="available"):
         TINY.ablate("no_everything")
+
+
+def test_token_layers_per_modality_mix_only_the_modalities_named() -> None:
+    model = DeepWe(replace(TINY, token_layers={"vitals": 2}))
+    assert [len(list(mixer.parameters())) > 0 for mixer in model.mixers] == [False, False, True]
+    assert DeepWe(replace(TINY, token_layers=0)).mixers is None
+    assert DeepWeConfig.from_dict(replace(TINY, token_layers={"vitals": 1}).to_dict()).layers_of("notes") == 0
+    with pytest.raises(ValueError, match=r"token_layers\['scans'\] must name a configured modality"):
+        replace(TINY, token_layers={"scans": 2})
