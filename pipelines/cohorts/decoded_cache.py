@@ -30,6 +30,7 @@ import hashlib
 import itertools
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
@@ -37,11 +38,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from pipelines.cohorts.decoded_codecs import CODECS, codec_for
 
 T = TypeVar("T")
 
 READER_VERSION = "1"
+# The layout of an entry (its checksum); raised when it changes, so older entries are never read.
+ENTRY_FORMAT = "2"
 ENV_DIR = "DEEPWE_CACHE_DIR"
 ENV_MAX_MB = "DEEPWE_CACHE_MAX_MB"
 DEFAULT_MAX_MB = 4096
@@ -115,7 +120,7 @@ class DecodedCache:
 
     def key(self, how: Hashable, content_sha256: str) -> str:
         """The entry name of content ``content_sha256`` decoded ``how``."""
-        text = json.dumps([READER_VERSION, repr(how), content_sha256])
+        text = json.dumps([READER_VERSION, ENTRY_FORMAT, repr(how), content_sha256])
         return hashlib.sha256(text.encode()).hexdigest()
 
     def entry(self, key: str) -> Path:
@@ -310,28 +315,56 @@ def _metadata(blob: bytes) -> dict[str, str]:
 
 
 def _checksum(arrays: dict[str, Any], metadata: dict[str, str]) -> str:
-    digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
-    for name in sorted(arrays):
-        digest.update(name.encode())
-        digest.update(str(arrays[name].dtype).encode())
-        digest.update(repr(arrays[name].shape).encode())
-        digest.update(arrays[name].tobytes())
+    names = sorted(arrays)
+    layout = [[name, str(arrays[name].dtype), list(arrays[name].shape)] for name in names]
+    digest = hashlib.sha256(json.dumps([metadata, layout], sort_keys=True).encode())
+    for name in names:
+        digest.update(memoryview(np.ascontiguousarray(arrays[name])).cast("B"))
     return digest.hexdigest()
 
 
 def content_sha256(path: str | Path) -> str | None:
     """sha256 of a file's bytes (a WFDB header: of it and the signal files it names); None when the
-    path is not a readable file or a header's signal file is missing."""
+    path is not a readable file or a header's signal file is missing.
+
+    A run asks for the same file's hash several times (the cache key, the audit log's input hash);
+    it is computed once per file identity (inode, size, modification and change times), so a
+    rewritten file is hashed again.
+    """
     path = Path(path)
+    files = [path]
+    try:
+        if path.suffix.lower() == ".hea":
+            files += _wfdb_signal_files(path)
+        identity = tuple(_identity(file) for file in files)
+    except (OSError, ValueError):
+        return None
+    remembered = _hashed.get(str(path))
+    if remembered is not None and remembered[0] == identity:
+        return remembered[1]
     digest = hashlib.sha256()
     try:
-        files = [path, *(_wfdb_signal_files(path) if path.suffix.lower() == ".hea" else ())]
         for file in files:
             with open(file, "rb") as handle:
                 digest.update(handle.read())
-    except (OSError, ValueError):
+    except OSError:
         return None
+    if len(_hashed) >= MAX_REMEMBERED_HASHES:
+        _hashed.clear()
+    _hashed[str(path)] = (identity, digest.hexdigest())
     return digest.hexdigest()
+
+
+MAX_REMEMBERED_HASHES = 1 << 17
+_hashed: dict[str, tuple[tuple[tuple[int, ...], ...], str]] = {}
+
+
+def _identity(file: Path) -> tuple[int, ...]:
+    """(inode, size, mtime ns, ctime ns) of a regular file; OSError when it is not one."""
+    info = os.stat(file)
+    if not stat.S_ISREG(info.st_mode):
+        raise IsADirectoryError(file)
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _wfdb_signal_files(header: Path) -> list[Path]:

@@ -22,6 +22,7 @@ from data_schemas.cohort_spec import SensorModality
 from pipelines.bundles.loading import Bundle
 from pipelines.cohorts.cohort_table import Cohort, is_missing, load_cohort
 from pipelines.cohorts.dataset import MAX_STANDARD_SCORE, Batch, CohortDataset, PatientCollator, PatientSample
+from pipelines.cohorts.decoded_cache import content_sha256
 from pipelines.cohorts.prepare import tabular_arrays
 from pipelines.cohorts.spec_io import SpecError
 from pipelines.cohorts.statistics_together import decode_statistics_together
@@ -231,17 +232,17 @@ def _identities(record: PatientRecord) -> dict[str, tuple[int, ...] | None]:
 
 
 def input_sha256(cohort: Cohort, record: PatientRecord, row: dict[str, Any]) -> str:
-    """sha256 of the row's cells (canonical JSON) and of the bytes of every file it references."""
+    """sha256 of the row's cells (canonical JSON) and of the sha256 of every file it references
+    (the same file hash that keys the decoded-file cache, so each file is hashed once)."""
     digest = hashlib.sha256(
         json.dumps({k: None if is_missing(v) else str(v) for k, v in row.items()}, sort_keys=True).encode()
     )
     for name in sorted(record.paths):
         path = record.paths[name]
         digest.update(name.encode())
-        if path is not None and os.path.isfile(path):
-            with open(path, "rb") as handle:
-                for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
-                    digest.update(block)
+        file_digest = content_sha256(path) if path is not None else None
+        if file_digest is not None:
+            digest.update(file_digest.encode())
     return digest.hexdigest()
 
 

@@ -253,3 +253,18 @@ def test_entries_are_private_and_still_stored_after_the_folder_was_removed(tmp_p
     shutil.rmtree(tmp_path / "cache")  # `deepwe cache clear` or a user, while this process runs
     cache.get_or_decode("text", note, lambda p: Path(p).read_text())
     assert entry.is_file() and not list(entry.parent.glob(".tmp-*"))
+
+
+def test_a_file_rewritten_with_the_same_size_and_times_is_hashed_again(tmp_path) -> None:
+    import hashlib
+    import os
+
+    path = tmp_path / "series.csv"
+    path.write_bytes(b"Time,Parameter,Value\n00:00,HR,80\n")
+    first = content_sha256(path)
+    assert content_sha256(path) == first == hashlib.sha256(path.read_bytes()).hexdigest()
+    times = os.stat(path)
+    path.write_bytes(b"Time,Parameter,Value\n00:00,HR,90\n")  # same size
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))  # same modification time
+    assert content_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest() != first
+    assert content_sha256(tmp_path) is None
