@@ -110,6 +110,14 @@ def print_training(result, reads=None) -> None:
             f"({reads.hit_rate:.0%} hit rate)"
             + (f" ({reads.corrupt} damaged entries decoded again)" if reads.corrupt else "")
         )
+    for name, weight in metrics.get("shut_modalities", {}).items():
+        console.print(
+            f"warning: every feature gate of {name!r} is shut on the validation split (mean weight "
+            f"{weight:.3f}), so the model ignores that modality. Train again with sparsity_ramp: 5 "
+            "(brings the sparsity term in over 5 epochs) or a smaller fusion lambda_sparsity.",
+            markup=False,
+            highlight=False,
+        )
     for split in ("val", "test"):
         if split in metrics:
             shown = ", ".join(

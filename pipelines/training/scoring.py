@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from contextlib import nullcontext
 
 import torch
@@ -79,3 +80,27 @@ def score(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) 
     if probabilities.shape[1] == 2:
         return binary_metrics(y, probabilities[:, 1]) | {"log_loss": log_loss}
     return {"auroc": multiclass_auroc(y, probabilities), "log_loss": log_loss, "n": len(y)}
+
+
+# A modality whose mean feature weight is below this is one the model has stopped reading.
+SHUT_GATES = 0.01
+
+
+@torch.no_grad()
+def mean_feature_weights(
+    model: MultimodalModel, loader: DataLoader, device: torch.device
+) -> dict[str, float]:
+    """Modality -> mean feature weight over the tokens that counted (observed tokens of the patients
+    that have the modality), over a loader, in eval mode."""
+    model.eval()
+    total: dict[str, float] = defaultdict(float)
+    count: dict[str, int] = defaultdict(int)
+    for batch in loader:
+        batch = batch.to(device)
+        with autocast(device):
+            output = model(batch)
+        for name, weights in output.feature_weights.items():
+            counted = output.token_masks[name]
+            total[name] += float(weights[counted].float().sum())
+            count[name] += int(counted.sum())
+    return {name: total[name] / count[name] for name in total if count[name]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -265,3 +266,21 @@ def test_two_process_torchrun_writes_one_bundle(cohort_60, tmp_path):
     assert {p.name for p in out.iterdir()} == DESIGN_FILES
     assert np.isfinite(load_bundle(out).temperature)
     assert not list(tmp_path.glob(".model.partial-*"))
+
+
+def test_a_modality_whose_gates_all_shut_is_named_in_the_summary(cohort_60, bundle_path, tmp_path, capsys):
+    from pipelines.cli.rendering import print_training
+    from tests.pipelines.conftest import TINY
+
+    assert json.loads((bundle_path / "metrics.json").read_text())["shut_modalities"] == {}
+    # A sparsity weight this strong shuts every gate long before any modality can teach anything.
+    crushing = dataclasses.replace(
+        TINY, epochs=8, patience=8, lr=0.05, fusion={**TINY.fusion, "lambda_sparsity": 1000.0}
+    )
+    result = train(cohort_60, tmp_path / "shut", crushing, device="cpu", progress=False)
+    shut = result.metrics["shut_modalities"]
+    assert shut and all(0 <= weight < 0.01 for weight in shut.values())
+    print_training(result)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert all(f"every feature gate of {name!r} is shut" in printed for name in shut)
+    assert "sparsity_ramp: 5" in printed
