@@ -67,6 +67,11 @@ def render_model_card(
         "- Missing modalities are handled by masking; patterns unseen in training may behave differently.",
         "- The reference cohort of the patient graph holds training patients' embeddings under "
         "pseudonymous ids; it is part of the model.",
+        *(
+            f"- `{name}`: every feature gate shut in training (mean weight {weight:.3f} on the "
+            "validation split), so the model ignores this modality."
+            for name, weight in metrics.get("shut_modalities", {}).items()
+        ),
         "",
         f"Training: {metrics['epochs_run']} epochs (best {metrics['best_epoch']}), batch {config.batch_size}, "
         f"learning rate {config.lr}, seed {config.seed}"

@@ -280,6 +280,8 @@ def test_a_modality_whose_gates_all_shut_is_named_in_the_summary(cohort_60, bund
     result = train(cohort_60, tmp_path / "shut", crushing, device="cpu", progress=False)
     shut = result.metrics["shut_modalities"]
     assert shut and all(0 <= weight < 0.01 for weight in shut.values())
+    card = (tmp_path / "shut" / "model_card.md").read_text()
+    assert all(f"`{name}`: every feature gate shut in training" in card for name in shut)
     print_training(result)
     printed = " ".join(capsys.readouterr().out.split())
     assert all(f"every feature gate of {name!r} is shut" in printed for name in shut)
