@@ -27,6 +27,7 @@ from pipelines.cohorts.prepare import tabular_arrays
 from pipelines.cohorts.spec_io import SpecError
 from pipelines.cohorts.statistics_together import decode_statistics_together
 from pipelines.cohorts.validate import id_problems, missing_column_problems
+from pipelines.common.parallelism import die_with_parent
 from pipelines.evaluation.ood import range_violations
 from pipelines.inference.batch_records import ok_records
 
@@ -272,7 +273,13 @@ def prediction_loader(
     :class:`Batch` of samples."""
     dataset = prediction_dataset(bundle, cohort, positions, hash_inputs=hash_inputs)
     collate = PredictionCollate(bundle.model.encoders)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        collate_fn=collate,
+        num_workers=num_workers,
+        worker_init_fn=die_with_parent(),
+    )
     return loader, collate.patients
 
 

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipelines.bundles.loading import Bundle
 from pipelines.cohorts.cohort_table import Cohort
 from pipelines.cohorts.dataset import PatientCollator
+from pipelines.common.parallelism import die_with_parent
 from pipelines.inference.batching import PredictionCollate, PredictionDataset, prediction_dataset
 
 
@@ -68,5 +69,11 @@ def chunks_loader(
     dataset = ChunksDataset(bundle, cohort, chunks)
     collate = PredictionCollate(bundle.model.encoders)
     batches = chunk_batches([len(c) for c in dataset.chunks], batch_size)
-    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=num_workers,
+        worker_init_fn=die_with_parent(),
+    )
     return loader, collate.patients

@@ -14,6 +14,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from pipelines.bundles.model_builder import MultimodalModel
 from pipelines.cohorts.dataset import PatientCollator
+from pipelines.common.parallelism import die_with_parent
 from pipelines.evaluation.metrics import binary_metrics, multiclass_auroc
 from pipelines.training.train_config import TrainConfig
 
@@ -49,6 +50,7 @@ def split_loader(
         sampler=sampler,
         collate_fn=collate,
         num_workers=config.num_workers,
+        worker_init_fn=die_with_parent(),
         pin_memory=device.type == "cuda",
         generator=generator,
         drop_last=lone_last,

@@ -208,11 +208,28 @@ def test_resume_with_other_options_is_refused(bundle, cohort_copy, tmp_path):
         )
 
 
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_gives_the_uninterrupted_output(bundle_path, cohort_60, tmp_path):
     def command(out: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "pipelines.cli", "predict", str(bundle_path), str(cohort_60), "--out", str(out),
-                "--chunk-size", "6", "--batch-size", "3", "--device", "cpu", *extra]  # fmt: skip
+                "--chunk-size", "6", "--batch-size", "3", "--device", "cpu", "--workers", "1", *extra]  # fmt: skip
 
     straight = tmp_path / "straight.parquet"
     subprocess.run(command(straight), check=True, capture_output=True)
@@ -225,8 +242,14 @@ def test_kill_9_then_resume_gives_the_uninterrupted_output(bundle_path, cohort_6
             break
         time.sleep(0.05)
     assert process.poll() is None, "prediction finished before it could be killed"
+    workers = _children(process.pid)
+    assert workers, "the run reads files in a worker process"
     process.send_signal(signal.SIGKILL)
     process.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "a reading worker outlived its killed run"
     assert not killed.exists(), "a killed run must leave no output file"
     done = len(list(partial.glob("chunk-*.parquet")))
     assert 2 <= done < 10
