@@ -349,10 +349,30 @@ def content_sha256(path: str | Path) -> str | None:
                 digest.update(handle.read())
     except OSError:
         return None
+    _remember(path, identity, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def file_bytes_and_sha256(path: str | Path) -> tuple[bytes, str]:
+    """A regular file's bytes and their sha256, which :func:`content_sha256` then reuses while the
+    file keeps its identity (a WFDB header's hash also covers its signal files, so it is not kept).
+
+    Raises:
+        OSError: the path is not a readable regular file.
+    """
+    path = Path(path)
+    before = _identity(path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if path.suffix.lower() != ".hea" and _identity(path) == before:
+        _remember(path, (before,), digest)
+    return data, digest
+
+
+def _remember(path: Path, identity: tuple[tuple[int, ...], ...], digest: str) -> None:
     if len(_hashed) >= MAX_REMEMBERED_HASHES:
         _hashed.clear()
-    _hashed[str(path)] = (identity, digest.hexdigest())
-    return digest.hexdigest()
+    _hashed[str(path)] = (identity, digest)
 
 
 MAX_REMEMBERED_HASHES = 1 << 17

@@ -11,7 +11,6 @@ those it hashed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 from data_schemas.cohort_spec import SensorModality
 from encoders.readers.sensor_files import SensorArray, read_p12_together
 from pipelines.cohorts.dataset import grid_statistics_together, statistics_how
-from pipelines.cohorts.decoded_cache import process_cache
+from pipelines.cohorts.decoded_cache import file_bytes_and_sha256, process_cache
 
 P12_SUFFIX = ".txt"
 MAX_FILE_BYTES = 1_000_000
@@ -55,10 +54,9 @@ def decode_statistics_together(
         try:
             if os.stat(path).st_size > MAX_FILE_BYTES or held > MAX_BATCH_BYTES:
                 continue  # read alone, so that a batch never holds many large files at once
-            data = Path(path).read_bytes()
+            data, digest = file_bytes_and_sha256(path)
         except OSError:
             continue
-        digest = hashlib.sha256(data).hexdigest()
         if not cache.holds(how, digest):
             todo.append((Path(path), data, digest))
             held += len(data)

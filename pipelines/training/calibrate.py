@@ -16,7 +16,7 @@ from pipelines.cohorts.dataset import PatientCollator
 from pipelines.cohorts.prepare import PreparedCohort
 from pipelines.evaluation.metrics import choose_threshold, fit_temperature, fit_temperature_and_shift
 from pipelines.training.member_fit import MemberFit
-from pipelines.training.scoring import collect_logits, score, split_loader
+from pipelines.training.scoring import FeatureWeightMeans, collect_logits, score, split_loader
 from pipelines.training.train_config import TrainConfig
 
 Logits = tuple[torch.Tensor, torch.Tensor]
@@ -45,6 +45,11 @@ def reference_cohort(
     return reference, ids
 
 
+# A modality whose mean feature weight on the validation split is below this is one the model has
+# stopped reading.
+SHUT_GATES = 0.01
+
+
 def calibrate_and_test(
     model: MultimodalModel,
     prepared: PreparedCohort,
@@ -56,15 +61,19 @@ def calibrate_and_test(
     """Calibrate ``model`` on the validation split (a positive-logit shift is folded into its output
     layer) and score it: returns (metrics.json, calibration.json)."""
 
-    def logits_of(net: MultimodalModel, split: str) -> Logits:
+    def logits_of(net: MultimodalModel, split: str, weight_means: FeatureWeightMeans | None = None) -> Logits:
         return collect_logits(
-            net, split_loader(prepared.dataset(split), collate, config, device, shuffle=False), device
+            net,
+            split_loader(prepared.dataset(split), collate, config, device, shuffle=False),
+            device,
+            weight_means,
         )
 
     binary = len(prepared.classes) == 2
     has_test = bool((prepared.splits == "test").any())
     members = _member_metrics(fits, logits_of, config, binary=binary, has_test=has_test)
-    val_logits, val_labels = logits_of(model, "val")
+    weight_means = FeatureWeightMeans()
+    val_logits, val_labels = logits_of(model, "val", weight_means)
     uncalibrated = score(val_logits, val_labels)
     temperature, shift = fit_calibration(val_logits, val_labels, binary)
     if shift:
@@ -90,6 +99,9 @@ def calibrate_and_test(
         "val_uncalibrated": uncalibrated,
         "val": score(val_logits, val_labels, temperature),
         "split_sizes": {s: int((prepared.splits == s).sum()) for s in ("train", "val", "test")},
+        # A gate shut early, before its modality taught the model anything, never reopens: the
+        # model then ignores that modality, which the summary and the model card must say.
+        "shut_modalities": weight_means.below(SHUT_GATES),
     }
     if binary:
         calibration["threshold"] = _decision_threshold(val_logits, val_labels, temperature, config)

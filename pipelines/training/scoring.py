@@ -57,11 +57,36 @@ def split_loader(
     )
 
 
+class FeatureWeightMeans:
+    """Each modality's mean feature weight over the tokens that counted (observed tokens of the
+    patients that have the modality), gathered batch by batch."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, float] = defaultdict(float)
+        self.count: dict[str, int] = defaultdict(int)
+
+    def add(self, output) -> None:
+        """Count one batch's :class:`deepwe_mm.DeepWeOutput`."""
+        for name, weights in output.feature_weights.items():
+            counted = output.token_masks[name]
+            self.total[name] += float(weights[counted].float().sum())
+            self.count[name] += int(counted.sum())
+
+    def below(self, limit: float) -> dict[str, float]:
+        """Modality -> mean weight, for the modalities whose mean is below ``limit``."""
+        means = {name: self.total[name] / self.count[name] for name in self.total if self.count[name]}
+        return {name: mean for name, mean in means.items() if mean < limit}
+
+
 @torch.no_grad()
 def collect_logits(
-    model: MultimodalModel, loader: DataLoader, device: torch.device
+    model: MultimodalModel,
+    loader: DataLoader,
+    device: torch.device,
+    weight_means: FeatureWeightMeans | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C) float32 logits and (N,) labels over a loader, in eval mode."""
+    """(N, C) float32 logits and (N,) labels over a loader, in eval mode; the feature weights of the
+    same pass are added to ``weight_means`` when given."""
     model.eval()
     logits, labels = [], []
     for batch in loader:
@@ -70,6 +95,8 @@ def collect_logits(
             output = model(batch)
         logits.append(output.logits.float().cpu())
         labels.append(batch.labels.cpu())
+        if weight_means is not None:
+            weight_means.add(output)
     return torch.cat(logits), torch.cat(labels)
 
 
@@ -82,27 +109,3 @@ def score(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) 
     if probabilities.shape[1] == 2:
         return binary_metrics(y, probabilities[:, 1]) | {"log_loss": log_loss}
     return {"auroc": multiclass_auroc(y, probabilities), "log_loss": log_loss, "n": len(y)}
-
-
-# A modality whose mean feature weight is below this is one the model has stopped reading.
-SHUT_GATES = 0.01
-
-
-@torch.no_grad()
-def mean_feature_weights(
-    model: MultimodalModel, loader: DataLoader, device: torch.device
-) -> dict[str, float]:
-    """Modality -> mean feature weight over the tokens that counted (observed tokens of the patients
-    that have the modality), over a loader, in eval mode."""
-    model.eval()
-    total: dict[str, float] = defaultdict(float)
-    count: dict[str, int] = defaultdict(int)
-    for batch in loader:
-        batch = batch.to(device)
-        with autocast(device):
-            output = model(batch)
-        for name, weights in output.feature_weights.items():
-            counted = output.token_masks[name]
-            total[name] += float(weights[counted].float().sum())
-            count[name] += int(counted.sum())
-    return {name: total[name] / count[name] for name in total if count[name]}

@@ -33,7 +33,6 @@ from pipelines.common.devices import pick_device
 from pipelines.training.calibrate import calibrate_and_test, reference_cohort
 from pipelines.training.member_fit import MemberFit, fit_member, process_rank
 from pipelines.training.model_settings import encoder_settings
-from pipelines.training.scoring import SHUT_GATES, mean_feature_weights, split_loader
 from pipelines.training.train_config import TrainConfig
 
 CHECKPOINTS = ".checkpoints"
@@ -113,28 +112,12 @@ def train(
     # The reference cohort first: calibration and test must see the model as it will predict.
     reference, reference_ids = reference_cohort(model, data.prepared, collate, config, torch_device)
     metrics, calibration = calibrate_and_test(model, data.prepared, collate, config, torch_device, fits)
-    metrics["shut_modalities"] = shut_modalities(model, data.prepared, collate, config, torch_device)
     if process_rank() == 0:
         _write(out, data, model, config, (reference, reference_ids), metrics, calibration)
         shutil.rmtree(checkpoints, ignore_errors=True)
     epochs = sum(fit.loop.epoch for fit in fits)
     seconds = tuple(s for fit in fits for s in fit.epoch_seconds)
     return TrainResult(out, metrics, time.perf_counter() - started, epochs, seconds)
-
-
-def shut_modalities(
-    model: MultimodalModel,
-    prepared: PreparedCohort,
-    collate: PatientCollator,
-    config: TrainConfig,
-    device: torch.device,
-) -> dict[str, float]:
-    """Modality -> its mean feature weight on the validation split, for the modalities whose gates
-    all closed (below :data:`SHUT_GATES`): the model no longer reads them, which training summaries
-    must say (a gate shut early, before the modality taught the model anything, never reopens)."""
-    loader = split_loader(prepared.dataset("val"), collate, config, device, shuffle=False)
-    means = mean_feature_weights(model, loader, device)
-    return {name: mean for name, mean in means.items() if mean < SHUT_GATES}
 
 
 def _prepare(cohort: Cohort, out: Path, config: TrainConfig) -> _TrainingData:

@@ -268,3 +268,18 @@ def test_a_file_rewritten_with_the_same_size_and_times_is_hashed_again(tmp_path)
     os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))  # same modification time
     assert content_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest() != first
     assert content_sha256(tmp_path) is None
+
+
+def test_bytes_read_with_their_hash_serve_later_hash_lookups_until_the_file_changes(tmp_path) -> None:
+    import hashlib
+
+    from pipelines.cohorts.decoded_cache import file_bytes_and_sha256
+
+    path = tmp_path / "stay.txt"
+    path.write_bytes(b"Time,Parameter,Value\n00:00,HR,80\n")
+    data, digest = file_bytes_and_sha256(path)
+    assert data == path.read_bytes() and digest == hashlib.sha256(data).hexdigest() == content_sha256(path)
+    path.write_bytes(b"Time,Parameter,Value\n00:00,HR,91\n")
+    assert content_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest() != digest
+    with pytest.raises(OSError):
+        file_bytes_and_sha256(tmp_path)
