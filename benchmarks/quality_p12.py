@@ -94,6 +94,7 @@ ABLATION_NAMES = {
     "attention_only_fusion": "DeepWe without additive per-modality evidence",
     "no_auxiliary_heads": "DeepWe without the per-modality auxiliary loss",
     "with_token_mixing": "DeepWe with token mixing (two transformer layers)",
+    "with_mlp_projection": "DeepWe with an MLP from pooled tokens to modality token",
     "with_modality_dropout": "DeepWe with modality dropout 0.15",
     "mean_fusion": "DeepWe with mean instead of modality attention",
     "no_graph": "DeepWe without the patient graph",

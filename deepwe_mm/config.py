@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 GATE_KINDS = ("stochastic", "sigmoid", "sparsemax")
+PROJECTIONS = ("linear", "mlp")
 
 # Benchmark ablations by name: each one turns exactly one part of DeepWe off.
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -22,6 +23,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "attention_only_fusion": {"additive_fusion": False},
     "no_auxiliary_heads": {"lambda_auxiliary": 0.0},
     "with_token_mixing": {"token_layers": 2},
+    "with_mlp_projection": {"projection": "mlp"},
     "with_modality_dropout": {"modality_dropout": 0.15},
     "mean_fusion": {"use_modality_attention": False},
     "no_graph": {"use_graph": False},
@@ -73,6 +75,12 @@ class DeepWeConfig:
             gated tokens: with mixing, the feature gates stopped telling informative variables
             from noise on a small labs cohort (the summary's attention does the selecting).
         token_heads: attention heads of those layers (the most up to this that divide D_m).
+        projection: how a modality's read-out gated tokens become its modality token (width H):
+            ``"linear"`` (a linear map and a LayerNorm; the default) or ``"mlp"`` (a hidden layer
+            of width 2H with GELU first, so one modality's head can combine its variables
+            non-additively, e.g. x1 · x2). With ``"mlp"`` the model can also ignore a noise
+            variable by itself, so the feature gates have less reason to close: on a small labs
+            cohort they stopped telling informative labs from noise.
         token_counts: modality -> its fixed number of tokens T_m (token t is always the same
             variable, e.g. a tabular column or a sensor statistic), for the flat readout.
         flat_readout: a modality in ``token_counts`` is read out by concatenating its gated tokens
@@ -118,6 +126,7 @@ class DeepWeConfig:
     lambda_auxiliary: float = 0.3
     modality_dropout: float = 0.0
     token_layers: int | Mapping[str, int] = 0
+    projection: str = "linear"
     token_heads: int = 4
     token_groups: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
     token_counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
@@ -164,6 +173,8 @@ class DeepWeConfig:
             problems.append(
                 f"hidden_dim must be a positive multiple of n_heads, got {self.hidden_dim} and {self.n_heads}"
             )
+        if self.projection not in PROJECTIONS:
+            problems.append(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
         if self.gate not in GATE_KINDS:
             problems.append(f"gate must be one of {GATE_KINDS}, got {self.gate!r}")
         if not 0.0 <= self.dropout < 1.0:

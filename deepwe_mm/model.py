@@ -104,10 +104,7 @@ class DeepWe(nn.Module):
             for m in config.modalities
         ]
         self.projections = nn.ModuleList(
-            nn.Sequential(
-                nn.Linear(dims[m] * (config.token_counts[m] if flat else 1), hidden),
-                nn.LayerNorm(hidden),
-            )
+            modality_projection(dims[m] * (config.token_counts[m] if flat else 1), hidden, config.projection)
             for m, flat in zip(config.modalities, self.flat, strict=True)
         )
         self.modality_embedding = nn.Parameter(torch.randn(len(dims), hidden) * 0.02)
@@ -397,3 +394,16 @@ class DeepWe(nn.Module):
             if batch is not None and value.shape[0] != batch:
                 raise ValueError(f"modality {m!r} has batch size {value.shape[0]}, others {batch}")
             batch = value.shape[0]
+
+
+def modality_projection(width: int, hidden: int, kind: str) -> nn.Sequential:
+    """(B, width) read-out gated tokens -> (B, hidden) modality token, LayerNorm last.
+
+    ``"linear"``: a linear map. ``"mlp"``: ``Linear(width, 2·hidden)``, GELU, ``Linear(2·hidden,
+    hidden)``: the modality's own head can then combine its variables non-additively.
+    """
+    if kind == "mlp":
+        return nn.Sequential(
+            nn.Linear(width, 2 * hidden), nn.GELU(), nn.Linear(2 * hidden, hidden), nn.LayerNorm(hidden)
+        )
+    return nn.Sequential(nn.Linear(width, hidden), nn.LayerNorm(hidden))

@@ -35,6 +35,7 @@ SEARCH_SPACE = {
     "token_dim": "32, 48 or 64",
     "fusion.hidden_dim": "32, 64 or 96",
     "fusion.token_layers": "0, 1 or 2",
+    "fusion.projection": "linear or mlp",
     "fusion.dropout": "0 .. 0.3",
     "fusion.lambda_contrastive": "0 .. 0.3",
     "fusion.lambda_sparsity": "log-uniform 1e-3 .. 0.05",
@@ -82,6 +83,7 @@ def suggest(trial: Any, base: TrainConfig) -> TrainConfig:
     fusion = dict(base.fusion) | {
         "hidden_dim": trial.suggest_categorical("fusion.hidden_dim", [32, 64, 96]),
         "token_layers": trial.suggest_categorical("fusion.token_layers", [0, 1, 2]),
+        "projection": trial.suggest_categorical("fusion.projection", ["linear", "mlp"]),
         "dropout": trial.suggest_float("fusion.dropout", 0.0, 0.3),
         "lambda_contrastive": trial.suggest_float("fusion.lambda_contrastive", 0.0, 0.3),
         # Above about 0.05 the gates of a cohort with hundreds of tokens (PhysioNet 2012) close
