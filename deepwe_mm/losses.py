@@ -120,8 +120,10 @@ class DeepWeLoss(nn.Module):
     def __init__(self, config: DeepWeConfig) -> None:
         super().__init__()
         self.config = config
-        # The training loop may ramp the sparsity term in (0 = off, 1 = λ2 in full).
+        # The training loop may ramp the sparsity term in (0 = off, 1 = λ2 in full), and may ask
+        # for the modality heads' own cross-entropy alone (a unimodal warm-up).
         self.sparsity_scale = 1.0
+        self.unimodal_only = False
         weights = None if config.class_weights is None else torch.tensor(config.class_weights)
         self.register_buffer("class_weights", weights, persistent=False)
 
@@ -154,10 +156,16 @@ class DeepWeLoss(nn.Module):
         aux = zero
         if output.modality_logits is not None and config.lambda_auxiliary > 0:
             aux = auxiliary_cross_entropy(output.modality_logits, output.modality_present, targets)
-        total = (
-            ce
-            + config.lambda_contrastive * con
-            + self.sparsity_scale * config.lambda_sparsity * sp
-            + config.lambda_auxiliary * aux
-        )
+        if self.unimodal_only:
+            if output.modality_logits is None:
+                raise ValueError("a unimodal warm-up needs the per-modality heads of additive fusion")
+            aux = auxiliary_cross_entropy(output.modality_logits, output.modality_present, targets)
+            total = aux + self.sparsity_scale * config.lambda_sparsity * sp
+        else:
+            total = (
+                ce
+                + config.lambda_contrastive * con
+                + self.sparsity_scale * config.lambda_sparsity * sp
+                + config.lambda_auxiliary * aux
+            )
         return LossParts(total=total, cross_entropy=ce, contrastive=con, sparsity=sp, auxiliary=aux)

@@ -132,7 +132,9 @@ def fit_member(
             trained, loss_fn, loader, optimizer, scheduler, config, device, loop, progress
         )
         val = score(*collect_logits(model, val_loader, device))
-        improved = _early_stopping_step(loop, _shared(stopping_score(val, config.early_stopping)))
+        improved = loop.epoch >= config.unimodal_warmup and _early_stopping_step(
+            loop, _shared(stopping_score(val, config.early_stopping))
+        )
         if improved and process_rank() == 0:
             save_best(checkpoints, model)
         epoch_seconds.append(time.perf_counter() - epoch_started)
@@ -164,7 +166,13 @@ def build_model(
         counts = np.bincount(train_labels, minlength=len(prepared.classes)).astype(float)
         class_weights = (counts.sum() / (len(counts) * np.maximum(counts, 1))).round(6).tolist()
     fusion = fusion_settings(encoders, len(prepared.classes), class_weights, config)
-    model = MultimodalModel(encoders, DeepWe(DeepWeConfig.from_dict(fusion)))
+    core = DeepWeConfig.from_dict(fusion)
+    if config.unimodal_warmup and not core.additive_fusion:
+        raise ValueError(
+            "unimodal_warmup needs the per-modality heads of additive fusion; "
+            "drop fusion.additive_fusion: false or set unimodal_warmup: 0"
+        )
+    model = MultimodalModel(encoders, DeepWe(core))
     return model, DeepWeLoss(model.core.config)
 
 
@@ -205,11 +213,13 @@ def _starting_loop(
 
 
 def _ramp_regularisers(model: MultimodalModel, loss_fn: DeepWeLoss, epoch: int, config: TrainConfig) -> None:
-    """Modality dropout and the sparsity penalty at their strengths for ``epoch`` (see :func:`ramped`)."""
+    """Modality dropout and the sparsity penalty at their strengths for ``epoch`` (see :func:`ramped`),
+    and whether ``epoch`` is one of the unimodal warm-up."""
     model.core.modality_dropout = ramped(
         model.core.config.modality_dropout, epoch, config.modality_dropout_ramp
     )
     loss_fn.sparsity_scale = ramped(1.0, epoch, config.sparsity_ramp)
+    loss_fn.unimodal_only = epoch < config.unimodal_warmup
 
 
 def _shared(current: float) -> float:

@@ -38,6 +38,11 @@ class TrainConfig:
         sparsity_ramp: epochs over which the sparsity term rises linearly from 0 to its weight
             (``lambda_sparsity``), so gates are not shut before the model has learned what matters; 0
             (the default) = the full weight from the start.
+        unimodal_warmup: epochs at the start in which the loss is only each modality head's own
+            cross-entropy (on the patients that have that modality; needs additive fusion): every
+            encoder learns what its own modality says before the joint head can lean on the easiest
+            one. These epochs are never chosen by early stopping and do not use up its patience;
+            0 (the default) = off.
         class_weights: ``None`` (plain cross-entropy; calibration fixes the base rate) or
             ``"balanced"`` (weights inverse to the training class frequencies).
         encoders: per modality kind, overrides of that encoder's config fields.
@@ -61,6 +66,7 @@ class TrainConfig:
     bins: int = 8
     modality_dropout_ramp: int = 5
     sparsity_ramp: int = 0
+    unimodal_warmup: int = 0
     class_weights: str | None = None
     encoders: dict[str, dict[str, Any]] = field(default_factory=dict)
     fusion: dict[str, Any] = field(default_factory=dict)
@@ -87,6 +93,11 @@ class TrainConfig:
             raise ValueError(
                 "train config modality_dropout_ramp and sparsity_ramp must be >= 0, got "
                 f"{self.modality_dropout_ramp} and {self.sparsity_ramp}"
+            )
+        if not 0 <= self.unimodal_warmup < self.epochs:
+            raise ValueError(
+                f"train config unimodal_warmup must be >= 0 and below epochs ({self.epochs}), "
+                f"got {self.unimodal_warmup}"
             )
         if self.bins < 1:
             raise ValueError(f"train config bins must be >= 1, got {self.bins}")

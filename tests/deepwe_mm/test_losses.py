@@ -126,3 +126,27 @@ def test_the_sparsity_scale_ramps_the_sparsity_term_only() -> None:
     loss.sparsity_scale = 0.0
     off = loss(output, targets)
     assert torch.allclose(full.total - off.total, TINY.lambda_sparsity * full.sparsity)
+
+
+def test_a_unimodal_warm_up_trains_the_modality_heads_alone() -> None:
+    config = replace(TINY, dropout=0.0)
+    model = DeepWe(config).train()
+    output = model(*make_batch(config))
+    targets = torch.arange(BATCH) % 3
+    loss = DeepWeLoss(config)
+    loss.unimodal_only = True
+    parts = loss(output, targets)
+    assert torch.allclose(parts.total, parts.auxiliary + config.lambda_sparsity * parts.sparsity)
+    parts.total.backward()
+    joint_head = [p.grad for p in model.head.parameters()]
+    assert all(g is None or not g.any() for g in joint_head)
+    assert all(p.grad is not None and p.grad.any() for p in model.modality_heads.parameters())
+
+
+def test_a_unimodal_warm_up_without_modality_heads_is_refused() -> None:
+    config = replace(TINY, additive_fusion=False)
+    output = DeepWe(config).train()(*make_batch(config))
+    loss = DeepWeLoss(config)
+    loss.unimodal_only = True
+    with pytest.raises(ValueError, match="per-modality heads"):
+        loss(output, torch.arange(BATCH) % 3)

@@ -286,3 +286,23 @@ def test_a_modality_whose_gates_all_shut_is_named_in_the_summary(cohort_60, bund
     printed = " ".join(capsys.readouterr().out.split())
     assert all(f"every feature gate of {name!r} is shut" in printed for name in shut)
     assert "sparsity_ramp: 5" in printed
+
+
+def test_a_unimodal_warm_up_is_never_chosen_and_spends_no_patience(cohort_60, tmp_path):
+    config = dataclasses.replace(TINY, epochs=5, patience=1, unimodal_warmup=3)
+    result = train(cohort_60, tmp_path / "warm", config, device="cpu", progress=False)
+    assert result.metrics["best_epoch"] >= 4  # 1-based: the first epoch after the warm-up or later
+    assert result.epochs_run >= 4
+    with pytest.raises(ValueError, match="additive fusion"):
+        train(
+            cohort_60,
+            tmp_path / "refused",
+            dataclasses.replace(config, fusion={**TINY.fusion, "additive_fusion": False}),
+            device="cpu",
+            progress=False,
+        )
+
+
+def test_a_warm_up_as_long_as_training_is_refused():
+    with pytest.raises(ValueError, match="unimodal_warmup"):
+        TrainConfig(epochs=3, unimodal_warmup=3)
