@@ -735,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = part_parser(
         "quality_synth",
         "DeepWe against single modalities, late and early fusion and gradient boosting on synthetic "
-        "cohorts with 0, 30 and 60%% missing modalities; modality ranking against the truth.",
+        "cohorts with 0, 30 and 60% missing modalities; modality ranking against the truth.",
         quick="200 patients, one epoch (under 2 minutes)",
     )
     parser.add_argument("--n", type=int, default=None, help="patients per cohort (default 5,000; 200 quick)")
