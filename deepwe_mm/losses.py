@@ -94,7 +94,8 @@ def auxiliary_cross_entropy(modality_logits: Tensor, present: Tensor, targets: T
 
 @dataclass
 class LossParts:
-    """The total loss and its unweighted parts (scalars); ``total = ce + λ1·con + λ2·sp + λ3·aux``.
+    """The total loss and its unweighted parts (scalars); ``total = ce + λ1·con + λ2·sp + λ3·aux``
+    (in a unimodal warm-up ``aux + λ2·sp``).
 
     A part that the config turns off is 0.
     """
@@ -153,13 +154,12 @@ class DeepWeLoss(nn.Module):
         )
         opened = output.open_probabilities or output.feature_weights
         sp = feature_sparsity(opened, output.token_masks, config.gate_target) if config.use_sparsity else zero
+        if self.unimodal_only and output.modality_logits is None:
+            raise ValueError("a unimodal warm-up needs the per-modality heads of additive fusion")
         aux = zero
-        if output.modality_logits is not None and config.lambda_auxiliary > 0:
+        if output.modality_logits is not None and (config.lambda_auxiliary > 0 or self.unimodal_only):
             aux = auxiliary_cross_entropy(output.modality_logits, output.modality_present, targets)
         if self.unimodal_only:
-            if output.modality_logits is None:
-                raise ValueError("a unimodal warm-up needs the per-modality heads of additive fusion")
-            aux = auxiliary_cross_entropy(output.modality_logits, output.modality_present, targets)
             total = aux + self.sparsity_scale * config.lambda_sparsity * sp
         else:
             total = (

@@ -214,7 +214,7 @@ def _starting_loop(
 
 def _ramp_regularisers(model: MultimodalModel, loss_fn: DeepWeLoss, epoch: int, config: TrainConfig) -> None:
     """Modality dropout and the sparsity penalty at their strengths for ``epoch`` (see :func:`ramped`),
-    and whether ``epoch`` is one of the unimodal warm-up."""
+    and whether ``epoch`` belongs to the unimodal warm-up."""
     model.core.modality_dropout = ramped(
         model.core.config.modality_dropout, epoch, config.modality_dropout_ramp
     )
