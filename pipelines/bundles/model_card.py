@@ -72,6 +72,7 @@ def render_model_card(
             "validation split), so the model ignores this modality."
             for name, weight in metrics.get("shut_modalities", {}).items()
         ),
+        *([f"- {note}"] if (note := selection_note(metrics)) else []),
         "",
         f"Training: {metrics['epochs_run']} epochs (best {metrics['best_epoch']}), batch {config.batch_size}, "
         f"learning rate {config.lr}, seed {config.seed}"
@@ -84,6 +85,27 @@ def render_model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def selection_note(metrics: dict[str, Any]) -> str | None:
+    """One sentence on the selection epochs (training only the feature gates after the fit), or
+    None without them. Shown in the model card and after training."""
+    selection = metrics.get("selection")
+    if not selection:
+        return None
+    epochs = selection["epochs"]
+    if not selection["kept_epoch"]:
+        return (
+            f"Feature selection: {len(epochs) - 1} epochs trained the feature gates alone; none was kept "
+            "(each cost more validation log-loss than allowed), so the weights are the fitted model's."
+        )
+    start, kept = epochs[0], epochs[selection["kept_epoch"]]
+    return (
+        f"Feature selection: {len(epochs) - 1} epochs trained the feature gates alone against the frozen "
+        f"predictor; epoch {kept['epoch']} was kept (mean feature weight {start['mean_weight']:.2f} -> "
+        f"{kept['mean_weight']:.2f}, validation log-loss {start['val_log_loss']:.4f} -> "
+        f"{kept['val_log_loss']:.4f})."
+    )
 
 
 def data_notes(preprocessing: dict[str, Any]) -> list[str]:

@@ -14,9 +14,16 @@ import torch
 from pipelines.bundles.model_builder import MultimodalModel
 from pipelines.cohorts.dataset import PatientCollator
 from pipelines.cohorts.prepare import PreparedCohort
-from pipelines.evaluation.metrics import choose_threshold, fit_temperature, fit_temperature_and_shift
+from pipelines.evaluation.metrics import choose_threshold
 from pipelines.training.member_fit import MemberFit
-from pipelines.training.scoring import FeatureWeightMeans, collect_logits, score, split_loader
+from pipelines.training.scoring import (
+    FeatureWeightMeans,
+    collect_logits,
+    fit_calibration,
+    score,
+    shifted,
+    split_loader,
+)
 from pipelines.training.train_config import TrainConfig
 
 Logits = tuple[torch.Tensor, torch.Tensor]
@@ -103,6 +110,8 @@ def calibrate_and_test(
         # model then ignores that modality, which the summary and the model card must say.
         "shut_modalities": weight_means.below(SHUT_GATES),
     }
+    if fits[0].selection is not None:
+        metrics["selection"] = fits[0].selection.to_dict()
     if binary:
         calibration["threshold"] = _decision_threshold(val_logits, val_labels, temperature, config)
     if members:
@@ -130,6 +139,7 @@ def _member_metrics(
             scored["epoch_seconds_total"] = round(sum(fit.epoch_seconds), 1)
             scored |= {
                 "history": fit.loop.history,
+                **({"selection": fit.selection.to_dict()} if fit.selection is not None else {}),
                 "val": score(shifted(member_val[0], shift), member_val[1], temperature),
             }
             if has_test:
@@ -137,19 +147,6 @@ def _member_metrics(
                 scored["test"] = score(shifted(member_test[0], shift), member_test[1], temperature)
             members.append(scored)
     return members
-
-
-def fit_calibration(val_logits: torch.Tensor, val_labels: torch.Tensor, binary: bool) -> tuple[float, float]:
-    """Temperature and positive-logit shift on the validation split (shift 0 unless binary with both
-    classes in validation)."""
-    if binary and val_labels.unique().numel() == 2:
-        return fit_temperature_and_shift(val_logits, val_labels)
-    return fit_temperature(val_logits, val_labels), 0.0
-
-
-def shifted(logits: torch.Tensor, shift: float) -> torch.Tensor:
-    """(N, 2) logits with ``shift`` added to the positive class's."""
-    return logits + torch.tensor([0.0, shift]) if shift else logits
 
 
 def _decision_threshold(

@@ -31,8 +31,9 @@ from pipelines.bundles.model_builder import MultimodalModel, set_numeric_edges
 from pipelines.cohorts.dataset import Batch, PatientCollator
 from pipelines.cohorts.prepare import PreparedCohort
 from pipelines.training.checkpoint import LoopState, load_checkpoint, save_checkpoint
+from pipelines.training.gate_selection import Selection, select_features
 from pipelines.training.model_settings import fusion_settings
-from pipelines.training.scoring import autocast, collect_logits, score, split_loader
+from pipelines.training.scoring import autocast, collect_logits, float_output, score, split_loader
 from pipelines.training.train_config import TrainConfig
 
 log = logging.getLogger("deepwe.train")
@@ -42,11 +43,13 @@ Optimiser = tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]
 
 @dataclass
 class MemberFit:
-    """One trained member: its model at the best epoch, its loop state and epoch timings."""
+    """One trained member: its model at the best epoch (with its selected gates), its loop state,
+    epoch timings and its selection epochs (None without them)."""
 
     model: MultimodalModel
     loop: LoopState
     epoch_seconds: list[float]
+    selection: Selection | None = None
 
 
 def process_rank() -> int:
@@ -151,7 +154,10 @@ def fit_member(
                 fingerprint=fingerprint,
             )
     load_best(checkpoints, model)
-    return MemberFit(model, loop, epoch_seconds)
+    selection = select_features(
+        model, loss_fn, (train_set, val_set), collate, config, device, progress=progress
+    )
+    return MemberFit(model, loop, epoch_seconds, selection)
 
 
 def build_model(
@@ -273,7 +279,7 @@ def train_epoch(
         batch: Batch = batch.to(device)
         with autocast(device):
             output = model(batch)
-            parts = loss_fn(_float_output(output), batch.labels)
+            parts = loss_fn(float_output(output), batch.labels)
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -284,14 +290,6 @@ def train_epoch(
         count += len(batch.labels)
         bar.set_postfix(loss=f"{total / count:.4f}")
     return total / max(count, 1)
-
-
-def _float_output(output):
-    output.logits = output.logits.float()
-    output.fused = output.fused.float()
-    if output.modality_logits is not None:
-        output.modality_logits = output.modality_logits.float()
-    return output
 
 
 def save_best(folder: Path, model: MultimodalModel) -> None:

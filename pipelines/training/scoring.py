@@ -15,13 +15,27 @@ from torch.utils.data.distributed import DistributedSampler
 from pipelines.bundles.model_builder import MultimodalModel
 from pipelines.cohorts.dataset import PatientCollator
 from pipelines.common.parallelism import die_with_parent
-from pipelines.evaluation.metrics import binary_metrics, multiclass_auroc
+from pipelines.evaluation.metrics import (
+    binary_metrics,
+    fit_temperature,
+    fit_temperature_and_shift,
+    multiclass_auroc,
+)
 from pipelines.training.train_config import TrainConfig
 
 
 def autocast(device: torch.device):
     """bf16 autocast on a GPU; nothing on CPU."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def float_output(output):
+    """The output's logits and embeddings in float32 (the loss runs outside bf16 autocast)."""
+    output.logits = output.logits.float()
+    output.fused = output.fused.float()
+    if output.modality_logits is not None:
+        output.modality_logits = output.modality_logits.float()
+    return output
 
 
 def split_loader(
@@ -109,3 +123,22 @@ def score(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) 
     if probabilities.shape[1] == 2:
         return binary_metrics(y, probabilities[:, 1]) | {"log_loss": log_loss}
     return {"auroc": multiclass_auroc(y, probabilities), "log_loss": log_loss, "n": len(y)}
+
+
+def fit_calibration(val_logits: torch.Tensor, val_labels: torch.Tensor, binary: bool) -> tuple[float, float]:
+    """Temperature and positive-logit shift on the validation split (shift 0 unless binary with both
+    classes in validation)."""
+    if binary and val_labels.unique().numel() == 2:
+        return fit_temperature_and_shift(val_logits, val_labels)
+    return fit_temperature(val_logits, val_labels), 0.0
+
+
+def shifted(logits: torch.Tensor, shift: float) -> torch.Tensor:
+    """(N, 2) logits with ``shift`` added to the positive class's."""
+    return logits + torch.tensor([0.0, shift]) if shift else logits
+
+
+def calibrated_score(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """:func:`score` after the calibration that training fits on these same logits (validation)."""
+    temperature, shift = fit_calibration(logits, labels, logits.shape[1] == 2)
+    return score(shifted(logits, shift), labels, temperature)

@@ -43,6 +43,13 @@ class TrainConfig:
             encoder learns what its own modality says before the joint head can lean on the easiest
             one. These epochs are never chosen by early stopping and do not use up its patience;
             0 (the default) = off.
+        selection_epochs: epochs after the model is fit in which only the feature gates train,
+            against the frozen predictor, with the sparsity weight ``selection_sparsity``
+            (:mod:`pipelines.training.gate_selection`); the epoch with the fewest open gates whose
+            validation log-loss is within ``selection_tolerance`` of the fitted model's is kept
+            (none: the gates stay as fitted). 0 = off.
+        selection_sparsity: the weight of the share of open gates in the selection epochs.
+        selection_tolerance: the most validation log-loss the selection may add.
         class_weights: ``None`` (plain cross-entropy; calibration fixes the base rate) or
             ``"balanced"`` (weights inverse to the training class frequencies).
         encoders: per modality kind, overrides of that encoder's config fields.
@@ -67,6 +74,9 @@ class TrainConfig:
     modality_dropout_ramp: int = 5
     sparsity_ramp: int = 0
     unimodal_warmup: int = 0
+    selection_epochs: int = 0
+    selection_sparsity: float = 0.1
+    selection_tolerance: float = 0.005
     class_weights: str | None = None
     encoders: dict[str, dict[str, Any]] = field(default_factory=dict)
     fusion: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +108,11 @@ class TrainConfig:
             raise ValueError(
                 f"train config unimodal_warmup must be >= 0 and below epochs ({self.epochs}), "
                 f"got {self.unimodal_warmup}"
+            )
+        if self.selection_epochs < 0 or self.selection_sparsity < 0 or self.selection_tolerance < 0:
+            raise ValueError(
+                "train config selection_epochs, selection_sparsity and selection_tolerance must be >= 0, "
+                f"got {self.selection_epochs}, {self.selection_sparsity} and {self.selection_tolerance}"
             )
         if self.bins < 1:
             raise ValueError(f"train config bins must be >= 1, got {self.bins}")
