@@ -1,14 +1,14 @@
 """PhysioNet 2012: the variables DeepWe's feature weights rank highest, against gradient boosting.
 
 On one fold of the suite's PhysioNet 2012 CV (:mod:`benchmarks.quality_p12`), DeepWe is trained with
-``deepwe train``'s defaults and gradient boosting on the summary features. For every test patient
+``deepwe train``'s defaults (or the settings of ``--config YAML``) and gradient boosting on the summary features. For every test patient
 the feature weight of each observed token is read from DeepWe's output; a token's importance is its
 mean over the patients where it was observed. Gradient boosting's importance of a feature is its
 permutation importance (drop in test AUROC, 5 repeats). Both are summed per variable (a sensor
 channel or a static variable) and compared by Spearman rank correlation over the variables both
 rank, and token by token over the statistics both have (first, last, min, max, mean, count).
 
-    python -m benchmarks.p12_weights [--fold 0] [--work DIR]
+    python -m benchmarks.p12_weights [--fold 0] [--work DIR] [--config YAML]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -109,14 +110,18 @@ def compare(weights: dict[str, float], importance: dict[str, float]) -> dict[str
     }
 
 
-def run(fold: int, work: Path, seed: int = 0) -> dict[str, object]:
+def run(fold: int, work: Path, seed: int = 0, config: Path | None = None) -> dict[str, object]:
+    """Train DeepWe on one fold (``deepwe train``'s defaults, or the settings of the ``config``
+    YAML) unless its bundle is in ``work``, and compare its weights with gradient boosting's
+    permutation importance on the fold's test split."""
     spec_path, table = p12_cohort(SHARED_DATA, work, None, seed)
     splits = kfold_splits(table[P12_OUTCOME].tolist(), 5, seed)
     split = splits[fold]
     cohort = split_cohort(spec_path, table, split)
-    bundle = work / f"model-{fold}"
+    bundle = work / (f"model-{fold}" if config is None else f"model-{fold}-{config.stem}")
     if not (bundle / "manifest.json").is_file():
-        train_deepwe(cohort, bundle, TrainConfig(seed=seed, text_cache=str(work / ".text-cache")))
+        settings = TrainConfig() if config is None else TrainConfig.from_yaml(config)
+        train_deepwe(cohort, bundle, replace(settings, seed=seed, text_cache=str(work / ".text-cache")))
     weights = deepwe_token_weights(bundle, cohort)
     features = cohort_features(cohort).frame.loc[table["RecordID"]]
     labels = table[P12_OUTCOME].astype(int).to_numpy()
@@ -129,17 +134,23 @@ def run(fold: int, work: Path, seed: int = 0) -> dict[str, object]:
         model, x["test"], y["test"], scoring="roc_auc", n_repeats=5, random_state=seed
     )
     importance = dict(zip(features.columns, permuted.importances_mean, strict=True))
-    return compare(weights, importance) | {"fold": fold}
+    return compare(weights, importance) | {"fold": fold, "config": None if config is None else config.name}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = part_parser("p12_weights", __doc__.split("\n")[0], quick="(no quick version: the same run)")
     parser.add_argument("--fold", type=int, default=0, help="which of the 5 folds (default 0)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="a deepwe train --config YAML for DeepWe (default: deepwe train's defaults)",
+    )
     args = parser.parse_args(argv)
     out = results_path("p12_weights", quick=False) if args.out is None else args.out
     log_to_console()
     try:
-        result = run(args.fold, args.work)
+        result = run(args.fold, args.work, config=args.config)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

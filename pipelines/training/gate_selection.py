@@ -173,22 +173,24 @@ def select_features(
 
 
 def _selection_epoch(
-    model,
+    model: torch.nn.Module,
     loss_fn: DeepWeLoss,
     loader: DataLoader,
-    optimiser,
-    params,
+    optimiser: tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler],
+    params: list[torch.nn.Parameter],
     config: TrainConfig,
-    device,
-    epoch,
-    show,
+    device: torch.device,
+    epoch: int,
+    show: bool,
 ) -> None:
-    """One pass over the training split that updates only ``params`` (the gates)."""
+    """One pass over the training split that updates only ``params`` (the gates); ``model`` may be
+    wrapped for distributed training."""
     model.train()
     # The frozen predictor keeps its normalisation statistics too.
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.eval()
+    optimizer, schedule = optimiser
     bar = tqdm(loader, desc=f"selection {epoch}", unit="batch", disable=None if show else True, leave=False)
     for batch in bar:
         batch: Batch = batch.to(device)
@@ -197,7 +199,6 @@ def _selection_epoch(
         # The training-time weights pass the gradient straight through the clamp (see select_features).
         sparsity = feature_sparsity(output.feature_weights, output.token_masks, loss_fn.config.gate_target)
         total = loss_fn(output, batch.labels).total + config.selection_sparsity * sparsity
-        optimizer, schedule = optimiser
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
