@@ -58,3 +58,29 @@ def test_the_sparsity_chosen_on_validation_makes_informative_labs_outweigh_noise
     mean = {name: float(np.mean(values)) for name, values in weights.items()}
     assert min(mean[t] for t in INFORMATIVE) > max(mean[t] for t in NOISE) + 0.2, (chosen, mean)
     assert min(mean[t] for t in INFORMATIVE) > 0.5 > np.mean([mean[t] for t in NOISE]), (chosen, mean)
+
+
+@pytest.mark.slow
+def test_selection_epochs_let_an_mlp_projection_weigh_informative_labs_above_noise(tmp_path) -> None:
+    """With an MLP projection the predictor ignores the noise labs itself and the gates stay open
+    in joint training; selection epochs (only the gates train, against the frozen predictor) then
+    close the noise labs' gates more than the informative labs'."""
+    cohort = _labs_cohort(600, seed=0)
+    bundle = pipelines.train(
+        cohort,
+        {"seed": 0, "fusion": {"projection": "mlp"}, "selection_epochs": 5},
+        out=tmp_path / "selected",
+        device="cpu",
+    )
+    assert bundle.metrics["selection"]["kept_epoch"] > 0
+    test_ids = cohort.table.loc[cohort.table["split"] == "test", "pid"].tolist()[:40]
+    weights: dict[str, list[float]] = {name: [] for name in INFORMATIVE + NOISE}
+    for patient in test_ids:
+        labs = bundle.explain(cohort, patient).modalities["labs"]
+        for token, weight in zip(labs.tokens, labs.feature_weights.tolist(), strict=True):
+            if token in weights:
+                weights[token].append(weight)
+    mean = {name: float(np.mean(values)) for name, values in weights.items()}
+    noise = np.mean([mean[t] for t in NOISE])
+    assert np.mean([mean[t] for t in INFORMATIVE]) > noise + 0.15, mean
+    assert min(mean[t] for t in INFORMATIVE) > noise, mean
