@@ -63,3 +63,14 @@ def test_a_selection_that_costs_validation_log_loss_is_undone(cohort_60, tmp_pat
 def test_negative_selection_settings_are_refused(key, value):
     with pytest.raises(ValueError, match=key):
         TrainConfig(**{key: value})
+
+
+def test_each_ensemble_member_selects_on_its_own_and_a_model_without_gates_skips_it(cohort_60, tmp_path):
+    config = dataclasses.replace(TINY, ensemble=2, selection_epochs=1, selection_tolerance=10.0)
+    ensemble = train(cohort_60, tmp_path / "ensemble", config, device="cpu", progress=False)
+    assert [len(m["selection"]["epochs"]) for m in ensemble.metrics["members"]] == [2, 2]
+    gateless = dataclasses.replace(
+        TINY, selection_epochs=1, fusion={**TINY.fusion, "use_feature_gates": False}
+    )
+    result = train(cohort_60, tmp_path / "gateless", gateless, device="cpu", progress=False)
+    assert "selection" not in result.metrics
