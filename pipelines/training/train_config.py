@@ -45,9 +45,9 @@ class TrainConfig:
             0 (the default) = off.
         selection_epochs: epochs after the model is fit in which only the feature gates train,
             against the frozen predictor, with the sparsity weight ``selection_sparsity``
-            (:mod:`pipelines.training.gate_selection`); the epoch with the fewest open gates whose
-            validation log-loss is within ``selection_tolerance`` of the fitted model's is kept
-            (none: the gates stay as fitted). 0 = off.
+            (:mod:`pipelines.training.gate_selection`); the epoch with the lowest calibrated
+            validation log-loss is kept if that is within ``selection_tolerance`` of the fitted
+            model's (otherwise the gates stay as fitted). 0 = off.
         selection_sparsity: the weight of the share of open gates in the selection epochs.
         selection_tolerance: the most validation log-loss the selection may add.
         class_weights: ``None`` (plain cross-entropy; calibration fixes the base rate) or

@@ -31,6 +31,18 @@ def _labs_cohort(n: int, seed: int) -> pipelines.Cohort:
     return pipelines.Cohort.from_frame(frame, spec)
 
 
+def _mean_test_weights(bundle, cohort: pipelines.Cohort) -> dict[str, float]:
+    """Each lab's mean feature weight over the first 40 test patients, from their explanations."""
+    test_ids = cohort.table.loc[cohort.table["split"] == "test", "pid"].tolist()[:40]
+    weights: dict[str, list[float]] = {name: [] for name in INFORMATIVE + NOISE}
+    for patient in test_ids:
+        labs = bundle.explain(cohort, patient).modalities["labs"]
+        for token, weight in zip(labs.tokens, labs.feature_weights.tolist(), strict=True):
+            if token in weights:
+                weights[token].append(weight)
+    return {name: float(np.mean(values)) for name, values in weights.items()}
+
+
 @pytest.mark.slow
 def test_the_sparsity_chosen_on_validation_makes_informative_labs_outweigh_noise(tmp_path) -> None:
     """``deepwe tune`` searches the sparsity weight by validation log-loss; so does this test, over
@@ -48,14 +60,7 @@ def test_the_sparsity_chosen_on_validation_makes_informative_labs_outweigh_noise
     }
     chosen = min(candidates, key=lambda weight: candidates[weight].metrics["val"]["log_loss"])
     bundle = candidates[chosen]
-    test_ids = cohort.table.loc[cohort.table["split"] == "test", "pid"].tolist()[:40]
-    weights: dict[str, list[float]] = {name: [] for name in INFORMATIVE + NOISE}
-    for patient in test_ids:
-        labs = bundle.explain(cohort, patient).modalities["labs"]
-        for token, weight in zip(labs.tokens, labs.feature_weights.tolist(), strict=True):
-            if token in weights:
-                weights[token].append(weight)
-    mean = {name: float(np.mean(values)) for name, values in weights.items()}
+    mean = _mean_test_weights(bundle, cohort)
     assert min(mean[t] for t in INFORMATIVE) > max(mean[t] for t in NOISE) + 0.2, (chosen, mean)
     assert min(mean[t] for t in INFORMATIVE) > 0.5 > np.mean([mean[t] for t in NOISE]), (chosen, mean)
 
@@ -73,14 +78,7 @@ def test_selection_epochs_let_an_mlp_projection_weigh_informative_labs_above_noi
         device="cpu",
     )
     assert bundle.metrics["selection"]["kept_epoch"] > 0
-    test_ids = cohort.table.loc[cohort.table["split"] == "test", "pid"].tolist()[:40]
-    weights: dict[str, list[float]] = {name: [] for name in INFORMATIVE + NOISE}
-    for patient in test_ids:
-        labs = bundle.explain(cohort, patient).modalities["labs"]
-        for token, weight in zip(labs.tokens, labs.feature_weights.tolist(), strict=True):
-            if token in weights:
-                weights[token].append(weight)
-    mean = {name: float(np.mean(values)) for name, values in weights.items()}
+    mean = _mean_test_weights(bundle, cohort)
     noise = np.mean([mean[t] for t in NOISE])
     assert np.mean([mean[t] for t in INFORMATIVE]) > noise + 0.15, mean
     assert min(mean[t] for t in INFORMATIVE) > noise, mean
