@@ -90,6 +90,7 @@ ABLATION_NAMES = {
     "sigmoid_gates": "DeepWe with sigmoid instead of stochastic gates",
     "no_gate_positions": "DeepWe without per-variable gate offsets",
     "with_gate_leak": "DeepWe with a leaky gate clamp (gate_leak 0.1)",
+    "with_encoder_heads": "DeepWe with encoder heads on ungated tokens (lambda_encoder 0.3)",
     "no_random_masking": "DeepWe without random token masking",
     "attention_only_fusion": "DeepWe without additive per-modality evidence",
     "no_auxiliary_heads": "DeepWe without the per-modality auxiliary loss",

@@ -19,6 +19,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "sigmoid_gates": {"gate": "sigmoid"},
     "no_gate_positions": {"gate_positions": False},
     "with_gate_leak": {"gate_leak": 0.1},
+    "with_encoder_heads": {"lambda_encoder": 0.3},
     "no_random_masking": {"token_dropout": 0.0},
     "attention_only_fusion": {"additive_fusion": False},
     "no_auxiliary_heads": {"lambda_auxiliary": 0.0},
@@ -67,6 +68,10 @@ class DeepWeConfig:
             interaction term only.
         lambda_auxiliary: weight of the auxiliary cross-entropy of each modality head alone
             (averaged over modalities, on the patients that have the modality).
+        lambda_encoder: weight of the encoder heads' cross-entropy: in training, a linear head per
+            modality on the mean of its ungated tokens predicts the outcome on the patients that
+            have the modality. It keeps every encoder learning while its gates are shut, so the
+            gates (which read its tokens) have something to reopen for. 0 = no encoder heads.
         modality_dropout: in training, the probability of hiding each present modality of a
             patient (at least one always stays); 0 turns it off.
         token_layers: transformer layers in which a modality's gated tokens (or token groups)
@@ -124,6 +129,7 @@ class DeepWeConfig:
     token_dropout: float = 0.1
     additive_fusion: bool = True
     lambda_auxiliary: float = 0.3
+    lambda_encoder: float = 0.0
     modality_dropout: float = 0.0
     token_layers: int | Mapping[str, int] = 0
     projection: str = "linear"
@@ -187,6 +193,8 @@ class DeepWeConfig:
             problems.append(f"gate_target must be in (0, 1] or null, got {self.gate_target}")
         if self.lambda_auxiliary < 0:
             problems.append(f"lambda_auxiliary must be >= 0, got {self.lambda_auxiliary}")
+        if self.lambda_encoder < 0:
+            problems.append(f"lambda_encoder must be >= 0, got {self.lambda_encoder}")
         if not 0.0 <= self.modality_dropout < 1.0:
             problems.append(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         layers = self.token_layers.values() if isinstance(self.token_layers, Mapping) else [self.token_layers]

@@ -1,4 +1,5 @@
-"""The DeepWe loss: L = CE + λ1 · supervised contrastive + λ2 · sparsity + λ3 · per-modality CE."""
+"""The DeepWe loss: L = CE + λ1 · supervised contrastive + λ2 · sparsity + λ3 · per-modality CE
++ λ4 · encoder-head CE."""
 
 from __future__ import annotations
 
@@ -94,8 +95,8 @@ def auxiliary_cross_entropy(modality_logits: Tensor, present: Tensor, targets: T
 
 @dataclass
 class LossParts:
-    """The total loss and its unweighted parts (scalars); ``total = ce + λ1·con + λ2·sp + λ3·aux``
-    (in a unimodal warm-up ``aux + λ2·sp``).
+    """The total loss and its unweighted parts (scalars); ``total = ce + λ1·con + λ2·sp + λ3·aux +
+    λ4·enc`` (in a unimodal warm-up ``aux + λ2·sp + λ4·enc``).
 
     A part that the config turns off is 0.
     """
@@ -105,15 +106,16 @@ class LossParts:
     contrastive: Tensor
     sparsity: Tensor
     auxiliary: Tensor
+    encoder: Tensor
 
 
 class DeepWeLoss(nn.Module):
-    """``L = CE + λ1 · L_con + λ2 · L_sp + λ3 · L_aux`` as set by a :class:`DeepWeConfig`.
+    """``L = CE + λ1 · L_con + λ2 · L_sp + λ3 · L_aux + λ4 · L_enc`` as set by a :class:`DeepWeConfig`.
 
     Args:
         config: n_classes, class_weights, the use_contrastive / use_sparsity switches, the lambdas
-            (λ3 = ``lambda_auxiliary``, used with additive fusion), ``gate_target`` and the
-            contrastive temperature.
+            (λ3 = ``lambda_auxiliary``, used with additive fusion; λ4 = ``lambda_encoder``),
+            ``gate_target`` and the contrastive temperature.
     """
 
     class_weights: Tensor | None
@@ -159,6 +161,11 @@ class DeepWeLoss(nn.Module):
         aux = zero
         if output.modality_logits is not None and (config.lambda_auxiliary > 0 or self.unimodal_only):
             aux = auxiliary_cross_entropy(output.modality_logits, output.modality_present, targets)
+        enc = (
+            zero
+            if output.encoder_logits is None
+            else auxiliary_cross_entropy(output.encoder_logits, output.modality_present, targets)
+        )
         if self.unimodal_only:
             total = aux + self.sparsity_scale * config.lambda_sparsity * sp
         else:
@@ -168,4 +175,7 @@ class DeepWeLoss(nn.Module):
                 + self.sparsity_scale * config.lambda_sparsity * sp
                 + config.lambda_auxiliary * aux
             )
-        return LossParts(total=total, cross_entropy=ce, contrastive=con, sparsity=sp, auxiliary=aux)
+        total = total + config.lambda_encoder * enc
+        return LossParts(
+            total=total, cross_entropy=ce, contrastive=con, sparsity=sp, auxiliary=aux, encoder=enc
+        )

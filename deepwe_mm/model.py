@@ -25,6 +25,7 @@ class _Fused:
     modality_weights: Tensor  # (B, M)
     present: Tensor  # (B, M) bool
     modality_logits: Tensor | None  # (B, M, C), or None without additive fusion
+    encoder_logits: Tensor | None  # (B, M, C) in training with encoder heads, else None
 
 
 class DeepWe(nn.Module):
@@ -129,6 +130,11 @@ class DeepWe(nn.Module):
             else None
         )
         self.missing_logits = nn.Parameter(torch.zeros(n_mod, n_classes)) if config.additive_fusion else None
+        self.encoder_heads = (
+            nn.ModuleList(nn.Linear(dims[m], n_classes) for m in config.modalities)
+            if config.lambda_encoder > 0
+            else None
+        )
         self.register_buffer("reference_embeddings", None, persistent=False)
         self.register_buffer("reference_outcomes", None, persistent=False)
         self.reference_ids: tuple[str, ...] | None = None
@@ -177,6 +183,7 @@ class DeepWe(nn.Module):
             feature_weights=parts.feature_weights,
             open_probabilities=parts.open_probabilities,
             modality_logits=parts.modality_logits,
+            encoder_logits=parts.encoder_logits,
             token_masks=parts.token_masks,
             modality_weights=parts.modality_weights,
             modality_present=parts.present,
@@ -324,6 +331,16 @@ class DeepWe(nn.Module):
             modality_weights,
             taking_part,
             self._evidence(stacked, taking_part),
+            self._encoder_evidence(clean, valid),
+        )
+
+    def _encoder_evidence(self, clean: list[Tensor], valid: list[Tensor]) -> Tensor | None:
+        """Per modality (B, T_m, D_m) tokens, (B, T_m) bool -> (B, M, C): the encoder heads on the
+        mean of the ungated tokens; None in eval mode or without encoder heads."""
+        if self.encoder_heads is None or not self.training:
+            return None
+        return torch.stack(
+            [head(mean_pool(clean[i], valid[i])) for i, head in enumerate(self.encoder_heads)], dim=1
         )
 
     def _evidence(self, tokens: Tensor, taking_part: Tensor) -> Tensor | None:

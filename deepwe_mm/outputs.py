@@ -41,6 +41,9 @@ class DeepWeOutput:
         modality_logits: (B, M, C) additive evidence: a present modality's own head logits, an
             absent modality's learned missing bias; ``logits`` is their sum over M plus the
             interaction term. None without additive fusion.
+        encoder_logits: (B, M, C) training only: each modality's encoder head on the mean of its
+            ungated tokens (rows where the modality takes no part are meaningless); None in eval
+            mode or without encoder heads (``lambda_encoder`` 0).
     """
 
     logits: Tensor
@@ -54,6 +57,7 @@ class DeepWeOutput:
     neighbour_weights: Tensor | None = None
     open_probabilities: dict[str, Tensor] | None = None
     modality_logits: Tensor | None = None
+    encoder_logits: Tensor | None = None
 
     def probabilities(self, temperature: float = 1.0) -> Tensor:
         """(B, C) class probabilities, softmax of ``logits / temperature`` (temperature scaling)."""

@@ -116,7 +116,9 @@ def print_training(result, reads=None) -> None:
         console.print(
             f"warning: every feature gate of {name!r} is shut on the validation split (mean weight "
             f"{weight:.3f}), so the model ignores that modality. Train again with sparsity_ramp: 5 "
-            "(brings the sparsity term in over 5 epochs) or a smaller fusion lambda_sparsity.",
+            "(brings the sparsity term in over 5 epochs), a smaller fusion lambda_sparsity, or fusion "
+            "lambda_encoder: 0.3 with gate_leak: 0.1 (its encoder keeps learning behind the shut "
+            "gates, and the gates can reopen).",
             markup=False,
             highlight=False,
         )

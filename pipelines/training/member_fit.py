@@ -33,7 +33,14 @@ from pipelines.cohorts.prepare import PreparedCohort
 from pipelines.training.checkpoint import LoopState, load_checkpoint, save_checkpoint
 from pipelines.training.gate_selection import Selection, select_features
 from pipelines.training.model_settings import fusion_settings
-from pipelines.training.scoring import autocast, collect_logits, float_output, score, split_loader
+from pipelines.training.scoring import (
+    autocast,
+    calibrated_score,
+    collect_logits,
+    float_output,
+    score,
+    split_loader,
+)
 from pipelines.training.train_config import TrainConfig
 
 log = logging.getLogger("deepwe.train")
@@ -86,6 +93,12 @@ def ramped(rate: float, epoch: int, ramp_epochs: int) -> float:
     return rate * min(1.0, epoch / ramp_epochs)
 
 
+def validation_score(logits: tuple[torch.Tensor, torch.Tensor], metric: str) -> dict[str, float]:
+    """The validation metrics of an epoch's ``(N, C)`` logits and ``(N,)`` labels; for
+    ``calibrated_log_loss`` after the calibration fitted on them."""
+    return calibrated_score(*logits) if metric == "calibrated_log_loss" else score(*logits)
+
+
 def stopping_score(val: dict[str, float], metric: str) -> float:
     """Higher is better: AUROC, or minus the log-loss; -inf when undefined (one class in val)."""
     value = val["auroc"] if metric == "auroc" else -val["log_loss"]
@@ -134,14 +147,16 @@ def fit_member(
         train_loss = train_epoch(
             trained, loss_fn, loader, optimizer, scheduler, config, device, loop, progress
         )
-        val = score(*collect_logits(model, val_loader, device))
+        val = validation_score(collect_logits(model, val_loader, device), config.early_stopping)
         improved = loop.epoch >= config.unimodal_warmup and _early_stopping_step(
             loop, _shared(stopping_score(val, config.early_stopping))
         )
         if improved and process_rank() == 0:
             save_best(checkpoints, model)
         epoch_seconds.append(time.perf_counter() - epoch_started)
-        _record_epoch(loop, train_loss, val, improved, progress)
+        _record_epoch(
+            loop, train_loss, val, improved, progress, config.early_stopping == "calibrated_log_loss"
+        )
         loop.epoch += 1
         if process_rank() == 0:
             save_checkpoint(
@@ -248,9 +263,10 @@ def _early_stopping_step(loop: LoopState, current: float) -> bool:
 
 
 def _record_epoch(
-    loop: LoopState, train_loss: float, val: dict[str, float], improved: bool, show: bool
+    loop: LoopState, train_loss: float, val: dict[str, float], improved: bool, show: bool, calibrated: bool
 ) -> None:
-    """Append the epoch to the history (metrics.json) and, with ``show``, print its line."""
+    """Append the epoch to the history (metrics.json; ``val_log_loss`` after calibration when
+    ``calibrated``) and, with ``show``, print its line."""
     loop.history.append(
         {
             "epoch": loop.epoch + 1,
@@ -261,7 +277,8 @@ def _record_epoch(
     )
     if show:
         tqdm.write(
-            f"epoch {loop.epoch + 1}: train loss {train_loss:.4f}, val log-loss {val['log_loss']:.4f}, "
+            f"epoch {loop.epoch + 1}: train loss {train_loss:.4f}, val log-loss {val['log_loss']:.4f}"
+            f"{' (calibrated)' if calibrated else ''}, "
             f"val AUROC {val['auroc']:.4f}" + (" *" if improved else "")
         )
 

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 ENCODER_KINDS = ("tabular", "text", "image", "audio", "sensor")
+STOPPING_SCORES = ("calibrated_log_loss", "log_loss", "auroc")
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,11 @@ class TrainConfig:
     Attributes:
         epochs: most epochs; early stopping usually ends sooner.
         patience: epochs without a better validation score before stopping.
-        early_stopping: the validation score that picks the best epoch: ``"log_loss"`` (lower
-            is better; steadier than AUROC on a small validation split) or ``"auroc"``.
+        early_stopping: the validation score that picks the best epoch: ``"calibrated_log_loss"``
+            (the log-loss after the temperature scaling that training ends with, fitted on the
+            validation logits of each epoch: the model as it will be used; steadier than AUROC on
+            a small validation split), ``"log_loss"`` (before calibration, which also counts the
+            over-confidence that calibration will remove, and so stops early) or ``"auroc"``.
         batch_size: patients per step.
         lr, weight_decay: AdamW settings.
         warmup_fraction: share of the steps with a linear learning-rate warm-up before the cosine decay.
@@ -60,7 +64,7 @@ class TrainConfig:
 
     epochs: int = 30
     patience: int = 6
-    early_stopping: str = "log_loss"
+    early_stopping: str = "calibrated_log_loss"
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-2
@@ -89,9 +93,10 @@ class TrainConfig:
             raise ValueError(
                 f"train config encoders: unknown kinds {unknown}; known: {', '.join(ENCODER_KINDS)}"
             )
-        if self.early_stopping not in ("log_loss", "auroc"):
+        if self.early_stopping not in STOPPING_SCORES:
             raise ValueError(
-                f"train config early_stopping must be 'log_loss' or 'auroc', got {self.early_stopping!r}"
+                f"train config early_stopping must be one of {', '.join(map(repr, STOPPING_SCORES))}, "
+                f"got {self.early_stopping!r}"
             )
         if self.class_weights not in (None, "balanced"):
             raise ValueError(

@@ -285,7 +285,7 @@ def test_a_modality_whose_gates_all_shut_is_named_in_the_summary(cohort_60, bund
     print_training(result)
     printed = " ".join(capsys.readouterr().out.split())
     assert all(f"every feature gate of {name!r} is shut" in printed for name in shut)
-    assert "sparsity_ramp: 5" in printed
+    assert "sparsity_ramp: 5" in printed and "lambda_encoder: 0.3 with gate_leak: 0.1" in printed
 
 
 def test_a_unimodal_warm_up_is_never_chosen_and_spends_no_patience(cohort_60, tmp_path):
