@@ -35,6 +35,8 @@ def float_output(output):
     output.fused = output.fused.float()
     if output.modality_logits is not None:
         output.modality_logits = output.modality_logits.float()
+    if output.encoder_logits is not None:
+        output.encoder_logits = output.encoder_logits.float()
     return output
 
 
