@@ -24,10 +24,14 @@ def test_the_loss_inputs_leave_bf16_autocast_in_float32():
     from tests.deepwe_mm import TINY, make_batch
 
     config = replace(TINY, lambda_encoder=0.3)
-    output = DeepWe(config).train().to(torch.bfloat16)(
-        *(
-            {m: t.to(torch.bfloat16) if t.is_floating_point() else t for m, t in part.items()}
-            for part in make_batch(config)
+    output = (
+        DeepWe(config)
+        .train()
+        .to(torch.bfloat16)(
+            *(
+                {m: t.to(torch.bfloat16) if t.is_floating_point() else t for m, t in part.items()}
+                for part in make_batch(config)
+            )
         )
     )
     assert output.encoder_logits is not None and output.encoder_logits.dtype == torch.bfloat16
