@@ -4,8 +4,8 @@ Per missing rate (0, 30% and 60%; :func:`pipelines.sources.synth.generate_cohort
 written) every method sees the generator's own train/val/test split, and every trained method runs
 with seeds 0, 1, 2:
 
-- DeepWe on all six modalities (:func:`pipelines.training.train.train`, early stopping on validation AUROC,
-  temperature scaling on validation);
+- DeepWe on all six modalities (:func:`pipelines.training.train.train` with ``deepwe train``'s early
+  stopping on the calibrated validation log-loss and its calibration on validation);
 - DeepWe on each modality alone, trained and scored on the patients that have it;
 - late fusion: per patient, the mean of those single-modality models' calibrated risks over the
   modalities the patient has;
@@ -120,7 +120,7 @@ class Settings:
         n: patients per synthetic cohort.
         missing_rates: one cohort per rate (``generate_cohort(missing_rate=...)``).
         seeds: training seeds 0 .. seeds-1 of every trained method.
-        epochs, patience: DeepWe training length (early stopping on validation AUROC).
+        epochs, patience: DeepWe training length (early stopping as ``deepwe train``'s default).
         quick_sizes: smaller encoders and fusion than ``configs/demo.yaml``'s (see :data:`QUICK_ENCODERS`).
         min_pattern_patients: test patients a missing-modality pattern needs to get an AUROC row.
         mlp_hidden, mlp_epochs, mlp_patience, mlp_batch, mlp_lr: the early-fusion MLP (AdamW).
