@@ -25,8 +25,8 @@ class ChannelTrajectories(nn.Module):
     """(time, channel, value) measurements -> one token per channel.
 
     Attention runs within a channel only, as a softmax over that channel's measurements, computed
-    with scatter operations in O(B · N · D), so hundreds of measurements per patient cost little.
-    Padding and masked measurements never take part, so a patient's tokens do not depend on its
+    with scatter operations in O(M · D) over the batch's M real measurements (no padding), so
+    hundreds of measurements per patient cost little and a patient's tokens do not depend on its
     batch mates.
 
     Args:
@@ -50,46 +50,41 @@ class ChannelTrajectories(nn.Module):
         self.values = nn.Linear(dim, dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, hours: Tensor, channel: Tensor, codes: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Read each channel's measurements.
+    def forward(
+        self, hours: Tensor, channel: Tensor, codes: Tensor, row: Tensor, batch: int
+    ) -> tuple[Tensor, Tensor]:
+        """Read each channel's measurements, given as one flat list for the whole batch (no
+        padding, so the cost follows the number of real measurements, not the longest patient).
 
         Args:
-            hours: (B, N) hours before the end of the series.
-            channel: (B, N) long channel index of each measurement.
-            codes: (B, N, K) value codes in [0, 1].
-            mask: (B, N) bool, True for real measurements.
+            hours: (M,) hours before the end of the series.
+            channel: (M,) long channel index of each measurement.
+            codes: (M, K) value codes in [0, 1].
+            row: (M,) long patient of each measurement, in [0, B).
+            batch: B.
 
         Returns:
             (B, C, D) trajectory tokens (0 for a channel without measurements) and (B, C) bool, True
             where the channel has a measurement.
         """
-        batch, length = channel.shape
         heads, width = self.heads, self.queries.shape[-1]
-        channel = torch.where(mask, channel, torch.zeros_like(channel))
         embedded = (
             self.value(codes) + self.time((hours / TIME_SCALE_HOURS).unsqueeze(-1)) + self.variable(channel)
-        )  # (B, N, D)
-        keys = self.keys(embedded).view(batch, length, heads, width)
-        values = self.values(embedded).view(batch, length, heads, width)
-        scores = (self.queries[channel] * keys).sum(-1) / math.sqrt(width)  # (B, N, H)
-        # One softmax group per (patient, channel); padding goes to one extra group that is dropped.
+        )  # (M, D)
+        keys = self.keys(embedded).view(-1, heads, width)
+        values = self.values(embedded).view(-1, heads, width)
+        scores = (self.queries[channel] * keys).sum(-1) / math.sqrt(width)  # (M, H)
+        # One softmax group per (patient, channel).
         groups = batch * self.channels
-        rows = torch.arange(batch, device=channel.device).unsqueeze(1)
-        group = torch.where(mask, rows * self.channels + channel, torch.full_like(channel, groups)).reshape(
-            -1
-        )
-        scores = scores.reshape(-1, heads)
+        group = row * self.channels + channel
         with torch.no_grad():
-            top = scores.new_full((groups + 1, heads), -torch.inf).scatter_reduce(
+            top = scores.new_full((groups, heads), -torch.inf).scatter_reduce(
                 0, group.unsqueeze(1).expand(-1, heads), scores, "amax"
             )
         weights = torch.exp(scores - top[group])
-        total = scores.new_zeros(groups + 1, heads).index_add(0, group, weights)
-        read = scores.new_zeros(groups + 1, heads, width).index_add(
-            0, group, weights.unsqueeze(-1) * values.reshape(-1, heads, width)
-        )
-        read = read[:groups] / total[:groups].clamp_min(1e-12).unsqueeze(-1)
-        measured = total[:groups, 0] > 0
+        total = scores.new_zeros(groups, heads).index_add(0, group, weights)
+        read = scores.new_zeros(groups, heads, width).index_add(0, group, weights.unsqueeze(-1) * values)
+        read = read / total.clamp_min(1e-12).unsqueeze(-1)
+        measured = (total[:, 0] > 0).reshape(batch, self.channels)
         tokens = self.out(read.reshape(batch, self.channels, heads * width))
-        measured = measured.reshape(batch, self.channels)
         return torch.where(measured.unsqueeze(-1), tokens, torch.zeros_like(tokens)), measured

@@ -217,12 +217,15 @@ class SensorVariableEncoder(ModalityEncoder):
         """(B, C, D) trajectory tokens and (B, C) bool: each measurement's value is coded over the
         quantile bins of its channel's mean (clipped at them, like the statistics)."""
         assert self.trajectories is not None
-        channel, reading = batch.tensors["channel"], batch.tensors["reading"]
+        row, position = batch.tensors["measurement"].nonzero(as_tuple=True)  # real ones, no padding
+        channel = batch.tensors["channel"][row, position]
+        reading = batch.tensors["reading"][row, position]
         bins = self.config.bins
         edges = self.statistics.edges.view(self.config.channels, len(SERIES_STATISTICS), bins + 1)[:, MEAN]
-        low, high = edges[channel, :-1], edges[channel, 1:]  # (B, N, K)
+        low, high = edges[channel, :-1], edges[channel, 1:]  # (M, K)
         codes = ((reading.unsqueeze(-1) - low) / (high - low).clamp_min(1e-6)).clamp(0.0, 1.0)
-        return self.trajectories(batch.tensors["hours"], channel, codes, batch.tensors["measurement"])
+        hours = batch.tensors["hours"][row, position]
+        return self.trajectories(hours, channel, codes, row, batch.tensors["measurement"].shape[0])
 
 
 def _padded_measurements(

@@ -26,6 +26,12 @@ def _measurements(seed: int, batch: int = 3, length: int = 11, channels: int = 4
     return hours, channel, codes, mask
 
 
+def _read(reader: ChannelTrajectories, hours, channel, codes, mask):
+    """``reader`` on the real (masked-in) measurements of padded (B, N) inputs."""
+    row, position = mask.nonzero(as_tuple=True)
+    return reader(hours[row, position], channel[row, position], codes[row, position], row, mask.shape[0])
+
+
 def test_measurements_are_kept_oldest_first_with_hours_before_the_end() -> None:
     kept = series_statistics(three_hour_series(), keep_observations=True).observations
     assert kept is not None
@@ -39,12 +45,12 @@ def test_a_channel_reads_only_its_own_measurements_in_any_order() -> None:
     reader = ChannelTrajectories(channels=4, bins=5, dim=12, heads=3).eval()
     hours, channel, codes, mask = _measurements(1)
     with torch.no_grad():
-        tokens, measured = reader(hours, channel, codes, mask)
+        tokens, measured = _read(reader, hours, channel, codes, mask)
         order = torch.randperm(hours.shape[1])
-        shuffled, _ = reader(hours[:, order], channel[:, order], codes[:, order], mask[:, order])
+        shuffled, _ = _read(reader, hours[:, order], channel[:, order], codes[:, order], mask[:, order])
         # Change every measurement of channel 0: the other channels' tokens stay as they were.
         changed_codes = torch.where((channel == 0).unsqueeze(-1), 1 - codes, codes)
-        changed, _ = reader(hours, channel, changed_codes, mask)
+        changed, _ = _read(reader, hours, channel, changed_codes, mask)
     torch.testing.assert_close(tokens, shuffled, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(changed[:, 1:], tokens[:, 1:])
     has_zero = measured[:, 0]
