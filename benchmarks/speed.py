@@ -556,6 +556,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--before", type=Path, help="With --throughput: the code before, as the anchor.")
     parser.add_argument(
+        "--before-cache",
+        choices=("on", "off"),
+        default="on",
+        help="With --before: run that code with a decoded-file cache of its own (on) or without (off).",
+    )
+    parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "full" / "speed" / "throughput.json"
     )
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
@@ -569,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.throughput:
         from benchmarks import throughput
 
-        throughput.main(args.before, args.out)
+        throughput.main(args.before, args.out, before_cache=args.before_cache == "on")
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(json.dumps(run(args.quick, args.work), indent=1))

@@ -18,12 +18,13 @@ anchor:
 - training (``configs/demo.yaml``, a fixed number of epochs): seconds per epoch and the whole call,
   with a cold cache and again with a warm one.
 - with ``--before DIR`` (an export of earlier code, e.g. ``git archive <commit> | tar -x -C DIR``):
-  the same predict and training runs of that code with the decoded-file cache off, as the
-  before-and-after anchor.
+  the same training and predict runs (cold and warm) of that code, with a decoded-file cache of its
+  own, as the before-and-after anchor (``--before-cache off``: that code without the cache, for code
+  older than the cache).
 
 The models use ``configs/demo.yaml``: the figures are about speed, not accuracy.
 
-    python -m benchmarks.speed --throughput [--before DIR]     # rows as JSON, also written to
+    python -m benchmarks.speed --throughput [--before DIR [--before-cache off]]     # rows as JSON, also written to
                                                                # benchmarks/results/full/speed/throughput.json
 """
 
@@ -204,12 +205,14 @@ def _train_rows(label: str, result: dict[str, Any], n: int) -> list[dict[str, An
     ]
 
 
-def run(work: Path = WORK, before: Path | None = None) -> list[dict[str, Any]]:
+def run(work: Path = WORK, before: Path | None = None, before_cache: bool = True) -> list[dict[str, Any]]:
     """Every throughput row (see the module docstring)."""
     work.mkdir(parents=True, exist_ok=True)
     spec = p12_spec(work)
     n = len(pd.read_csv(spec.parent / "cohort.csv", usecols=["RecordID"]))
     cache = work / "decoded-cache"
+    cache_before: Path | str = work / "decoded-cache-before" if before_cache else "off"
+    states_before = ("cold", "warm") if before_cache else ("off",)
     rows: list[dict[str, Any]] = []
     shutil.rmtree(cache, ignore_errors=True)
     rows += _train_rows(
@@ -219,8 +222,10 @@ def run(work: Path = WORK, before: Path | None = None) -> list[dict[str, Any]]:
         "deepwe train p12, cache warm", train_bundle(ROOT, spec, work / "model", TRAIN_EPOCHS, cache), n
     )
     if before is not None:
-        trained = train_bundle(before, spec, work / "model-before", TRAIN_EPOCHS, "off")
-        rows += _train_rows("before: deepwe train p12", trained, n)
+        if before_cache:
+            shutil.rmtree(cache_before, ignore_errors=True)
+        trained = train_bundle(before, spec, work / "model-before", TRAIN_EPOCHS, cache_before)
+        rows += _train_rows(f"before: deepwe train p12, cache {states_before[0]}", trained, n)
     # Each repeat runs every variant once, in turn, so that all meet the same background load.
     runs: dict[str, list[dict[str, Any]]] = {}
     boosting = []
@@ -231,8 +236,13 @@ def run(work: Path = WORK, before: Path | None = None) -> list[dict[str, Any]]:
             result = run_predict(ROOT, work / "model", spec, work / f"{state}.parquet", cache)
             runs.setdefault(f"deepwe predict p12, cache {state}", []).append(result)
         if before is not None:
-            result = run_predict(before, work / "model-before", spec, work / "before.parquet", "off")
-            runs.setdefault("before: deepwe predict p12", []).append(result)
+            if before_cache:
+                shutil.rmtree(cache_before, ignore_errors=True)
+            for state in states_before:
+                result = run_predict(
+                    before, work / "model-before", spec, work / "before.parquet", cache_before
+                )
+                runs.setdefault(f"before: deepwe predict p12, cache {state}", []).append(result)
         for size in (1000, 10000):
             result = run_predict(
                 ROOT, work / "model", cycled_spec(spec, size), work / f"warm-{size}.parquet", cache
@@ -247,9 +257,9 @@ def run(work: Path = WORK, before: Path | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def main(before: Path | None, out: Path) -> None:
+def main(before: Path | None, out: Path, before_cache: bool = True) -> None:
     """Run, print and write the rows."""
-    rows = run(before=before)
+    rows = run(before=before, before_cache=before_cache)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1) + "\n")
     print(json.dumps(rows, indent=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -36,6 +37,16 @@ def train(
             "overrides the config's `ensemble`. Steadier risks for k times the training time.",
         ),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Torch threads on the CPU. Default: the cores other processes leave free, checked "
+            "before training and after every epoch (torch threads sharing a core with another busy "
+            "process can make training ten times slower). Give a number for runs that must repeat "
+            "bit for bit.",
+        ),
+    ] = None,
 ) -> None:
     """Train a DeepWe model on a cohort and write a model bundle (safetensors + JSON, never a pickle).
 
@@ -55,10 +66,23 @@ def train(
         from pipelines.cohorts.decoded_cache import cache_counts
 
         before = dataclasses.replace(cache_counts())
-        result = run_training(spec, out, settings, device=device, resume=resume)
+        with _torch_threads(threads):
+            result = run_training(spec, out, settings, device=device, resume=resume)
         if int(os.environ.get("RANK", "0")) != 0:
             return
     print_training(result, cache_counts().since(before))
+
+
+def _torch_threads(threads: int | None):
+    """A block in which torch runs on ``threads`` threads, or on the cores other processes leave free."""
+    import torch
+
+    from pipelines.common.parallelism import threads_follow_free_cores
+
+    if threads is None:
+        return threads_follow_free_cores()
+    torch.set_num_threads(threads)
+    return contextlib.nullcontext()
 
 
 @app.command()
@@ -78,7 +102,8 @@ def tune(
     """Search learning rate, widths, depth, dropout and the loss weights with Optuna (TPE).
 
     Every trial trains on the training split and is scored by its validation AUROC; the test split
-    is never read. Writes OUT/best.yaml (for `deepwe train --config`) and OUT/trials.csv.
+    is never read. Writes OUT/best.yaml (for `deepwe train --config`) and OUT/trials.csv. Torch runs
+    on the cores other processes leave free, as in `deepwe train`.
     """
     from pipelines.cohorts.prepare import CohortError
     from pipelines.training.train_config import TrainConfig
@@ -97,9 +122,10 @@ def tune(
                 f"({row['epochs']} epochs, {row['seconds']:.0f} s)"
             )
 
-        result = run_tuning(
-            spec, out, base, trials=trials, time_budget_s=budget, device=device, on_trial=show
-        )
+        with _torch_threads(None):
+            result = run_tuning(
+                spec, out, base, trials=trials, time_budget_s=budget, device=device, on_trial=show
+            )
     console.print(
         f"best of {result.trials} trials: val AUROC {result.best['val_auroc']:.4f}; "
         f"settings: {result.best_config}; every trial: {result.trials_table}"

@@ -7,16 +7,36 @@ reading worker with torch on one thread 524-531, two reading workers with torch 
 (the threads wait on each other), and a second reader only competed with the model for a core. So
 every core but one reads (none on a single core, where the main process reads), and torch keeps
 the cores the readers leave (at least one thread).
+
+Training on such a machine (``deepwe train`` on PhysioNet 2012 set A, 3 epochs, the demo
+configuration, 2 cores) took 25 s on two torch threads and 30 s on one when the machine was quiet;
+with one core kept busy by another process, one thread still took 30 s and two threads more than
+300 s. So ``deepwe train`` keeps torch to the cores other processes leave free
+(:func:`threads_follow_free_cores`), checked before training and after every epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import logging
+import math
 import os
+import resource
 import signal
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PROC_STAT = Path("/proc/stat")
+BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user, nice, system, irq, softirq, steal (after the cpuN label)
+SLACK_CORES = 0.3
+"""Another process's load below this share of a core leaves torch the core."""
 
 
 def available_cores() -> int:
@@ -57,3 +77,96 @@ def die_with_parent() -> Callable[[int], None]:
     for ever, holding its memory; PyTorch's own check of the parent only runs between batches.
     """
     return functools.partial(_die_with, os.getpid())
+
+
+def busy_ticks(stat_text: str, cpus: set[int]) -> int:
+    """Clock ticks the CPUs ``cpus`` spent busy since boot, from the text of ``/proc/stat``."""
+    total = 0
+    for line in stat_text.splitlines():
+        label, _, fields = line.partition(" ")
+        if label.startswith("cpu") and label[3:].isdigit() and int(label[3:]) in cpus:
+            values = fields.split()
+            total += sum(int(values[i]) for i in BUSY_FIELDS if i < len(values))
+    return total
+
+
+def threads_beside(other_busy_cores: float, cores: int) -> int:
+    """Torch threads for a process on ``cores`` cores of which other processes keep
+    ``other_busy_cores`` busy: the cores they leave (at least one)."""
+    return max(1, min(cores, cores - math.ceil(other_busy_cores - SLACK_CORES)))
+
+
+@dataclass(frozen=True)
+class _Reading:
+    wall: float
+    busy_ticks: int
+    own_seconds: float
+
+
+class FreeCoreThreads:
+    """Sets torch's intra-op threads to the cores of this process's affinity mask that other
+    processes leave free, measured from ``/proc/stat`` between two :meth:`update` calls (busy time
+    of those cores minus this process's own CPU time). Off Linux it leaves torch as it is."""
+
+    def __init__(self) -> None:
+        self.cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+        self.ticks_per_second = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._last = self._read()
+
+    def _read(self) -> _Reading | None:
+        try:
+            text = PROC_STAT.read_text()
+        except OSError:
+            return None
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return _Reading(time.monotonic(), busy_ticks(text, self.cpus), usage.ru_utime + usage.ru_stime)
+
+    def update(self) -> int | None:
+        """Set torch's threads from the load since the last call; the count set, or None when the
+        load cannot be read (torch left as it is)."""
+        import torch
+
+        now, last = self._read(), self._last
+        if now is None or last is None or not self.cpus or now.wall - last.wall < 0.05:
+            return None
+        self._last = now
+        busy = (now.busy_ticks - last.busy_ticks) / self.ticks_per_second
+        others = max(0.0, busy - (now.own_seconds - last.own_seconds)) / (now.wall - last.wall)
+        threads = threads_beside(others, len(self.cpus))
+        if threads != torch.get_num_threads():
+            log.info(
+                "torch threads: %d (other processes keep %.1f of %d cores busy)",
+                threads,
+                others,
+                len(self.cpus),
+            )
+            torch.set_num_threads(threads)
+        return threads
+
+
+_free_core_threads: FreeCoreThreads | None = None
+
+
+@contextlib.contextmanager
+def threads_follow_free_cores(probe_seconds: float = 0.3) -> Iterator[None]:
+    """Within the block, torch runs on the cores other processes leave free: measured over
+    ``probe_seconds`` now and again at every :func:`rebalance_threads` (training calls it after each
+    epoch). Torch's thread count is restored afterwards."""
+    global _free_core_threads
+    import torch
+
+    before, outer = torch.get_num_threads(), _free_core_threads
+    _free_core_threads = FreeCoreThreads()
+    try:
+        time.sleep(probe_seconds)
+        _free_core_threads.update()
+        yield
+    finally:
+        _free_core_threads = outer
+        torch.set_num_threads(before)
+
+
+def rebalance_threads() -> None:
+    """Inside :func:`threads_follow_free_cores`: follow the load since the last check; else nothing."""
+    if _free_core_threads is not None:
+        _free_core_threads.update()

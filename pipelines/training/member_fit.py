@@ -30,6 +30,7 @@ from encoders import create_encoder
 from pipelines.bundles.model_builder import MultimodalModel, set_numeric_edges
 from pipelines.cohorts.dataset import Batch, PatientCollator
 from pipelines.cohorts.prepare import PreparedCohort
+from pipelines.common.parallelism import rebalance_threads
 from pipelines.training.checkpoint import LoopState, load_checkpoint, save_checkpoint
 from pipelines.training.gate_selection import Selection, select_features
 from pipelines.training.model_settings import fusion_settings
@@ -158,6 +159,7 @@ def fit_member(
             loop, train_loss, val, improved, progress, config.early_stopping == "calibrated_log_loss"
         )
         loop.epoch += 1
+        rebalance_threads()
         if process_rank() == 0:
             save_checkpoint(
                 checkpoints,

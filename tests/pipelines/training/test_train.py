@@ -224,7 +224,9 @@ def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(cohort_60, tmp_p
     config = tmp_path / "config.yaml"
     settings = TINY.to_dict() | {"epochs": 4, "patience": 10, "text_cache": str(tmp_path / "cache")}
     config.write_text(yaml.safe_dump(settings))
-    common = ["--config", str(config), "--device", "cpu"]
+    # Both runs on the same torch threads: the default follows the machine's load, and a sum split
+    # over another number of threads rounds differently.
+    common = ["--config", str(config), "--device", "cpu", "--threads", "1"]
     env = os.environ | {"PYTHONHASHSEED": "0"}
     straight = tmp_path / "straight"
     subprocess.run(_deepwe("train", str(cohort_60), "--out", str(straight), *common), check=True, env=env)
