@@ -1,8 +1,8 @@
 """A persistent, content-addressed cache of decoded input files, shared by every command.
 
 Validation, training, prediction, explanation, the dashboard and the benchmarks read files through
-:func:`decoded`. A decoded file is stored once, as a safetensors file (arrays plus JSON metadata;
-never pickle), under a key made of
+:func:`decoded`. A decoded file is stored once, as safetensors bytes (arrays plus JSON metadata;
+never pickle) behind their sha256, under a key made of
 
 - the sha256 of the file's bytes (for a WFDB header, also of the signal files it names),
 - :data:`READER_VERSION`, raised whenever a reader's output for the same bytes changes,
@@ -38,22 +38,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-
 from pipelines.cohorts.decoded_codecs import CODECS, codec_for
 
 T = TypeVar("T")
 
 READER_VERSION = "1"
 # The layout of an entry (its checksum); raised when it changes, so older entries are never read.
-ENTRY_FORMAT = "2"
+ENTRY_FORMAT = "3"
 ENV_DIR = "DEEPWE_CACHE_DIR"
 ENV_MAX_MB = "DEEPWE_CACHE_MAX_MB"
 DEFAULT_MAX_MB = 4096
 OFF = ("off", "none", "no", "0")
 MAX_PUT_IN_MEMORY = 4096
 _SUFFIX = ".safetensors"
-_CHECKSUM = "__sha256__"
+_DIGEST_BYTES = 32
 _CODEC = "__codec__"
 
 
@@ -282,27 +280,26 @@ class DecodedCache:
 
 
 def _pack(codec: str, value: Any) -> bytes:
-    """safetensors bytes of ``value``, with its codec name and the sha256 of everything else."""
+    """An entry's bytes: the sha256 of what follows (32 bytes), then safetensors bytes of ``value``
+    with its codec name in the metadata."""
     from safetensors.numpy import save
 
     arrays, metadata = CODECS[codec].encode(value)
-    metadata = {**metadata, _CODEC: codec}
-    metadata[_CHECKSUM] = _checksum(arrays, metadata)
-    return save(arrays, metadata=metadata)
+    tensors = save(arrays, metadata={**metadata, _CODEC: codec})
+    return hashlib.sha256(tensors).digest() + tensors
 
 
 def _unpack(blob: bytes) -> Any | None:
     """The value in an entry's bytes, or None when they are not a whole, matching entry."""
     from safetensors.numpy import load
 
+    digest, tensors = blob[:_DIGEST_BYTES], blob[_DIGEST_BYTES:]
+    if len(digest) < _DIGEST_BYTES or hashlib.sha256(tensors).digest() != digest:
+        return None
     try:
-        arrays = load(blob)
-        metadata = _metadata(blob)
-        codec = CODECS[metadata[_CODEC]]
-        expected = metadata.pop(_CHECKSUM)
-        if _checksum(arrays, metadata) != expected:
-            return None
-        return codec.decode(arrays, metadata)
+        metadata = _metadata(tensors)
+        codec = CODECS[metadata.pop(_CODEC)]
+        return codec.decode(load(tensors), metadata)
     except Exception:  # a damaged entry can fail anywhere in parsing; it is then re-decoded
         return None
 
@@ -312,15 +309,6 @@ def _metadata(blob: bytes) -> dict[str, str]:
     length = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8 : 8 + length])
     return dict(header["__metadata__"])
-
-
-def _checksum(arrays: dict[str, Any], metadata: dict[str, str]) -> str:
-    names = sorted(arrays)
-    layout = [[name, str(arrays[name].dtype), list(arrays[name].shape)] for name in names]
-    digest = hashlib.sha256(json.dumps([metadata, layout], sort_keys=True).encode())
-    for name in names:
-        digest.update(memoryview(np.ascontiguousarray(arrays[name])).cast("B"))
-    return digest.hexdigest()
 
 
 def content_sha256(path: str | Path) -> str | None:
