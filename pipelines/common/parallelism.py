@@ -23,7 +23,6 @@ import functools
 import logging
 import math
 import os
-import resource
 import signal
 import sys
 import time
@@ -106,17 +105,26 @@ class _Reading:
 class FreeCoreThreads:
     """Sets torch's intra-op threads to the cores of this process's affinity mask that other
     processes leave free, measured from ``/proc/stat`` between two :meth:`update` calls (busy time
-    of those cores minus this process's own CPU time). Off Linux it leaves torch as it is."""
+    of those cores minus this process's own CPU time), never above ``most``. Off Linux it leaves
+    torch as it is.
 
-    def __init__(self) -> None:
+    Args:
+        most: the most threads to use (torch's own count when the block began, which follows
+            ``OMP_NUM_THREADS`` when that is set).
+    """
+
+    def __init__(self, most: int) -> None:
+        self.most = most
         self.cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
         self.ticks_per_second = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._last = self._read()
 
     def _read(self) -> _Reading | None:
         try:
+            import resource
+
             text = PROC_STAT.read_text()
-        except OSError:
+        except (ImportError, OSError):
             return None
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return _Reading(time.monotonic(), busy_ticks(text, self.cpus), usage.ru_utime + usage.ru_stime)
@@ -132,7 +140,7 @@ class FreeCoreThreads:
         self._last = now
         busy = (now.busy_ticks - last.busy_ticks) / self.ticks_per_second
         others = max(0.0, busy - (now.own_seconds - last.own_seconds)) / (now.wall - last.wall)
-        threads = threads_beside(others, len(self.cpus))
+        threads = min(self.most, threads_beside(others, len(self.cpus)))
         if threads != torch.get_num_threads():
             log.info(
                 "torch threads: %d (other processes keep %.1f of %d cores busy)",
@@ -149,14 +157,14 @@ _free_core_threads: FreeCoreThreads | None = None
 
 @contextlib.contextmanager
 def threads_follow_free_cores(probe_seconds: float = 0.3) -> Iterator[None]:
-    """Within the block, torch runs on the cores other processes leave free: measured over
-    ``probe_seconds`` now and again at every :func:`rebalance_threads` (training calls it after each
-    epoch). Torch's thread count is restored afterwards."""
+    """Within the block, torch runs on the cores other processes leave free (never on more threads
+    than it had): measured over ``probe_seconds`` now and again at every :func:`rebalance_threads`
+    (training calls it after each epoch). Torch's thread count is restored afterwards."""
     global _free_core_threads
     import torch
 
     before, outer = torch.get_num_threads(), _free_core_threads
-    _free_core_threads = FreeCoreThreads()
+    _free_core_threads = FreeCoreThreads(most=before)
     try:
         time.sleep(probe_seconds)
         _free_core_threads.update()

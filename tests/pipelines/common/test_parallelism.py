@@ -73,3 +73,11 @@ def test_a_busy_process_beside_training_takes_a_torch_thread_away_and_the_count_
         busy.wait()
     assert during <= cores - 1
     assert torch.get_num_threads() == cores
+
+
+def test_the_guard_never_uses_more_threads_than_torch_had():
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("needs /proc/stat")
+    torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 would; the autouse fixture restores the count
+    with threads_follow_free_cores(probe_seconds=0.2):
+        assert torch.get_num_threads() == 1
