@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -73,16 +74,26 @@ def train(
     print_training(result, cache_counts().since(before))
 
 
-def _torch_threads(threads: int | None):
-    """A block in which torch runs on ``threads`` threads, or on the cores other processes leave free."""
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """A block in which torch runs on ``threads`` threads, or on the cores other processes leave
+    free (saying so on stderr when that is fewer than torch would take)."""
     import torch
 
     from pipelines.common.parallelism import threads_follow_free_cores
 
-    if threads is None:
-        return threads_follow_free_cores()
-    torch.set_num_threads(threads)
-    return contextlib.nullcontext()
+    if threads is not None:
+        torch.set_num_threads(threads)
+        yield
+        return
+    most = torch.get_num_threads()
+    with threads_follow_free_cores() as guard:
+        if torch.get_num_threads() < most and guard.others is not None:
+            make_console(stderr=True).print(
+                f"[dim]torch on {torch.get_num_threads()} of {most} threads: other processes keep "
+                f"{guard.others:.1f} cores busy (checked again after each epoch; --threads to choose)[/]"
+            )
+        yield
 
 
 @app.command()

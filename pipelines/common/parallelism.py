@@ -115,6 +115,7 @@ class FreeCoreThreads:
 
     def __init__(self, most: int) -> None:
         self.most = most
+        self.others: float | None = None  # cores other processes kept busy, at the last update
         self.cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
         self.ticks_per_second = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._last = self._read()
@@ -140,6 +141,7 @@ class FreeCoreThreads:
         self._last = now
         busy = (now.busy_ticks - last.busy_ticks) / self.ticks_per_second
         others = max(0.0, busy - (now.own_seconds - last.own_seconds)) / (now.wall - last.wall)
+        self.others = others
         threads = min(self.most, threads_beside(others, len(self.cpus)))
         if threads != torch.get_num_threads():
             log.info(
@@ -156,10 +158,14 @@ _free_core_threads: FreeCoreThreads | None = None
 
 
 @contextlib.contextmanager
-def threads_follow_free_cores(probe_seconds: float = 0.3) -> Iterator[None]:
+def threads_follow_free_cores(probe_seconds: float = 0.3) -> Iterator[FreeCoreThreads]:
     """Within the block, torch runs on the cores other processes leave free (never on more threads
     than it had): measured over ``probe_seconds`` now and again at every :func:`rebalance_threads`
-    (training calls it after each epoch). Torch's thread count is restored afterwards."""
+    (training calls it after each epoch). Torch's thread count is restored afterwards.
+
+    Yields:
+        The guard, whose ``others`` says how many cores other processes kept busy at the last check.
+    """
     global _free_core_threads
     import torch
 
@@ -168,7 +174,7 @@ def threads_follow_free_cores(probe_seconds: float = 0.3) -> Iterator[None]:
     try:
         time.sleep(probe_seconds)
         _free_core_threads.update()
-        yield
+        yield _free_core_threads
     finally:
         _free_core_threads = outer
         torch.set_num_threads(before)
