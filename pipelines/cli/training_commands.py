@@ -86,11 +86,10 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(threads)
         yield
         return
-    most = torch.get_num_threads()
     with threads_follow_free_cores() as guard:
-        if torch.get_num_threads() < most and guard.others is not None:
+        if torch.get_num_threads() < guard.most and guard.others is not None:
             make_console(stderr=True).print(
-                f"[dim]torch on {torch.get_num_threads()} of {most} threads: other processes keep "
+                f"[dim]torch on {torch.get_num_threads()} of {guard.most} threads: other processes keep "
                 f"{guard.others:.1f} cores busy (checked again after each epoch; --threads to choose)[/]"
             )
         yield
