@@ -102,6 +102,7 @@ ABLATION_NAMES = {
     "no_neighbour_outcomes": "DeepWe with a graph blind to neighbours' outcomes",
     "no_contrastive": "DeepWe without the contrastive term",
     "no_sparsity": "DeepWe without the sparsity term",
+    "no_teacher": "DeepWe without the gradient-boosting teacher",
     SERIES_AS_WINDOWS: "DeepWe with the series as hourly windows (temporal CNN)",
     NO_TRAJECTORIES: "DeepWe without trajectory tokens (series statistics only)",
 }

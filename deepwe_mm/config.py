@@ -31,6 +31,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no_neighbour_outcomes": {"graph_outcomes": False},
     "no_contrastive": {"use_contrastive": False},
     "no_sparsity": {"use_sparsity": False},
+    "no_teacher": {"lambda_teacher": 0.0},
 }
 
 
@@ -72,6 +73,9 @@ class DeepWeConfig:
             modality on the mean of its ungated tokens predicts the outcome on the patients that
             have the modality. It keeps every encoder learning while its gates are shut, so the
             gates (which read its tokens) have something to reopen for. 0 = no encoder heads.
+        lambda_teacher: weight of the cross-entropy against a teacher's class probabilities
+            (knowledge distillation; the training pipeline fits the teacher, a gradient-boosting
+            model cross-fitted on the training patients' scalar features). 0 = no teacher.
         modality_dropout: in training, the probability of hiding each present modality of a
             patient (at least one always stays); 0 turns it off.
         token_layers: transformer layers in which a modality's gated tokens (or token groups)
@@ -130,6 +134,7 @@ class DeepWeConfig:
     additive_fusion: bool = True
     lambda_auxiliary: float = 0.3
     lambda_encoder: float = 0.0
+    lambda_teacher: float = 1.0
     modality_dropout: float = 0.0
     token_layers: int | Mapping[str, int] = 0
     projection: str = "linear"
@@ -195,6 +200,8 @@ class DeepWeConfig:
             problems.append(f"lambda_auxiliary must be >= 0, got {self.lambda_auxiliary}")
         if self.lambda_encoder < 0:
             problems.append(f"lambda_encoder must be >= 0, got {self.lambda_encoder}")
+        if self.lambda_teacher < 0:
+            problems.append(f"lambda_teacher must be >= 0, got {self.lambda_teacher}")
         if not 0.0 <= self.modality_dropout < 1.0:
             problems.append(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         layers = self.token_layers.values() if isinstance(self.token_layers, Mapping) else [self.token_layers]

@@ -93,10 +93,15 @@ def auxiliary_cross_entropy(modality_logits: Tensor, present: Tensor, targets: T
     return torch.stack(losses).mean()
 
 
+def soft_cross_entropy(logits: Tensor, probabilities: Tensor) -> Tensor:
+    """Mean cross-entropy of (B, C) logits against (B, C) target class probabilities (rows sum to 1)."""
+    return -(probabilities * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
 @dataclass
 class LossParts:
     """The total loss and its unweighted parts (scalars); ``total = ce + λ1·con + λ2·sp + λ3·aux +
-    λ4·enc`` (in a unimodal warm-up ``aux + λ2·sp + λ4·enc``).
+    λ4·enc + λ5·teacher`` (in a unimodal warm-up ``aux + λ2·sp + λ4·enc``).
 
     A part that the config turns off is 0.
     """
@@ -107,14 +112,17 @@ class LossParts:
     sparsity: Tensor
     auxiliary: Tensor
     encoder: Tensor
+    teacher: Tensor
 
 
 class DeepWeLoss(nn.Module):
-    """``L = CE + λ1 · L_con + λ2 · L_sp + λ3 · L_aux + λ4 · L_enc`` as set by a :class:`DeepWeConfig`.
+    """``L = CE + λ1 · L_con + λ2 · L_sp + λ3 · L_aux + λ4 · L_enc + λ5 · L_teacher`` as set by a
+    :class:`DeepWeConfig`.
 
     Args:
         config: n_classes, class_weights, the use_contrastive / use_sparsity switches, the lambdas
-            (λ3 = ``lambda_auxiliary``, used with additive fusion; λ4 = ``lambda_encoder``),
+            (λ3 = ``lambda_auxiliary``, used with additive fusion; λ4 = ``lambda_encoder``; λ5 =
+            ``lambda_teacher``, used when the batch comes with a teacher's probabilities),
             ``gate_target`` and the contrastive temperature.
     """
 
@@ -130,12 +138,14 @@ class DeepWeLoss(nn.Module):
         weights = None if config.class_weights is None else torch.tensor(config.class_weights)
         self.register_buffer("class_weights", weights, persistent=False)
 
-    def forward(self, output: DeepWeOutput, targets: Tensor) -> LossParts:
+    def forward(self, output: DeepWeOutput, targets: Tensor, teacher: Tensor | None = None) -> LossParts:
         """Loss of a batch.
 
         Args:
             output: the model's output for the batch.
             targets: (B,) long class indices in [0, C).
+            teacher: optional (B, C) class probabilities of a teacher model for the same patients
+                (distillation: the cross-entropy against them, weighted by ``lambda_teacher``).
 
         Raises:
             ValueError: targets of the wrong shape, dtype or range.
@@ -166,6 +176,13 @@ class DeepWeLoss(nn.Module):
             if output.encoder_logits is None
             else auxiliary_cross_entropy(output.encoder_logits, output.modality_present, targets)
         )
+        taught = zero
+        if teacher is not None and config.lambda_teacher > 0:
+            if teacher.shape != output.logits.shape:
+                raise ValueError(
+                    f"teacher probabilities must be {tuple(output.logits.shape)}, got {tuple(teacher.shape)}"
+                )
+            taught = soft_cross_entropy(output.logits, teacher.to(output.logits.dtype))
         if self.unimodal_only:
             total = aux + self.sparsity_scale * config.lambda_sparsity * sp
         else:
@@ -174,8 +191,15 @@ class DeepWeLoss(nn.Module):
                 + config.lambda_contrastive * con
                 + self.sparsity_scale * config.lambda_sparsity * sp
                 + config.lambda_auxiliary * aux
+                + config.lambda_teacher * taught
             )
         total = total + config.lambda_encoder * enc
         return LossParts(
-            total=total, cross_entropy=ce, contrastive=con, sparsity=sp, auxiliary=aux, encoder=enc
+            total=total,
+            cross_entropy=ce,
+            contrastive=con,
+            sparsity=sp,
+            auxiliary=aux,
+            encoder=enc,
+            teacher=taught,
         )

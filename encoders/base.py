@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from torch import nn
 
 from encoders.tokens import EncoderBatch, Tokens
@@ -44,3 +45,9 @@ class ModalityEncoder(nn.Module):
 
     def forward(self, batch: EncoderBatch) -> Tokens:
         raise NotImplementedError
+
+    def scalar_features(self, batch: EncoderBatch) -> torch.Tensor | None:
+        """(B, F) float32 named numbers of a collated batch that a tree model can read (NaN where not
+        observed, all NaN for a patient without the modality), in the same order for every batch;
+        None for a modality without such numbers (images, sounds, notes, raw waveforms)."""
+        return None

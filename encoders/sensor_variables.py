@@ -196,6 +196,11 @@ class SensorVariableEncoder(ModalityEncoder):
             tensors |= _padded_measurements(kept, self.config.max_observations)
         return EncoderBatch(tensors=tensors, present=present, names=[self.token_names for _ in samples])
 
+    def scalar_features(self, batch: EncoderBatch) -> torch.Tensor:
+        """(B, C * S): every channel's statistics, channel-major; NaN where not observed."""
+        statistics, observed = batch.tensors["statistics"], batch.tensors["observed"]
+        return statistics.masked_fill(~observed, float("nan")).reshape(statistics.shape[0], -1)
+
     def forward(self, batch: EncoderBatch) -> Tokens:
         """Tokens ``values`` (B, C * S [+ C] + 1, D): the statistics, the trajectories (with
         ``trajectory``) and the measured-channels token; ``mask`` True for observed statistics,

@@ -182,6 +182,13 @@ class TabularEncoder(ModalityEncoder):
             names=[self.token_names for _ in samples],
         )
 
+    def scalar_features(self, batch: EncoderBatch) -> Tensor:
+        """(B, V_num + V_cat): the numeric values, then the category codes; NaN where missing."""
+        numeric = batch.tensors["numeric"].masked_fill(batch.tensors["numeric_missing"], float("nan"))
+        codes = batch.tensors["categorical"]
+        categories = codes.float().masked_fill(codes == MISSING_CODE, float("nan"))
+        return torch.cat([numeric, categories], dim=1)
+
     def forward(self, batch: EncoderBatch) -> Tokens:
         """Tokens ``values`` (B, V, D) with V = V_num + V_cat (+1 for the missing pattern); ``mask``
         True for observed variables and for the pattern token of a present patient."""

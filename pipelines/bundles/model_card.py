@@ -82,9 +82,22 @@ def render_model_card(
             if config.ensemble > 1
             else "."
         ),
+        *([teacher_note(metrics)] if "teacher" in metrics else []),
         "",
     ]
     return "\n".join(lines)
+
+
+def teacher_note(metrics: dict[str, Any]) -> str:
+    """One sentence on the gradient-boosting teacher the model learnt from (``metrics["teacher"]``)."""
+    teacher = metrics["teacher"]
+    return (
+        f"Besides the labels, the model learnt from a gradient-boosting teacher: trees on "
+        f"{teacher['features']} scalar features (tabular values, series statistics) of the training "
+        f"patients, each patient's probabilities from the {teacher['folds']} − 1 folds of trees that "
+        f"did not see it (cross-fitted training AUROC {_fmt(teacher['cross_fitted_train_auroc'])}). "
+        "The teacher is not part of the model and reads neither the validation nor the test split."
+    )
 
 
 def selection_note(metrics: dict[str, Any]) -> str | None:

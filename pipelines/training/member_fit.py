@@ -42,6 +42,7 @@ from pipelines.training.scoring import (
     score,
     split_loader,
 )
+from pipelines.training.teacher import Teacher
 from pipelines.training.train_config import TrainConfig
 
 log = logging.getLogger("deepwe.train")
@@ -116,6 +117,7 @@ def fit_member(
     *,
     resume: bool,
     progress: bool,
+    teacher: Teacher | None = None,
 ) -> MemberFit:
     """Train one model with ``config.seed``: the epoch loop, early stopping and checkpoints.
 
@@ -126,6 +128,8 @@ def fit_member(
             match to be resumed from.
         resume: continue from the checkpoint in ``checkpoints`` when it matches.
         progress: show a progress bar and a line per epoch.
+        teacher: the training patients' teacher probabilities, learnt from beside the labels
+            (weighted by the fusion setting ``lambda_teacher``); None = labels only.
     """
     seed_everything(config.seed)
     model, loss_fn = build_model(prepared, settings, config)
@@ -146,7 +150,7 @@ def fit_member(
         _ramp_regularisers(model, loss_fn, loop.epoch, config)
         loader = split_loader(train_set, collate, config, device, shuffle=True, epoch=loop.epoch)
         train_loss = train_epoch(
-            trained, loss_fn, loader, optimizer, scheduler, config, device, loop, progress
+            trained, loss_fn, loader, optimizer, scheduler, config, device, loop, progress, teacher
         )
         val = validation_score(collect_logits(model, val_loader, device), config.early_stopping)
         improved = loop.epoch >= config.unimodal_warmup and _early_stopping_step(
@@ -286,9 +290,19 @@ def _record_epoch(
 
 
 def train_epoch(
-    model, loss_fn, loader, optimizer, scheduler, config, device, loop: LoopState, show: bool
+    model,
+    loss_fn,
+    loader,
+    optimizer,
+    scheduler,
+    config,
+    device,
+    loop: LoopState,
+    show: bool,
+    teacher: Teacher | None = None,
 ) -> float:
-    """One pass over the training loader; the mean training loss per patient."""
+    """One pass over the training loader; the mean training loss per patient (with a ``teacher``,
+    its probabilities of the batch's patients go into the loss)."""
     model.train()
     total, count = 0.0, 0
     bar = tqdm(
@@ -298,7 +312,8 @@ def train_epoch(
         batch: Batch = batch.to(device)
         with autocast(device):
             output = model(batch)
-            parts = loss_fn(float_output(output), batch.labels)
+            taught = None if teacher is None else teacher.targets(batch.indices)
+            parts = loss_fn(float_output(output), batch.labels, taught)
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from data_schemas import CohortSpec
+from deepwe_mm import DeepWeConfig
 from pipelines.bundles.bundle_io import training_fingerprint, write_bundle
 from pipelines.bundles.model_builder import MultimodalModel, ensemble_model, text_model_identity
 from pipelines.bundles.model_card import render_model_card
@@ -33,6 +34,7 @@ from pipelines.common.devices import pick_device
 from pipelines.training.calibrate import calibrate_and_test, reference_cohort
 from pipelines.training.member_fit import MemberFit, fit_member, process_rank
 from pipelines.training.model_settings import encoder_settings
+from pipelines.training.teacher import Teacher, fit_teacher
 from pipelines.training.train_config import TrainConfig
 
 CHECKPOINTS = ".checkpoints"
@@ -105,13 +107,18 @@ def train(
     cohort = cohort if cohort is not None else validated_cohort(spec_path)
     data = _prepare(cohort, out, config)
     checkpoints = _checkpoint_folder(out, resume=resume)
-    fits = _fit_members(data, config, torch_device, checkpoints, resume=resume, progress=progress)
+    teacher = _teacher(data, config, progress=progress)
+    fits = _fit_members(
+        data, config, torch_device, checkpoints, resume=resume, progress=progress, teacher=teacher
+    )
     model = fits[0].model if len(fits) == 1 else ensemble_model([fit.model for fit in fits])
     data.prepared.preprocessing["text_models"] = text_model_identity(model)
     collate = PatientCollator(model.encoders)
     # The reference cohort first: calibration and test must see the model as it will predict.
     reference, reference_ids = reference_cohort(model, data.prepared, collate, config, torch_device)
     metrics, calibration = calibrate_and_test(model, data.prepared, collate, config, torch_device, fits)
+    if teacher is not None:
+        metrics["teacher"] = teacher.summary()
     if process_rank() == 0:
         _write(out, data, model, config, (reference, reference_ids), metrics, calibration)
         shutil.rmtree(checkpoints, ignore_errors=True)
@@ -152,6 +159,20 @@ def _checkpoint_folder(out: Path, *, resume: bool) -> Path:
     return checkpoints
 
 
+def _teacher(data: _TrainingData, config: TrainConfig, *, progress: bool) -> Teacher | None:
+    """The gradient-boosting teacher of the training patients when the fusion setting
+    ``lambda_teacher`` is above 0 (:mod:`pipelines.training.teacher`), else None."""
+    if config.fusion.get("lambda_teacher", DeepWeConfig.lambda_teacher) <= 0:
+        return None
+    teacher = fit_teacher(data.prepared, data.settings, config.batch_size, config.seed)
+    if teacher is not None and progress and process_rank() == 0:
+        tqdm.write(
+            f"gradient-boosting teacher on {teacher.features} scalar features: cross-fitted "
+            f"training AUROC {teacher.auroc:.4f} ({teacher.seconds:.0f} s)"
+        )
+    return teacher
+
+
 def _fit_members(
     data: _TrainingData,
     config: TrainConfig,
@@ -160,6 +181,7 @@ def _fit_members(
     *,
     resume: bool,
     progress: bool,
+    teacher: Teacher | None,
 ) -> list[MemberFit]:
     """Fit the ``config.ensemble`` models, member i with seed ``config.seed + i`` and its own
     checkpoint folder (``member-i``) when there are several."""
@@ -179,6 +201,7 @@ def _fit_members(
                 f"{data.fingerprint}-{member}",
                 resume=resume,
                 progress=progress and rank == 0,
+                teacher=teacher,
             )
         )
     return fits

@@ -39,6 +39,7 @@ SEARCH_SPACE = {
     "fusion.dropout": "0 .. 0.3",
     "fusion.lambda_contrastive": "0 .. 0.3",
     "fusion.lambda_sparsity": "log-uniform 1e-3 .. 0.05",
+    "fusion.lambda_teacher": "0 .. 10",
 }
 """What :func:`tune` searches, and over which range (for ``--help`` and docs/model.md)."""
 
@@ -89,6 +90,7 @@ def suggest(trial: Any, base: TrainConfig) -> TrainConfig:
         # Above about 0.05 the gates of a cohort with hundreds of tokens (PhysioNet 2012) close
         # together and the model learns from almost nothing: not worth a trial.
         "lambda_sparsity": trial.suggest_float("fusion.lambda_sparsity", 1e-3, 0.05, log=True),
+        "lambda_teacher": trial.suggest_float("fusion.lambda_teacher", 0.0, 10.0),
     }
     heads = fusion.get("n_heads", 4)
     fusion["n_heads"] = next(h for h in range(heads, 0, -1) if fusion["hidden_dim"] % h == 0)

@@ -109,6 +109,26 @@ def test_auxiliary_cross_entropy_reads_each_modality_on_the_patients_that_have_i
     assert torch.allclose(auxiliary_cross_entropy(changed, present, targets), got)
 
 
+def test_the_teacher_term_is_the_cross_entropy_against_its_probabilities() -> None:
+    config = replace(TINY, lambda_teacher=2.0)
+    output = DeepWe(config).eval()(*make_batch(config))
+    targets = torch.arange(BATCH) % 3
+    loss = DeepWeLoss(config)
+    without = loss(output, targets)
+    # A teacher as sure as the labels teaches the labels' cross-entropy.
+    sure = loss(output, targets, F.one_hot(targets, 3).float())
+    assert torch.allclose(sure.teacher, sure.cross_entropy)
+    assert torch.allclose(sure.total, without.total + 2.0 * sure.cross_entropy)
+    unsure = torch.full((BATCH, 3), 1 / 3)
+    expected = -F.log_softmax(output.logits, -1).mean()
+    assert torch.allclose(loss(output, targets, unsure).teacher, expected)
+    assert without.teacher == 0
+    off = DeepWeLoss(replace(TINY, lambda_teacher=0.0))(output, targets, unsure)
+    assert off.teacher == 0 and torch.allclose(off.total, without.total)
+    with pytest.raises(ValueError, match="teacher probabilities must be"):
+        loss(output, targets, unsure[:, :2])
+
+
 def test_bad_targets_are_refused() -> None:
     output = DeepWe(TINY).eval()(*make_batch())
     loss = DeepWeLoss(TINY)

@@ -42,6 +42,15 @@ def test_tabular_tokens_are_the_variables_and_missing_ones_are_masked_out():
     assert not tokens.mask[1].any()
 
 
+def test_tabular_scalar_features_are_the_values_and_codes_with_nan_where_missing():
+    encoder = create_encoder("tabular-tiny")  # age, lactate, creatinine; sex, icu_type
+    batch = encoder.collate([_row([0.5, 0.0, -1.0], [False, True, False], [0, 2]), None])
+    features = encoder.scalar_features(batch).numpy()
+    assert features.shape == (2, 5)
+    np.testing.assert_array_equal(features[0], [0.5, np.nan, -1.0, np.nan, 2.0])
+    assert np.isnan(features[1]).all()
+
+
 def test_tabular_missing_pattern_token_carries_missingness():
     encoder = create_encoder("tabular-tiny").eval()
     lactate_missing = encoder(encoder.collate([_row([0.5, 0.0, -1.0], [False, True, False], [2, 3])])).values

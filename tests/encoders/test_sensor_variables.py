@@ -60,6 +60,17 @@ def test_unmeasured_statistics_are_masked_tokens_and_named_clinically() -> None:
     assert encoder.token_groups[: len(SERIES_STATISTICS)] == (0,) * len(SERIES_STATISTICS)
 
 
+def test_scalar_features_are_every_statistic_channel_major_with_nan_where_unmeasured() -> None:
+    encoder = create_encoder("sensor", tokens="variables", channels=3, names=["HR", "Lactate", "SpO2"])
+    features = encoder.scalar_features(encoder.collate([three_hour_series(), None])).numpy()
+    stats = series_statistics(three_hour_series())
+    assert features.shape == (2, 3 * len(SERIES_STATISTICS))
+    expected = np.where(stats.observed, stats.values, np.nan).reshape(-1)
+    np.testing.assert_array_equal(features[0], expected)
+    assert features[0, STAT["last"]] == 100 and np.isnan(features[0, len(SERIES_STATISTICS) + STAT["slope"]])
+    assert np.isnan(features[1]).all()
+
+
 def test_quantile_edges_come_from_observed_values_only_and_clip_the_extremes() -> None:
     rng = np.random.default_rng(0)
     values = rng.normal(7.4, 0.05, (1000, 2))

@@ -45,9 +45,11 @@ def _mean_test_weights(bundle, cohort: pipelines.Cohort) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_the_sparsity_chosen_on_validation_makes_informative_labs_outweigh_noise(tmp_path) -> None:
-    """``deepwe tune`` searches the sparsity weight by validation log-loss; so does this test, over
-    the default and a stronger one. Few variables with a strong signal call for the stronger one,
-    and with it the weights tell informative labs from noise."""
+    """Like ``deepwe tune``, this test chooses the sparsity weight by validation log-loss, here among
+    the default and two stronger ones. Few variables with a strong signal call for a stronger one,
+    and with it the weights tell informative labs from noise. (The gradient-boosting teacher's
+    probabilities lean a little on the noise labs too, so with it the weight that selects is 0.1;
+    without it, 0.05.)"""
     cohort = _labs_cohort(600, seed=0)
     candidates = {
         weight: pipelines.train(
@@ -56,7 +58,7 @@ def test_the_sparsity_chosen_on_validation_makes_informative_labs_outweigh_noise
             out=tmp_path / f"{weight}",
             device="cpu",
         )
-        for weight in (0.01, 0.05)
+        for weight in (0.01, 0.05, 0.1)
     }
     chosen = min(candidates, key=lambda weight: candidates[weight].metrics["val"]["log_loss"])
     bundle = candidates[chosen]

@@ -30,6 +30,7 @@ def test_trials_draw_exactly_the_documented_settings_within_their_ranges():
         assert set(trial.params) == set(SEARCH_SPACE)
         assert 1e-3 <= config.fusion["lambda_sparsity"] <= 0.05
         assert 0 <= config.fusion["lambda_contrastive"] <= 0.3 and 0 <= config.fusion["dropout"] <= 0.3
+        assert 0 <= config.fusion["lambda_teacher"] <= 10
         assert 3e-4 <= config.lr <= 3e-3 and config.ensemble == 1
         assert config.fusion["hidden_dim"] % config.fusion["n_heads"] == 0
 
