@@ -91,12 +91,14 @@ def render_model_card(
 def teacher_note(metrics: dict[str, Any]) -> str:
     """One sentence on the gradient-boosting teacher the model learnt from (``metrics["teacher"]``)."""
     teacher = metrics["teacher"]
+    score = teacher["cross_fitted_train_auroc"]
     return (
-        f"Besides the labels, the model learnt from a gradient-boosting teacher: trees on "
+        "Besides the labels, the model learnt from a gradient-boosting teacher: trees on "
         f"{teacher['features']} scalar features (tabular values, series statistics) of the training "
-        f"patients, each patient's probabilities from the {teacher['folds']} − 1 folds of trees that "
-        f"did not see it (cross-fitted training AUROC {_fmt(teacher['cross_fitted_train_auroc'])}). "
-        "The teacher is not part of the model and reads neither the validation nor the test split."
+        f"patients, each patient's probabilities from trees fitted on the other {teacher['folds'] - 1} "
+        f"of {teacher['folds']} folds"
+        + (f" (cross-fitted training AUROC {_fmt(score)})" if score is not None else "")
+        + ". The teacher is not part of the model and reads neither the validation nor the test split."
     )
 
 

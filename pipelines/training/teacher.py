@@ -52,18 +52,23 @@ class Teacher:
     Attributes:
         probabilities: (N_train, C) float32, row i for position i of the training dataset.
         features: how many scalar features the trees read.
-        auroc: the cross-fitted probabilities' AUROC on the training labels (binary; NaN otherwise).
+        auroc: the cross-fitted probabilities' AUROC on the training labels (binary; None otherwise).
         seconds: wall-clock seconds to read the features and fit the trees.
     """
 
     probabilities: torch.Tensor
     features: int
-    auroc: float
+    auroc: float | None
     seconds: float
 
     def targets(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, C) probabilities of the batch's training-dataset positions ``indices`` (B,)."""
         return self.probabilities.to(indices.device)[indices]
+
+    def describe(self) -> str:
+        """One line for the training log."""
+        score = "" if self.auroc is None else f": cross-fitted training AUROC {self.auroc:.4f}"
+        return f"gradient-boosting teacher on {self.features} scalar features{score} ({self.seconds:.0f} s)"
 
     def summary(self) -> dict[str, Any]:
         """What metrics.json records of the teacher."""
@@ -101,20 +106,14 @@ def fit_teacher(
         )
         return None
     probabilities = cross_fitted_probabilities(features, labels, len(prepared.classes), seed)
-    binary = len(prepared.classes) == 2
-    score = auroc(labels, probabilities[:, 1]) if binary else float("nan")
+    score = float(auroc(labels, probabilities[:, 1])) if len(prepared.classes) == 2 else None
     teacher = Teacher(
         torch.from_numpy(probabilities.astype(np.float32)),
         features.shape[1],
-        float(score),
+        score,
         time.perf_counter() - started,
     )
-    log.info(
-        "gradient-boosting teacher on %d scalar features: cross-fitted training AUROC %.3f (%.0f s)",
-        teacher.features,
-        teacher.auroc,
-        teacher.seconds,
-    )
+    log.info("%s", teacher.describe())
     return teacher
 
 

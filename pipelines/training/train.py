@@ -166,10 +166,7 @@ def _teacher(data: _TrainingData, config: TrainConfig, *, progress: bool) -> Tea
         return None
     teacher = fit_teacher(data.prepared, data.settings, config.batch_size, config.seed)
     if teacher is not None and progress and process_rank() == 0:
-        tqdm.write(
-            f"gradient-boosting teacher on {teacher.features} scalar features: cross-fitted "
-            f"training AUROC {teacher.auroc:.4f} ({teacher.seconds:.0f} s)"
-        )
+        tqdm.write(teacher.describe())
     return teacher
 
 

@@ -67,6 +67,8 @@ def test_training_learns_from_a_teacher_fitted_on_the_training_split_only(cohort
         spec["modalities"]["labs"].get("categorical", [])
     ) + _statistic_count(taught)
     assert 0.0 <= teacher["cross_fitted_train_auroc"] <= 1.0
+    card = (tmp_path / "taught" / "model_card.md").read_text()
+    assert "learnt from a gradient-boosting teacher" in card and "other 4 of 5 folds" in card
 
     # Validation and test labels changed: the teacher, fitted on the training split alone, must not
     # notice.
