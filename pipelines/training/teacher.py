@@ -36,7 +36,9 @@ log = logging.getLogger("deepwe.train")
 FOLDS = 5
 # Histogram gradient boosting with early stopping on an inner 15% of each fit: settings that do well
 # on clinical cohorts of a few thousand rows without tuning (a small learning rate, many trees).
+MIN_LEAF = 20  # scikit-learn's default min_samples_leaf
 BOOSTING = {
+    "min_samples_leaf": MIN_LEAF,
     "learning_rate": 0.05,
     "max_iter": 500,
     "early_stopping": True,
@@ -164,7 +166,16 @@ def cross_fitted_probabilities(
     # on 2 cores with one kept busy by another process, two threads took 76-95 s and one 6 s.
     with threadpool_limits(limits=torch.get_num_threads(), user_api="openmp"):
         for fit_rows, held_out in folds.split(features, labels):
+            # A tree leaf holds at least MIN_LEAF patients, so a feature observed in fewer fit rows
+            # can never be split on; leaving it out changes no tree, and spares the trees a feature
+            # that their inner early-stopping split may leave without a single value (an error).
+            usable = (~np.isnan(features[fit_rows])).sum(0) >= MIN_LEAF
+            if not usable.any():
+                shares = np.bincount(labels[fit_rows], minlength=n_classes) / len(fit_rows)
+                probabilities[held_out] = shares
+                continue
             trees = HistGradientBoostingClassifier(random_state=seed, **BOOSTING)
-            trees.fit(features[fit_rows], labels[fit_rows])
-            probabilities[np.ix_(held_out, trees.classes_)] = trees.predict_proba(features[held_out])
+            trees.fit(features[np.ix_(fit_rows, usable)], labels[fit_rows])
+            predicted = trees.predict_proba(features[np.ix_(held_out, usable)])
+            probabilities[np.ix_(held_out, trees.classes_)] = predicted
     return probabilities

@@ -57,6 +57,20 @@ def _keep_modalities(folder, names: list[str]) -> dict:
     return spec
 
 
+def test_features_too_rare_to_split_on_are_left_out_not_an_error() -> None:
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 60)
+    signal = labels + rng.normal(scale=0.5, size=60)
+    rare = np.full(60, np.nan)
+    rare[:3] = 1.0  # observed in 3 patients: no leaf of 20 can split on it
+    features = np.c_[signal, rare, np.full(60, np.nan)]
+    probabilities = cross_fitted_probabilities(features, labels, 2, seed=0)
+    assert np.isfinite(probabilities).all() and auroc(labels, probabilities[:, 1]) > 0.7
+    nothing = cross_fitted_probabilities(features[:, 1:], labels, 2, seed=0)
+    # No usable feature: each fold gets its fit rows' class shares.
+    assert np.allclose(nothing.sum(1), 1.0) and np.ptp(nothing[:, 1]) < 0.1
+
+
 def test_training_learns_from_a_teacher_fitted_on_the_training_split_only(cohort_copy, tmp_path) -> None:
     spec_path = cohort_copy / "cohort.yaml"
     spec = _keep_modalities(cohort_copy, ["labs", "vitals"])
