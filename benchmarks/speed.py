@@ -159,7 +159,7 @@ def prediction_time_shares(stats: pstats.Stats) -> dict[str, float]:
     from encoders.text import TextEncoder
     from pipelines.bundles.model_builder import MultimodalModel
     from pipelines.cohorts.dataset import CohortDataset, PatientCollator
-    from pipelines.inference import batching, output_table, predict
+    from pipelines.inference import batch_records, batching, output_table, predict
 
     total = cumulative_seconds(stats, predict.predict_cohort)
     if total <= 0:
@@ -173,7 +173,7 @@ def prediction_time_shares(stats: pstats.Stats) -> dict[str, float]:
         "model forward": cumulative_seconds(stats, MultimodalModel.forward),
         "output rows and files": sum(
             cumulative_seconds(stats, f)
-            for f in (batching._record, output_table.records_table, predict._assemble)
+            for f in (batch_records.ok_records, output_table.records_table, predict._assemble)
         ),
     }
     seconds["other Python"] = max(0.0, total - sum(seconds.values()))
