@@ -65,6 +65,11 @@ def set_numeric_edges(model: MultimodalModel, preprocessing: Mapping[str, Any]) 
             embedding.set_edges(np.asarray(edges, dtype=np.float32))
 
 
+def build_encoders(settings: Mapping[str, Mapping[str, Any]]) -> dict[str, ModalityEncoder]:
+    """Modality -> untrained encoder, from the ``encoders`` settings of ``config.json``."""
+    return {name: create_encoder(s["encoder"], **s["config"]) for name, s in settings.items()}
+
+
 def build_model(
     encoders: Mapping[str, Mapping[str, Any]], fusion: Mapping[str, Any], ensemble: int = 1
 ) -> MultimodalModel:
@@ -72,8 +77,7 @@ def build_model(
     with ``ensemble`` members when it is more than 1."""
 
     def member() -> MultimodalModel:
-        built = {name: create_encoder(s["encoder"], **s["config"]) for name, s in encoders.items()}
-        return MultimodalModel(built, DeepWe(DeepWeConfig.from_dict(fusion)))
+        return MultimodalModel(build_encoders(encoders), DeepWe(DeepWeConfig.from_dict(fusion)))
 
     if ensemble < 1:
         raise ValueError(f"ensemble must be >= 1, got {ensemble}")

@@ -26,8 +26,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from deepwe_mm import DeepWe, DeepWeConfig, DeepWeLoss
-from encoders import create_encoder
-from pipelines.bundles.model_builder import MultimodalModel, set_numeric_edges
+from pipelines.bundles.model_builder import MultimodalModel, build_encoders, set_numeric_edges
 from pipelines.cohorts.dataset import Batch, PatientCollator
 from pipelines.cohorts.prepare import PreparedCohort
 from pipelines.common.parallelism import rebalance_threads
@@ -186,7 +185,7 @@ def build_model(
 ) -> tuple[MultimodalModel, DeepWeLoss]:
     """The untrained model (encoders from ``settings``, the fusion core from ``config``) and its loss;
     ``class_weights: balanced`` weighs the classes by their inverse training frequency."""
-    encoders = {name: create_encoder(s["encoder"], **s["config"]) for name, s in settings.items()}
+    encoders = build_encoders(settings)
     class_weights = None
     if config.class_weights == "balanced":
         train_labels = prepared.labels[prepared.splits == "train"]

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from encoders import create_encoder
 from encoders.base import ModalityEncoder
+from pipelines.bundles.model_builder import build_encoders
 from pipelines.cohorts.dataset import PatientCollator
 from pipelines.cohorts.prepare import PreparedCohort
 from pipelines.evaluation.metrics import auroc
@@ -64,8 +64,9 @@ class Teacher:
     seconds: float
 
     def targets(self, indices: torch.Tensor) -> torch.Tensor:
-        """(B, C) probabilities of the batch's training-dataset positions ``indices`` (B,)."""
-        return self.probabilities.to(indices.device)[indices]
+        """(B, C) probabilities of the batch's training-dataset positions ``indices`` (B,), on
+        their device (only the batch's rows are moved)."""
+        return self.probabilities[indices.cpu()].to(indices.device)
 
     def describe(self) -> str:
         """One line for the training log."""
@@ -124,7 +125,7 @@ def training_features(
 ) -> np.ndarray | None:
     """(N_train, F) float64 scalar features of the training patients in dataset order (NaN where
     not observed), or None (logged) when a modality has none."""
-    encoders = {name: create_encoder(s["encoder"], **s["config"]) for name, s in settings.items()}
+    encoders = build_encoders(settings)
     without = [
         name
         for name, encoder in encoders.items()
