@@ -75,7 +75,7 @@ class DeepWeConfig:
             gates (which read its tokens) have something to reopen for. 0 = no encoder heads.
         lambda_teacher: weight of the cross-entropy against a teacher's class probabilities
             (knowledge distillation; the training pipeline fits the teacher, a gradient-boosting
-            model cross-fitted on the training patients' scalar features). 0 = no teacher.
+            model cross-fitted on the training patients' scalar features and file summaries). 0 = no teacher.
         modality_dropout: in training, the probability of hiding each present modality of a
             patient (at least one always stays); 0 turns it off.
         token_layers: transformer layers in which a modality's gated tokens (or token groups)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from encoders._registry import register_encoder
 from encoders.base import ModalityEncoder
+from encoders.summaries import audio_summary
 from encoders.tokens import EncoderBatch, Tokens
 
 # Floor of the mel power before the log: silence stays finite (about -14) instead of -inf.
@@ -165,6 +166,10 @@ class AudioEncoder(ModalityEncoder):
             present=present,
             names=[list(self.token_names) for _ in samples],
         )
+
+    def sample_summary(self, sample: np.ndarray | Tensor) -> dict[str, float]:
+        """Loudness and band powers (:func:`encoders.summaries.audio_summary`)."""
+        return audio_summary(np.asarray(sample, dtype=np.float32), self.config.sample_rate)
 
     def forward(self, batch: EncoderBatch) -> Tokens:
         """Tokens ``values`` (B, T, D); ``mask`` True for present patients' non-silent spans."""

@@ -49,5 +49,12 @@ class ModalityEncoder(nn.Module):
     def scalar_features(self, batch: EncoderBatch) -> torch.Tensor | None:
         """(B, F) float32 named numbers of a collated batch that a tree model can read (NaN where not
         observed, all NaN for a patient without the modality), in the same order for every batch;
-        None for a modality without such numbers (images, sounds, notes, raw waveforms)."""
+        None where the encoder has none, or gives them per file instead (:meth:`sample_summary`)."""
+        return None
+
+    def sample_summary(self, sample: Any) -> dict[str, float] | None:
+        """Named numbers of one patient's reader output (a sample as ``collate`` takes it, never
+        None) that a tree model can read, with the same names in the same order for every sample
+        of the modality (:mod:`encoders.summaries`); None where the encoder has none, or gives them
+        per batch instead (:meth:`scalar_features`)."""
         return None

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from encoders._registry import register_encoder
 from encoders.base import ModalityEncoder
+from encoders.summaries import image_summary
 from encoders.tokens import EncoderBatch, Tokens
 
 _MONAI_RESNETS = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -134,6 +135,10 @@ class ImageEncoder(ModalityEncoder):
             present=present,
             names=[list(self.region_names) for _ in samples],
         )
+
+    def sample_summary(self, sample: np.ndarray | Tensor) -> dict[str, float]:
+        """Intensity statistics and a 4 x 4 thumbnail (:func:`encoders.summaries.image_summary`)."""
+        return image_summary(np.asarray(sample, dtype=np.float32))
 
     def forward(self, batch: EncoderBatch) -> Tokens:
         """Tokens ``values`` (B, R, D), R regions; ``mask`` True for present patients."""

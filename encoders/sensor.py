@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from encoders._registry import register_encoder
 from encoders.base import ModalityEncoder
 from encoders.sensor_variables import GriddedSeries, SensorVariableConfig, SensorVariableEncoder
+from encoders.summaries import waveform_summary
 from encoders.tokens import EncoderBatch, Tokens
 
 SensorSample = GriddedSeries
@@ -167,6 +168,13 @@ class SensorEncoder(ModalityEncoder):
             )
         present = torch.tensor([sample is not None for sample in samples], dtype=torch.bool)
         return EncoderBatch(tensors={"values": values, "observed": observed}, present=present, names=names)
+
+    def sample_summary(self, sample: SensorSample) -> dict[str, float]:
+        """Amplitude spread and beat intervals of each channel
+        (:func:`encoders.summaries.waveform_summary`)."""
+        values, observed = (np.asarray(a) for a in (sample.values, sample.observed))
+        names = [f"ch{c}" for c in range(values.shape[1])]
+        return waveform_summary(values, observed, names, float(sample.rate_hz))
 
     def forward(self, batch: EncoderBatch) -> Tokens:
         """Tokens ``values`` (B, L / W, D); ``mask`` True for windows with an observation."""

@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from encoders._registry import register_encoder
 from encoders.base import ModalityEncoder
+from encoders.summaries import text_summary
 from encoders.text_cache import EmbeddingCache, NoteEmbedding, sha256_file
 from encoders.tokens import EncoderBatch, Tokens
 
@@ -297,6 +298,10 @@ class TextEncoder(ModalityEncoder):
             [0 if plan is None else len(plan.windows) for plan in plans],
             [0 if plan is None else plan.dropped for plan in plans],
         )
+
+    def sample_summary(self, sample: str) -> dict[str, float]:
+        """Word count and hashed word counts of the note (:func:`encoders.summaries.text_summary`)."""
+        return text_summary(sample)
 
     def forward(self, batch: EncoderBatch) -> Tokens:
         """Project the note embeddings (running the trainable model first when fine-tuning).

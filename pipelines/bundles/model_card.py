@@ -94,8 +94,9 @@ def teacher_note(metrics: dict[str, Any]) -> str:
     score = teacher["cross_fitted_train_auroc"]
     return (
         "Besides the labels, the model learnt from a gradient-boosting teacher: trees on "
-        f"{teacher['features']} scalar features (tabular values, series statistics) of the training "
-        f"patients, each patient's probabilities from trees fitted on the other {teacher['folds'] - 1} "
+        f"{teacher['features']} numbers of the training patients (tabular values, series statistics and "
+        "file summaries, as the cohort has them), "
+        f"each patient's probabilities from trees fitted on the other {teacher['folds'] - 1} "
         f"of {teacher['folds']} folds"
         + (f" (cross-fitted training AUROC {_fmt(score)})" if score is not None else "")
         + ". The teacher is not part of the model and reads neither the validation nor the test split."

@@ -2,11 +2,14 @@
 never saw that patient, which the network then learns from beside the labels (distillation, Hinton
 et al. 2015; the loss term ``lambda_teacher``).
 
-Trees on named numbers (tabular values, each series channel's statistics) are strong on cohorts of a
-few thousand patients, and they err on other patients than the network does. The teacher reads the
-same numbers the network's scalar tokens embed (:meth:`encoders.base.ModalityEncoder.scalar_features`),
-so it is fitted only for cohorts whose every modality has them: trees read no image, sound, note or
-waveform, and a teacher blind to part of the patient would teach the network to ignore that part.
+Trees on named numbers are strong on cohorts of a few thousand patients, and they err on other
+patients than the network does. The teacher reads each modality's numbers from its encoder: the
+values and statistics that the scalar tokens embed (tabular variables, each series channel;
+:meth:`encoders.base.ModalityEncoder.scalar_features`) and summaries of each file (a waveform's beat
+intervals, a sound's band powers, an image's intensities and thumbnail, a note's hashed word counts;
+:mod:`encoders.summaries`, the numbers the benchmarks' gradient-boosting baseline reads). A cohort
+with a modality that gives none gets no teacher: one blind to part of the patient would teach the
+network to ignore that part.
 Its probabilities are cross-fitted: the training patients are cut into :data:`FOLDS` stratified
 folds and each fold is predicted by trees fitted on the others, so a patient's soft target carries
 no more of its own label than a new patient's would. Only the training split is read: the validation
@@ -74,13 +77,13 @@ class Teacher:
         return f"gradient-boosting teacher on {self.features} scalar features{score} ({self.seconds:.0f} s)"
 
     def summary(self) -> dict[str, Any]:
-        """What metrics.json records of the teacher."""
+        """What metrics.json records of the teacher (no timings: the same training gives the same
+        metrics)."""
         return {
             "kind": "gradient boosting",
             "folds": FOLDS,
             "features": self.features,
             "cross_fitted_train_auroc": self.auroc,
-            "seconds": self.seconds,
         }
 
 
@@ -124,13 +127,13 @@ def training_features(
     prepared: PreparedCohort, settings: dict[str, Any], batch_size: int
 ) -> np.ndarray | None:
     """(N_train, F) float64 scalar features of the training patients in dataset order (NaN where
-    not observed), or None (logged) when a modality has none."""
+    not observed or the modality is missing), or None (logged) when a modality has none.
+
+    Each modality gives its encoder's numbers, per collated batch (:meth:`ModalityEncoder.scalar_features`:
+    tabular values, series statistics) or per file (:meth:`ModalityEncoder.sample_summary`: waveforms,
+    sounds, images, notes)."""
     encoders = build_encoders(settings)
-    without = [
-        name
-        for name, encoder in encoders.items()
-        if type(encoder).scalar_features is ModalityEncoder.scalar_features
-    ]
+    without = [name for name, encoder in encoders.items() if feature_source(encoder) is None]
     if without:
         log.info(
             "no gradient-boosting teacher: it would not see %s (no scalar features), and a teacher "
@@ -138,14 +141,52 @@ def training_features(
             ", ".join(without),
         )
         return None
+    sources = {name: feature_source(encoder) for name, encoder in encoders.items()}
+    # Only the modalities read per batch are collated: collating the others would embed notes and
+    # resize images for nothing.
+    collate = PatientCollator({name: encoders[name] for name, source in sources.items() if source == "batch"})
     loader = DataLoader(
-        prepared.dataset("train"), batch_size=batch_size, shuffle=False, collate_fn=PatientCollator(encoders)
+        prepared.dataset("train"),
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=lambda samples: (collate(samples), samples),
     )
-    blocks = []
-    for batch in loader:
-        parts = [encoder.scalar_features(batch.inputs[name]) for name, encoder in encoders.items()]
-        blocks.append(torch.cat([p for p in parts if p is not None], dim=1).double().numpy())
-    return np.concatenate(blocks)
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in encoders}
+    summaries: dict[str, list[dict[str, float] | None]] = {name: [] for name in encoders}
+    for batch, samples in loader:
+        for name, encoder in encoders.items():
+            if sources[name] == "batch":
+                columns[name].append(encoder.scalar_features(batch.inputs[name]).double().numpy())
+            else:
+                summaries[name] += [
+                    None if s.inputs[name] is None else encoder.sample_summary(s.inputs[name])
+                    for s in samples
+                ]
+    blocks = [
+        np.concatenate(columns[name]) if sources[name] == "batch" else _summary_block(summaries[name])
+        for name in encoders
+    ]
+    return np.concatenate(blocks, axis=1)
+
+
+def feature_source(encoder: ModalityEncoder) -> str | None:
+    """Where ``encoder``'s scalar features come from: ``"batch"``, ``"sample"`` or None (nowhere)."""
+    if type(encoder).scalar_features is not ModalityEncoder.scalar_features:
+        return "batch"
+    if type(encoder).sample_summary is not ModalityEncoder.sample_summary:
+        return "sample"
+    return None
+
+
+def _summary_block(summaries: list[dict[str, float] | None]) -> np.ndarray:
+    """(N, F) float64 of per-patient summaries (every summary names the same F numbers); a
+    patient without the modality is all NaN (a modality missing in every patient: no columns)."""
+    width = next((len(s) for s in summaries if s is not None), 0)
+    block = np.full((len(summaries), width), np.nan)
+    for row, summary in enumerate(summaries):
+        if summary is not None:
+            block[row] = list(summary.values())
+    return block
 
 
 def cross_fitted_probabilities(

@@ -10,8 +10,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from encoders.base import ModalityEncoder
+from encoders.image import ImageEncoder, ImageEncoderConfig
+from encoders.summaries import image_summary
+from encoders.tabular import TabularEncoder, TabularEncoderConfig
 from pipelines.evaluation.metrics import auroc
-from pipelines.training.teacher import BOOSTING, FOLDS, cross_fitted_probabilities
+from pipelines.training.teacher import BOOSTING, FOLDS, cross_fitted_probabilities, feature_source
 from pipelines.training.train import train
 from tests.pipelines.conftest import TINY
 
@@ -126,11 +130,36 @@ def test_a_negative_teacher_weight_is_refused(lambda_teacher) -> None:
         DeepWeConfig(modality_dims={"labs": 8}, lambda_teacher=lambda_teacher)
 
 
-@pytest.mark.parametrize("modalities", [["cxr"], ["labs", "cxr"]])
-def test_no_teacher_where_it_would_not_see_every_modality(cohort_copy, tmp_path, modalities) -> None:
-    """Trees read no image: a teacher blind to the chest X-ray would teach the model to ignore it."""
-    _keep_modalities(cohort_copy, modalities)
+def test_every_file_modality_gives_the_teacher_its_summaries(cohort_copy, tmp_path) -> None:
+    """Trees read the chest X-ray's intensities and thumbnail beside the labs (26 numbers a file),
+    so the teacher sees every modality of a labs + image cohort."""
+    spec = _keep_modalities(cohort_copy, ["labs", "cxr"])
     config = dataclasses.replace(TINY, epochs=1)
     result = train(cohort_copy / "cohort.yaml", tmp_path / "model", config, device="cpu", progress=False)
-    assert "teacher" not in result.metrics
-    assert "gradient-boosting teacher" not in (tmp_path / "model" / "model_card.md").read_text()
+    labs = spec["modalities"]["labs"]
+    image_numbers = len(image_summary(np.zeros((1, 8, 8), dtype=np.float32)))
+    assert image_numbers == 26
+    assert (
+        result.metrics["teacher"]["features"]
+        == len(labs["numeric"]) + len(labs.get("categorical", [])) + image_numbers
+    )
+    assert "gradient-boosting teacher" in (tmp_path / "model" / "model_card.md").read_text()
+
+
+class _ImageWithoutSummaries(ImageEncoder):
+    """An image encoder (a user's own, say) that gives trees no numbers."""
+
+    sample_summary = ModalityEncoder.sample_summary
+
+
+def test_no_teacher_for_a_modality_whose_encoder_gives_no_numbers() -> None:
+    """A teacher blind to part of the patient would teach the model to ignore that part."""
+    config = ImageEncoderConfig(out_dim=8, image_size=32)
+    assert feature_source(_ImageWithoutSummaries(config)) is None
+    assert feature_source(ImageEncoder(config)) == "sample"
+    assert (
+        feature_source(
+            TabularEncoder(TabularEncoderConfig(numeric=("age",), categorical=(), categories=(), out_dim=8))
+        )
+        == "batch"
+    )
