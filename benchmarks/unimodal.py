@@ -64,11 +64,13 @@ LINEAR_HEAD_FUSION: dict[str, Any] = {
     "use_contrastive": False,
     "use_sparsity": False,
     "modality_dropout": 0.0,
+    "lambda_teacher": 0.0,  # the encoder alone: no gradient-boosting teacher
 }
 METHOD_NOTE = (
     "encoder alone + linear head: DeepWe with feature gates, modality attention, patient graph, "
-    "contrastive and sparsity terms and modality dropout off (mean-pooled tokens -> Linear+LayerNorm "
-    "projection -> linear head); early stopping on validation AUROC; AUROC is unchanged by the "
+    "contrastive and sparsity terms, modality dropout and the gradient-boosting teacher off "
+    "(mean-pooled tokens -> Linear+LayerNorm projection -> linear head); early stopping on "
+    "validation AUROC; AUROC is unchanged by the "
     "temperature scaling fitted on the validation split"
 )
 
