@@ -133,7 +133,8 @@ def training_features(
     tabular values, series statistics) or per file (:meth:`ModalityEncoder.sample_summary`: waveforms,
     sounds, images, notes)."""
     encoders = build_encoders(settings)
-    without = [name for name, encoder in encoders.items() if feature_source(encoder) is None]
+    sources = {name: feature_source(encoder) for name, encoder in encoders.items()}
+    without = [name for name, source in sources.items() if source is None]
     if without:
         log.info(
             "no gradient-boosting teacher: it would not see %s (no scalar features), and a teacher "
@@ -141,7 +142,6 @@ def training_features(
             ", ".join(without),
         )
         return None
-    sources = {name: feature_source(encoder) for name, encoder in encoders.items()}
     # Only the modalities read per batch are collated: collating the others would embed notes and
     # resize images for nothing.
     collate = PatientCollator({name: encoders[name] for name, source in sources.items() if source == "batch"})
