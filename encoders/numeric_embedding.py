@@ -118,6 +118,11 @@ class PiecewiseLinearEmbedding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, F)`` finite scalars -> ``(B, F, D)``."""
-        # A broadcast product and sum, not a matmul: each patient's tokens come out bit-identical
-        # whatever else is in the batch (a matmul's blocking depends on the batch size).
-        return (self.encode(x).unsqueeze(-1) * self.weight).sum(dim=2) + self.bias
+        # Bin by bin, not a matmul: each patient's tokens come out bit-identical whatever else is
+        # in the batch (a matmul's blocking depends on the batch size), and no (B, F, K, D)
+        # product is ever held in memory.
+        encoded = self.encode(x)
+        out = self.bias
+        for k in range(encoded.shape[-1]):
+            out = out.addcmul(encoded[..., k : k + 1], self.weight[:, k])
+        return out

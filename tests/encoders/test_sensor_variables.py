@@ -94,3 +94,16 @@ def test_edges_must_fit_and_be_sorted() -> None:
         embedding.set_edges(np.zeros((3, 5)))
     with pytest.raises(ValueError, match="non-decreasing"):
         embedding.set_edges(np.array([[0, 1, 2, 3, 4], [4, 3, 2, 1, 0]], dtype=np.float32))
+
+
+def test_embedding_is_the_bin_weighted_sum_and_ignores_batch_mates() -> None:
+    torch.manual_seed(0)
+    embedding = PiecewiseLinearEmbedding(5, 6, 7, bias_std=1.0)
+    x = torch.randn(33, 5) * 2
+    tokens = embedding(x)
+    expected = torch.einsum("bfk,fkd->bfd", embedding.encode(x), embedding.weight) + embedding.bias
+    assert tokens.shape == (33, 5, 7)
+    torch.testing.assert_close(tokens, expected)
+    assert torch.equal(embedding(x[4:5]), tokens[4:5])
+    tokens.sum().backward()
+    assert embedding.weight.grad is not None and embedding.bias.grad is not None
