@@ -122,7 +122,7 @@ class PiecewiseLinearEmbedding(nn.Module):
         # in the batch (a matmul's blocking depends on the batch size), and no (B, F, K, D)
         # product is ever held in memory.
         encoded = self.encode(x)
-        out = self.bias
+        out: Tensor = self.bias
         for k in range(encoded.shape[-1]):
             out = out.addcmul(encoded[..., k : k + 1], self.weight[:, k])
         return out
