@@ -23,6 +23,7 @@ from app.resources import (
     show_page,
 )
 from data_schemas import PredictionRecord
+from pipelines.bundles.model_card import open_gates_note
 from pipelines.cohorts.cohort_table import is_missing
 from pipelines.explanations.patient_explanation import SELECTED_ABOVE, ModalityExplanation, PatientExplanation
 
@@ -142,7 +143,7 @@ def contributions_panel(explained: PatientExplanation) -> None:
     )
 
 
-def features_panel(explained: PatientExplanation) -> None:
+def features_panel(current: Served, explained: PatientExplanation) -> None:
     st.subheader("Top feature weights")
     frame = frames.top_features(explained)
     frame.insert(0, "feature", frame["modality"] + " · " + frame["token"])
@@ -156,6 +157,8 @@ def features_panel(explained: PatientExplanation) -> None:
         f"Selected for this patient: {chosen} of {observed} observed features (weight above {SELECTED_ABOVE}; a "
         "feature below it was mostly replaced by a learned baseline before the model read it)."
     )
+    if note := open_gates_note(current.bundle.metrics):
+        st.warning(note)
 
 
 def _token_frame(item: ModalityExplanation) -> pd.DataFrame:
@@ -370,7 +373,7 @@ def render(current: Served) -> None:
     with st.spinner("Explaining this prediction…", show_time=True):
         explained = explanation(current, patient_id)
     contributions_panel(explained)
-    features_panel(explained)
+    features_panel(current, explained)
     modality_panels(current, explained)
     method_notes(explained)
 

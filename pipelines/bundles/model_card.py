@@ -73,6 +73,7 @@ def render_model_card(
             for name, weight in metrics.get("shut_modalities", {}).items()
         ),
         *([f"- {note}"] if (note := selection_note(metrics)) else []),
+        *([f"- {note}"] if (note := open_gates_note(metrics)) else []),
         "",
         f"Training: {metrics['epochs_run']} epochs (best {metrics['best_epoch']}), batch {config.batch_size}, "
         f"learning rate {config.lr}, seed {config.seed}"
@@ -121,6 +122,23 @@ def selection_note(metrics: dict[str, Any]) -> str | None:
         f"predictor; epoch {kept['epoch']} was kept (mean feature weight {start['mean_weight']:.2f} -> "
         f"{kept['mean_weight']:.2f}, validation log-loss {start['val_log_loss']:.4f} -> "
         f"{kept['val_log_loss']:.4f})."
+    )
+
+
+def open_gates_note(metrics: dict[str, Any]) -> str | None:
+    """One sentence for the modalities whose feature weights are about 1 everywhere (every gate kept
+    every feature on the validation split), or None. Their weights rank nothing, so the model
+    card, the training summary, the report and the dashboard say so next to them."""
+    opened = metrics.get("open_modalities") or {}
+    if not opened:
+        return None
+    names = ", ".join(f"`{name}`" for name in opened)
+    means = " and ".join(f"{weight:.3f}" for weight in opened.values())
+    return (
+        f"Feature weights of {names} are about 1 for every patient (mean {means} on the validation "
+        "split): the gates kept every feature, so these weights do not rank the features. The "
+        "attributions (Integrated Gradients, `deepwe explain`) show what moved a risk; the training "
+        "setting `selection_epochs: 5` makes the gates choose."
     )
 
 

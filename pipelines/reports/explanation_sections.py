@@ -14,6 +14,7 @@ from deepwe_mm import SELECTED_ABOVE
 from explain import figures, highlight
 from explain.faithfulness_measures import precision_at_k
 from explain.report_html import Figure, RawHtml, Section, Table
+from pipelines.bundles.model_card import open_gates_note
 from pipelines.evaluation.metrics import auroc
 from pipelines.inference.batching import token_modalities
 from pipelines.reports.modality_effects import selected_shares, selection_against_truth
@@ -67,6 +68,7 @@ def weights_section(inputs: ReportInputs) -> Section:
         if token_modalities(inputs.bundle)
         else ""
     )
+    open_note = open_gates_note(inputs.bundle.metrics)
     return Section(
         "weights",
         "Global feature weights",
@@ -77,6 +79,7 @@ def weights_section(inputs: ReportInputs) -> Section:
                 caption=f"A feature is selected for a patient when its weight exceeds {SELECTED_ABOVE}.",
             ),
             *([note] if note else []),
+            *([open_note.replace("`", "")] if open_note else []),
         ],
         ["12g", "26"],
     )

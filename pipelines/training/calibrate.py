@@ -55,6 +55,9 @@ def reference_cohort(
 # A modality whose mean feature weight on the validation split is below this is one the model has
 # stopped reading.
 SHUT_GATES = 0.01
+# A modality whose mean feature weight on the validation split is above this kept every feature for
+# every patient: its weights then rank nothing.
+OPEN_GATES = 0.99
 
 
 def calibrate_and_test(
@@ -109,6 +112,9 @@ def calibrate_and_test(
         # A gate shut early, before its modality taught the model anything, never reopens: the
         # model then ignores that modality, which the summary and the model card must say.
         "shut_modalities": weight_means.below(SHUT_GATES),
+        # Gates that never close leave weights of about 1 everywhere: readers of the weights must
+        # be told that they do not rank the features.
+        "open_modalities": weight_means.above(OPEN_GATES),
     }
     if fits[0].selection is not None:
         metrics["selection"] = fits[0].selection.to_dict()

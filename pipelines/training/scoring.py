@@ -88,10 +88,17 @@ class FeatureWeightMeans:
             self.total[name] += float(weights[counted].float().sum())
             self.count[name] += int(counted.sum())
 
+    def means(self) -> dict[str, float]:
+        """Modality -> mean weight, for the modalities with a token that counted."""
+        return {name: self.total[name] / self.count[name] for name in self.total if self.count[name]}
+
     def below(self, limit: float) -> dict[str, float]:
         """Modality -> mean weight, for the modalities whose mean is below ``limit``."""
-        means = {name: self.total[name] / self.count[name] for name in self.total if self.count[name]}
-        return {name: mean for name, mean in means.items() if mean < limit}
+        return {name: mean for name, mean in self.means().items() if mean < limit}
+
+    def above(self, limit: float) -> dict[str, float]:
+        """Modality -> mean weight, for the modalities whose mean is above ``limit``."""
+        return {name: mean for name, mean in self.means().items() if mean > limit}
 
 
 @torch.no_grad()

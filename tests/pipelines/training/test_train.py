@@ -282,12 +282,29 @@ def test_a_modality_whose_gates_all_shut_is_named_in_the_summary(cohort_60, bund
     result = train(cohort_60, tmp_path / "shut", crushing, device="cpu", progress=False)
     shut = result.metrics["shut_modalities"]
     assert shut and all(0 <= weight < 0.01 for weight in shut.values())
+    assert not set(shut) & set(result.metrics["open_modalities"])
     card = (tmp_path / "shut" / "model_card.md").read_text()
     assert all(f"`{name}`: every feature gate shut in training" in card for name in shut)
     print_training(result)
     printed = " ".join(capsys.readouterr().out.split())
     assert all(f"every feature gate of {name!r} is shut" in printed for name in shut)
     assert "sparsity_ramp: 5" in printed and "lambda_encoder: 0.3 with gate_leak: 0.1" in printed
+
+
+def test_weights_of_about_1_everywhere_are_said_not_to_rank(cohort_60, tmp_path, capsys):
+    from pipelines.cli.rendering import print_training
+
+    # Without feature gates every observed token weighs exactly 1: the weights rank nothing.
+    ungated = dataclasses.replace(TINY, fusion={**TINY.fusion, "use_feature_gates": False})
+    result = train(cohort_60, tmp_path / "open", ungated, device="cpu", progress=False)
+    opened = result.metrics["open_modalities"]
+    assert set(opened) == set(load_cohort(cohort_60).spec.modalities)
+    assert all(weight == pytest.approx(1.0) for weight in opened.values())
+    card = " ".join((tmp_path / "open" / "model_card.md").read_text().split())
+    assert "are about 1 for every patient" in card and all(f"`{name}`" in card for name in opened)
+    print_training(result)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "do not rank the features" in printed and "selection_epochs: 5" in printed
 
 
 def test_a_unimodal_warm_up_is_never_chosen_and_spends_no_patience(cohort_60, tmp_path):
