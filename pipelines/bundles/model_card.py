@@ -47,6 +47,13 @@ def render_model_card(
         if split in metrics:
             keys = [k for k in ("auroc", "auprc", "brier", "ece", "n") if k in metrics[split]]
             lines.append(f"| {split} | " + " | ".join(_fmt(metrics[split][k]) for k in keys) + " |")
+    interval = metrics.get("test", {}).get("auroc_ci95") or [None, None]
+    if None not in interval:
+        lines += [
+            "",
+            f"Test AUROC 95% bootstrap interval: {interval[0]:.3f}–{interval[1]:.3f} "
+            f"({metrics['test']['n']} patients).",
+        ]
     lines += [
         "",
         f"Calibration: temperature {calibration['temperature']:.3f} and positive-logit shift "

@@ -125,10 +125,22 @@ def print_training(result, reads=None) -> None:
         )
     for split in ("val", "test"):
         if split in metrics:
-            shown = ", ".join(
-                f"{k} {v:.3f}" for k, v in metrics[split].items() if k in ("auroc", "auprc", "brier", "ece")
-            )
-            console.print(f"{split}: {shown} (n={metrics[split]['n']})")
+            console.print(f"{split}: {split_summary(metrics[split])}")
+
+
+def split_summary(scores: dict) -> str:
+    """``auroc 0.812 (95% CI 0.74–0.88), auprc ..., brier ..., ece ... (n=120)`` of one split's
+    metrics; the interval where training computed one (the test split of a binary outcome)."""
+    shown = []
+    for name in ("auroc", "auprc", "brier", "ece"):
+        if name not in scores:
+            continue
+        text = f"{name} {scores[name]:.3f}"
+        low, high = scores.get(f"{name}_ci95") or (None, None)
+        if low is not None and high is not None:
+            text += f" (95% CI {low:.2f}–{high:.2f})"
+        shown.append(text)
+    return ", ".join(shown) + f" (n={scores['n']})"
 
 
 def print_degraded(summary) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,6 +170,52 @@ def clipped_logit(risk: np.ndarray) -> np.ndarray:
     """log(p / (1 - p)) of ``risk`` (any shape) clipped to [1e-7, 1 - 1e-7] first."""
     risk = np.clip(np.asarray(risk, dtype=float), RISK_EPS, 1 - RISK_EPS)
     return np.log(risk) - np.log1p(-risk)
+
+
+def bootstrap_ci(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """A metric and its percentile bootstrap interval, resampling patients with replacement.
+
+    Resamples with a single outcome class are skipped (the metric is undefined there), as are
+    resamples where the metric is NaN.
+
+    Args:
+        labels: (N,) class index per patient.
+        scores: (N,) or (N, C) the model's scores, row-aligned with ``labels``.
+        metric: ``metric(labels, scores) -> float``.
+
+    Returns:
+        (estimate, low, high): the metric on all patients and the interval bounds; the bounds are NaN
+        when the estimate is NaN or fewer than two resamples were usable.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    estimate = float(metric(labels, scores))
+    if not math.isfinite(estimate):
+        return estimate, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        chosen = rng.integers(0, len(labels), len(labels))
+        sample = labels[chosen]
+        if sample.min() == sample.max():
+            continue
+        value = metric(sample, scores[chosen])
+        if math.isfinite(value):
+            values.append(value)
+    if len(values) < 2:
+        return estimate, math.nan, math.nan
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return estimate, float(low), float(high)
 
 
 def rank_auroc(labels: np.ndarray, scores: np.ndarray) -> float:

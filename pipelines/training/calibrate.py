@@ -7,6 +7,7 @@ The calibration and the test metrics use the fixed reference cohort, exactly as 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ import torch
 from pipelines.bundles.model_builder import MultimodalModel
 from pipelines.cohorts.dataset import PatientCollator
 from pipelines.cohorts.prepare import PreparedCohort
-from pipelines.evaluation.metrics import choose_threshold
+from pipelines.evaluation.metrics import bootstrap_ci, choose_threshold, rank_auroc
 from pipelines.training.member_fit import MemberFit
 from pipelines.training.scoring import (
     FeatureWeightMeans,
@@ -58,6 +59,8 @@ SHUT_GATES = 0.01
 # A modality whose mean feature weight on the validation split is above this kept every feature for
 # every patient: its weights then rank nothing.
 OPEN_GATES = 0.99
+# Resamples of the test split for its AUROC interval.
+TEST_BOOTSTRAPS = 1000
 
 
 def calibrate_and_test(
@@ -123,8 +126,19 @@ def calibrate_and_test(
     if members:
         metrics["members"] = members
     if has_test:
-        metrics["test"] = score(*logits_of(model, "test"), temperature)
+        test_logits, test_labels = logits_of(model, "test")
+        metrics["test"] = score(test_logits, test_labels, temperature)
+        if binary:
+            metrics["test"]["auroc_ci95"] = auroc_interval(test_logits, test_labels, temperature)
     return metrics, calibration
+
+
+def auroc_interval(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> list[float | None]:
+    """The 95% percentile bootstrap interval of AUROC over patients, ``[low, high]`` (None where
+    undefined): on a small test split the point estimate alone says little."""
+    risk = torch.softmax(logits / temperature, dim=1)[:, 1].numpy()
+    _, low, high = bootstrap_ci(labels.numpy(), risk, rank_auroc, n_boot=TEST_BOOTSTRAPS, seed=0)
+    return [None if math.isnan(low) else low, None if math.isnan(high) else high]
 
 
 def _member_metrics(

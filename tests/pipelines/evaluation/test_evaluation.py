@@ -16,7 +16,6 @@ from pipelines.bundles.loading import load_bundle
 from pipelines.cohorts.cohort_table import load_cohort
 from pipelines.evaluation.evaluation import (
     DECISION_THRESHOLDS,
-    bootstrap_ci,
     calibrated_risk,
     calibration,
     decision_curve,
@@ -30,6 +29,7 @@ from pipelines.evaluation.metrics import (
     auprc,
     auroc,
     average_precision,
+    bootstrap_ci,
     calibration_slope_intercept,
     expected_calibration_error,
     fit_temperature,

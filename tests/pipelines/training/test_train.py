@@ -103,6 +103,35 @@ def test_stored_test_metrics_match_the_loaded_model(bundle_path, cohort_60):
     risk = torch.softmax(logits / bundle.temperature, dim=1)[:, 1].numpy()
     assert stored["n"] == test.sum()
     assert brier(prepared.labels[test], risk[test]) == pytest.approx(stored["brier"], abs=1e-6)
+    # This small test split holds one outcome only: AUROC and its interval are undefined.
+    assert stored["positives"] in (0, stored["n"]) and stored["auroc_ci95"] == [None, None]
+
+
+def test_the_test_auroc_interval_holds_the_estimate_and_narrows_with_patients() -> None:
+    from pipelines.evaluation.metrics import rank_auroc
+    from pipelines.training.calibrate import auroc_interval
+
+    generator = torch.Generator().manual_seed(0)
+    widths = []
+    for n in (60, 2000):
+        labels = (torch.rand(n, generator=generator) < 0.3).long()
+        logits = torch.stack([torch.zeros(n), labels * 1.5 + torch.randn(n, generator=generator)], 1)
+        low, high = auroc_interval(logits, labels, temperature=1.0)
+        risk = torch.softmax(logits, 1)[:, 1].numpy()
+        assert low < rank_auroc(labels.numpy(), risk) < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 3
+    assert auroc_interval(torch.zeros(5, 2), torch.zeros(5, dtype=torch.long), 1.0) == [None, None]
+
+
+def test_the_summary_shows_an_interval_where_training_computed_one() -> None:
+    from pipelines.cli.rendering import split_summary
+
+    scores = {"auroc": 0.6021, "auprc": 0.2551, "brier": 0.2219, "ece": 0.2771, "n": 44}
+    assert split_summary(scores) == "auroc 0.602, auprc 0.255, brier 0.222, ece 0.277 (n=44)"
+    shown = split_summary(scores | {"auroc_ci95": [0.4123, 0.7877]})
+    assert shown.startswith("auroc 0.602 (95% CI 0.41–0.79), auprc 0.255")
+    assert split_summary(scores | {"auroc_ci95": [None, None]}).startswith("auroc 0.602, auprc")
 
 
 def _copy(bundle_path: Path, tmp_path: Path) -> Path:
