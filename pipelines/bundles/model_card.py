@@ -134,7 +134,7 @@ def selection_note(metrics: dict[str, Any]) -> str | None:
 
 def open_gates_note(metrics: dict[str, Any]) -> str | None:
     """One sentence for the modalities whose feature weights are about 1 everywhere (every gate kept
-    every feature on the validation split), or None. Their weights rank nothing, so the model
+    every feature on the validation split, or the model has no gates), or None. Their weights rank nothing, so the model
     card, the training summary, the report and the dashboard say so next to them."""
     opened = metrics.get("open_modalities") or {}
     if not opened:
@@ -143,7 +143,7 @@ def open_gates_note(metrics: dict[str, Any]) -> str | None:
     means = " and ".join(f"{weight:.3f}" for weight in opened.values())
     return (
         f"Feature weights of {names} are about 1 for every patient (mean {means} on the validation "
-        "split): the gates kept every feature, so these weights do not rank the features. The "
+        "split): no feature was weighed down, so these weights do not rank the features. The "
         "attributions (Integrated Gradients, `deepwe explain`) show what moved a risk; the training "
         "setting `selection_epochs: 5` makes the gates choose."
     )
