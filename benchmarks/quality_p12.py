@@ -64,6 +64,8 @@ WORK = REPO / "runs" / "bench" / "quality_p12"
 BENCHMARK = "PhysioNet 2012 in-hospital death, {folds}-fold CV"
 DEEPWE = "DeepWe (static tabular + 48 h series)"
 ENSEMBLE = "DeepWe, ensemble of {k}"
+# The same trained model scored without the trees' log-odds (from its metrics.json).
+NETWORK_ALONE = "{method}: the network alone, without tree evidence"
 TUNED = "DeepWe with the settings of {name}"
 LR = "logistic regression on summary features"
 SAPS_METHOD = "SAPS-I score (logistic recalibration)"
@@ -103,6 +105,7 @@ ABLATION_NAMES = {
     "no_contrastive": "DeepWe without the contrastive term",
     "no_sparsity": "DeepWe without the sparsity term",
     "no_teacher": "DeepWe without the gradient-boosting teacher",
+    "no_tree_evidence": "DeepWe without tree evidence (trained again)",
     SERIES_AS_WINDOWS: "DeepWe with the series as hourly windows (temporal CNN)",
     NO_TRAJECTORIES: "DeepWe without trajectory tokens (series statistics only)",
 }
@@ -246,6 +249,8 @@ def run_fold(
             | {"train_seconds": result.seconds}
             | {f"val_{m}": float(result.metrics["val"][m]) for m in VALIDATION_METRICS}
         )
+        if folder in ("deepwe", "tuned"):
+            scores |= _network_alone(method, result.metrics)
         shutil.rmtree(work / "models" / folder, ignore_errors=True)
     log.info(
         "%s: DeepWe AUROC %.4f, gradient boosting %.4f",
@@ -266,12 +271,24 @@ def _ensemble_scores(
     member = result.metrics["members"][0]
     shared = result.seconds - sum(m["epoch_seconds_total"] for m in result.metrics["members"])
     shutil.rmtree(work / "models" / "ensemble", ignore_errors=True)
-    return {
+    return _network_alone(ensemble.format(k=config.ensemble), result.metrics) | {
         single: {m: float(member["test"][m]) for m in METRICS}
         | {"train_seconds": shared + member["epoch_seconds_total"]}
         | {f"val_{m}": float(member["val"][m]) for m in VALIDATION_METRICS if m in member["val"]},
         ensemble.format(k=config.ensemble): {m: float(result.metrics["test"][m]) for m in METRICS}
         | {"train_seconds": result.seconds},
+    }
+
+
+def _network_alone(method: str, metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The scores of ``method``'s network without its tree evidence, as training recorded them
+    (:func:`pipelines.training.calibrate.calibrate_and_test`); none for a model without trees."""
+    alone = metrics.get("tree_evidence", {}).get("network_alone")
+    if alone is None:
+        return {}
+    return {
+        NETWORK_ALONE.format(method=method): {m: float(alone["test"][m]) for m in METRICS}
+        | {f"val_{m}": float(alone["val"][m]) for m in VALIDATION_METRICS}
     }
 
 
@@ -312,7 +329,9 @@ def summary_rows(per_fold: Sequence[Mapping[str, Mapping[str, float]]], folds: i
 
 
 def _compared_with_boosting(method: str) -> bool:
-    """DeepWe with the default or tuned settings, alone or as an ensemble (not an ablation)."""
+    """DeepWe with the default or tuned settings, alone or as an ensemble, with or without its tree
+    evidence (not an ablation)."""
+    method = method.removesuffix(NETWORK_ALONE.format(method=""))
     return method == DEEPWE or method.startswith(("DeepWe, ensemble", TUNED.format(name="")))
 
 

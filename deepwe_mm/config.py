@@ -32,6 +32,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no_contrastive": {"use_contrastive": False},
     "no_sparsity": {"use_sparsity": False},
     "no_teacher": {"lambda_teacher": 0.0},
+    "no_tree_evidence": {"tree_evidence": False},
 }
 
 
@@ -76,6 +77,10 @@ class DeepWeConfig:
         lambda_teacher: weight of the cross-entropy against a teacher's class probabilities
             (knowledge distillation; the training pipeline fits the teacher, a gradient-boosting
             model cross-fitted on the training patients' scalar features and file summaries). 0 = no teacher.
+        tree_evidence: keep the teacher's fitted trees in the model and add their log-odds to the
+            logits, with a weight chosen on the validation split (0 when they do not help there).
+            Only where every modality gives its scalar features per batch (tabular values, series
+            statistics), since the model reads them in its forward pass.
         modality_dropout: in training, the probability of hiding each present modality of a
             patient (at least one always stays); 0 turns it off.
         token_layers: transformer layers in which a modality's gated tokens (or token groups)
@@ -135,6 +140,7 @@ class DeepWeConfig:
     lambda_auxiliary: float = 0.3
     lambda_encoder: float = 0.0
     lambda_teacher: float = 1.0
+    tree_evidence: bool = True
     modality_dropout: float = 0.0
     token_layers: int | Mapping[str, int] = 0
     projection: str = "linear"

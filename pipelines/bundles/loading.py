@@ -89,7 +89,9 @@ def load_bundle(path: str | Path, *, device: str | torch.device = "cpu") -> Bund
     contents = read_bundle(path)
     config = contents.config
     try:
-        model = build_model(config["encoders"], config["fusion"], int(config.get("ensemble", 1)))
+        model = build_model(
+            config["encoders"], config["fusion"], int(config.get("ensemble", 1)), config.get("trees")
+        )
     except (KeyError, TypeError, ValueError) as error:
         raise BundleError(
             f"{path}: config.json does not describe a model this release can build ({error})"

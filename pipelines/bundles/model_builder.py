@@ -7,6 +7,7 @@ tokens and present flags, never encoder classes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from deepwe_mm import DeepWe, DeepWeConfig, DeepWeEnsemble, DeepWeOutput
+from deepwe_mm.tree_evidence import TreeEvidence, TreeShape
 from encoders import create_encoder
 from encoders.base import ModalityEncoder
 from encoders.tokens import Tokens
@@ -21,14 +23,22 @@ from pipelines.cohorts.dataset import Batch
 
 
 class MultimodalModel(nn.Module):
-    """Encoders (``nn.ModuleDict`` by modality) + :class:`DeepWe`.
+    """Encoders (``nn.ModuleDict`` by modality) + :class:`DeepWe`, and optionally the evidence of
+    gradient-boosted trees on the encoders' scalar features, added to the core's logits.
 
     Args:
         encoders: modality name -> encoder, in the spec's order.
         core: the fusion core, configured for the same modalities and token widths.
+        trees: the trees (:mod:`deepwe_mm.tree_evidence`), or None. They read
+            :meth:`scalar_features`, so every encoder must give its scalar features per batch.
     """
 
-    def __init__(self, encoders: Mapping[str, ModalityEncoder], core: DeepWe | DeepWeEnsemble) -> None:
+    def __init__(
+        self,
+        encoders: Mapping[str, ModalityEncoder],
+        core: DeepWe | DeepWeEnsemble,
+        trees: TreeEvidence | None = None,
+    ) -> None:
         super().__init__()
         if tuple(encoders) != core.config.modalities:
             raise ValueError(
@@ -36,6 +46,25 @@ class MultimodalModel(nn.Module):
             )
         self.encoders = nn.ModuleDict(encoders)
         self.core = core
+        self.trees = trees
+
+    def scalar_features(self, batch: Batch) -> Tensor:
+        """(B, P) every encoder's scalar features side by side, in modality order: what the trees
+        read (the same numbers, in the same order, as the teacher they were fitted for)."""
+        parts = []
+        for name, encoder in self.encoders.items():
+            features = encoder.scalar_features(batch.inputs[name])
+            if features is None:
+                raise ValueError(f"modality {name!r} gives no scalar features per batch")
+            parts.append(features)
+        return torch.cat(parts, dim=1)
+
+    def add_tree_evidence(self, output: DeepWeOutput, batch: Batch) -> DeepWeOutput:
+        """``output`` with the trees' weighted log-odds added to its logits (unchanged without trees)."""
+        if self.trees is None or not bool(self.trees.weight):
+            return output
+        evidence = self.trees(self.scalar_features(batch)).to(output.logits.dtype)
+        return replace(output, logits=output.logits + evidence)
 
     def tokens(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
         """Token values (B, T_m, D), masks (B, T_m) and present flags (B,) per modality."""
@@ -47,8 +76,10 @@ class MultimodalModel(nn.Module):
 
     def forward(self, batch: Batch) -> DeepWeOutput:
         if self.training:  # the patient graph may read other training patients' outcomes
-            return self.core(*self.tokens(batch), labels=batch.labels, ids=batch.indices)
-        return self.core(*self.tokens(batch))
+            output = self.core(*self.tokens(batch), labels=batch.labels, ids=batch.indices)
+        else:
+            output = self.core(*self.tokens(batch))
+        return self.add_tree_evidence(output, batch)
 
     def embed(self, batch: Batch) -> Tensor:
         """(B, H) fused embeddings before the patient graph (rows of the reference cohort)."""
@@ -71,17 +102,24 @@ def build_encoders(settings: Mapping[str, Mapping[str, Any]]) -> dict[str, Modal
 
 
 def build_model(
-    encoders: Mapping[str, Mapping[str, Any]], fusion: Mapping[str, Any], ensemble: int = 1
+    encoders: Mapping[str, Mapping[str, Any]],
+    fusion: Mapping[str, Any],
+    ensemble: int = 1,
+    trees: Mapping[str, int] | None = None,
 ) -> MultimodalModel:
     """Rebuild a model from the ``encoders`` settings and the fusion config dict of ``config.json``,
-    with ``ensemble`` members when it is more than 1."""
+    with ``ensemble`` members when it is more than 1, and empty trees of the ``trees`` shape
+    (:class:`TreeShape` as a dict) when given."""
 
     def member() -> MultimodalModel:
         return MultimodalModel(build_encoders(encoders), DeepWe(DeepWeConfig.from_dict(fusion)))
 
     if ensemble < 1:
         raise ValueError(f"ensemble must be >= 1, got {ensemble}")
-    return member() if ensemble == 1 else ensemble_model([member() for _ in range(ensemble)])
+    model = member() if ensemble == 1 else ensemble_model([member() for _ in range(ensemble)])
+    if trees is not None:
+        model.trees = TreeEvidence(TreeShape.from_dict(dict(trees)))
+    return model
 
 
 class EnsembleEncoder(ModalityEncoder):
@@ -108,6 +146,12 @@ class EnsembleEncoder(ModalityEncoder):
 
     def collate(self, samples):
         return self.members[0].collate(samples)
+
+    def scalar_features(self, batch):
+        return self.members[0].scalar_features(batch)
+
+    def sample_summary(self, sample):
+        return self.members[0].sample_summary(sample)
 
     def forward(self, batch):
         tokens = [member(batch) for member in self.members]

@@ -19,7 +19,9 @@ from pipelines.evaluation.metrics import bootstrap_ci, choose_threshold, rank_au
 from pipelines.training.member_fit import MemberFit
 from pipelines.training.scoring import (
     FeatureWeightMeans,
+    calibrated_score,
     collect_logits,
+    collect_tree_log_odds,
     fit_calibration,
     score,
     shifted,
@@ -61,6 +63,9 @@ SHUT_GATES = 0.01
 OPEN_GATES = 0.99
 # Resamples of the test split for its AUROC interval.
 TEST_BOOTSTRAPS = 1000
+# The weights of the trees' log-odds tried on the validation split, added to the network's logits.
+TREE_WEIGHTS = tuple(round(0.1 * step, 1) for step in range(31))
+LOSS_TOLERANCE = 1e-6
 
 
 def calibrate_and_test(
@@ -84,7 +89,17 @@ def calibrate_and_test(
 
     binary = len(prepared.classes) == 2
     has_test = bool((prepared.splits == "test").any())
-    members = _member_metrics(fits, logits_of, config, binary=binary, has_test=has_test)
+    tree_log_odds: dict[str, torch.Tensor] = {}
+    if model.trees is not None:
+        model.trees.weight.zero_()  # the network alone until the weight is chosen
+        tree_log_odds = {
+            split: collect_tree_log_odds(
+                model, split_loader(prepared.dataset(split), collate, config, device, shuffle=False), device
+            ).float()
+            for split in (("val", "test") if has_test else ("val",))
+        }
+    members = _member_metrics(fits, logits_of, config, tree_log_odds, binary=binary, has_test=has_test)
+    trees = _weigh_trees(model, logits_of, tree_log_odds, binary=binary, has_test=has_test)
     weight_means = FeatureWeightMeans()
     val_logits, val_labels = logits_of(model, "val", weight_means)
     uncalibrated = score(val_logits, val_labels)
@@ -119,6 +134,8 @@ def calibrate_and_test(
         # be told that they do not rank the features.
         "open_modalities": weight_means.above(OPEN_GATES),
     }
+    if trees is not None:
+        metrics["tree_evidence"] = trees
     if fits[0].selection is not None:
         metrics["selection"] = fits[0].selection.to_dict()
     if binary:
@@ -133,6 +150,52 @@ def calibrate_and_test(
     return metrics, calibration
 
 
+def _weigh_trees(
+    model: MultimodalModel, logits_of, tree_log_odds: dict[str, torch.Tensor], *, binary: bool, has_test: bool
+) -> dict[str, Any] | None:
+    """Choose the weight of the model's trees on the validation split (:func:`best_tree_weight`)
+    and set it; None for a model without trees.
+
+    Returns what metrics.json records: the weight, the trees' size, the validation log-loss with and
+    without them, and the network alone calibrated and scored on its own (validation, test)."""
+    if model.trees is None:
+        return None
+    network_val = logits_of(model, "val")
+    weight, losses = best_tree_weight(network_val[0], tree_log_odds["val"], network_val[1])
+    network = {"val": calibrated_score(*network_val)}
+    if has_test:
+        temperature, shift = fit_calibration(*network_val, binary)
+        test_logits, test_labels = logits_of(model, "test")
+        network["test"] = score(shifted(test_logits, shift), test_labels, temperature)
+    model.trees.weight.fill_(weight)
+    shape = model.trees.shape
+    return {
+        "weight": weight,
+        "trees": shape.trees,
+        "folds": shape.fits,
+        "features": shape.features,
+        "val_log_loss": losses[TREE_WEIGHTS.index(weight)],
+        "val_log_loss_without": losses[0],
+        "network_alone": network,
+    }
+
+
+def best_tree_weight(
+    network: torch.Tensor, trees: torch.Tensor, labels: torch.Tensor
+) -> tuple[float, list[float]]:
+    """The weight of :data:`TREE_WEIGHTS` whose ``network + weight * trees`` logits have the lowest
+    calibrated log-loss on ``labels`` (the smaller weight on a tie), and the log-loss of each.
+
+    Args:
+        network: (N, C) the network's logits; trees: (N, C) the trees' log-odds; labels: (N,).
+    """
+    trees = trees.to(network.dtype)
+    losses = [calibrated_score(network + weight * trees, labels)["log_loss"] for weight in TREE_WEIGHTS]
+    # The smallest weight within float noise of the best: trees that add nothing get weight 0.
+    best = next(i for i, loss in enumerate(losses) if loss <= min(losses) + LOSS_TOLERANCE)
+    return TREE_WEIGHTS[best], losses
+
+
 def auroc_interval(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> list[float | None]:
     """The 95% percentile bootstrap interval of AUROC over patients, ``[low, high]`` (None where
     undefined): on a small test split the point estimate alone says little."""
@@ -142,14 +205,24 @@ def auroc_interval(logits: torch.Tensor, labels: torch.Tensor, temperature: floa
 
 
 def _member_metrics(
-    fits: list[MemberFit], logits_of, config: TrainConfig, *, binary: bool, has_test: bool
+    fits: list[MemberFit],
+    logits_of,
+    config: TrainConfig,
+    tree_log_odds: dict[str, torch.Tensor],
+    *,
+    binary: bool,
+    has_test: bool,
 ) -> list[dict[str, Any]]:
-    """Each member of an ensemble scored alone, calibrated as a one-model bundle would be (none for
-    a single model)."""
+    """Each member of an ensemble scored alone, with the trees weighed and calibrated as a one-model
+    bundle would be (none for a single model)."""
     members = []
     if len(fits) > 1:
         for i, fit in enumerate(fits):
             member_val = logits_of(fit.model, "val")
+            weight = 0.0
+            if tree_log_odds:
+                weight, _ = best_tree_weight(member_val[0], tree_log_odds["val"], member_val[1])
+                member_val = (member_val[0] + weight * tree_log_odds["val"], member_val[1])
             temperature, shift = fit_calibration(*member_val, binary)
             scored = {
                 "seed": config.seed + i,
@@ -160,11 +233,14 @@ def _member_metrics(
             scored |= {
                 "history": fit.loop.history,
                 **({"selection": fit.selection.to_dict()} if fit.selection is not None else {}),
+                **({"tree_weight": weight} if tree_log_odds else {}),
                 "val": score(shifted(member_val[0], shift), member_val[1], temperature),
             }
             if has_test:
-                member_test = logits_of(fit.model, "test")
-                scored["test"] = score(shifted(member_test[0], shift), member_test[1], temperature)
+                test_logits, test_labels = logits_of(fit.model, "test")
+                if tree_log_odds:
+                    test_logits = test_logits + weight * tree_log_odds["test"]
+                scored["test"] = score(shifted(test_logits, shift), test_labels, temperature)
             members.append(scored)
     return members
 

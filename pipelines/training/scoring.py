@@ -123,6 +123,18 @@ def collect_logits(
     return torch.cat(logits), torch.cat(labels)
 
 
+@torch.no_grad()
+def collect_tree_log_odds(model: MultimodalModel, loader: DataLoader, device: torch.device) -> torch.Tensor:
+    """(N, C) float64 log-odds of the model's trees (before their weight) over a loader."""
+    if model.trees is None:
+        raise ValueError("the model has no trees")
+    log_odds = []
+    for batch in loader:
+        batch = batch.to(device)
+        log_odds.append(model.trees.log_odds(model.scalar_features(batch)).cpu())
+    return torch.cat(log_odds)
+
+
 def score(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict[str, float]:
     """Binary: AUROC/AUPRC/Brier/ECE of the positive class; multiclass: macro AUROC; both: log-loss."""
     scaled = logits / temperature

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from deepwe_mm.tree_evidence import TreeArrays
 from encoders.base import ModalityEncoder
 from pipelines.bundles.model_builder import build_encoders
 from pipelines.cohorts.dataset import PatientCollator
@@ -59,12 +60,17 @@ class Teacher:
         features: how many scalar features the trees read.
         auroc: the cross-fitted probabilities' AUROC on the training labels (binary; None otherwise).
         seconds: wall-clock seconds to read the features and fit the trees.
+        trees: the folds' fitted trees as node arrays (None when none could be fitted).
+        per_batch: every modality gives its scalar features per collated batch (none per file), so
+            a model can read them in its forward pass and add the trees' evidence.
     """
 
     probabilities: torch.Tensor
     features: int
     auroc: float | None
     seconds: float
+    trees: TreeArrays | None = None
+    per_batch: bool = False
 
     def targets(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, C) probabilities of the batch's training-dataset positions ``indices`` (B,), on
@@ -111,13 +117,15 @@ def fit_teacher(
             FOLDS,
         )
         return None
-    probabilities = cross_fitted_probabilities(features, labels, len(prepared.classes), seed)
+    probabilities, trees = cross_fitted_probabilities(features, labels, len(prepared.classes), seed)
     score = float(auroc(labels, probabilities[:, 1])) if len(prepared.classes) == 2 else None
     teacher = Teacher(
         torch.from_numpy(probabilities.astype(np.float32)),
         features.shape[1],
         score,
         time.perf_counter() - started,
+        trees,
+        all(feature_source(encoder) == "batch" for encoder in build_encoders(settings).values()),
     )
     log.info("%s", teacher.describe())
     return teacher
@@ -191,8 +199,9 @@ def _summary_block(summaries: list[dict[str, float] | None]) -> np.ndarray:
 
 def cross_fitted_probabilities(
     features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int
-) -> np.ndarray:
-    """(N, C) probabilities, each row from trees fitted on the other :data:`FOLDS` − 1 folds.
+) -> tuple[np.ndarray, TreeArrays | None]:
+    """(N, C) probabilities, each row from trees fitted on the other :data:`FOLDS` − 1 folds, and
+    the folds' fitted trees as node arrays (None when no fold had a feature to split on).
 
     Args:
         features: (N, F) float, NaN allowed; labels: (N,) class indices in [0, C), every class
@@ -204,6 +213,7 @@ def cross_fitted_probabilities(
 
     probabilities = np.zeros((len(labels), n_classes))
     folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
+    fitted = []
     # The trees get as many OpenMP threads as torch has (which training keeps to the free cores):
     # on 2 cores with one kept busy by another process, two threads took 76-95 s and one 6 s.
     with threadpool_limits(limits=torch.get_num_threads(), user_api="openmp"):
@@ -220,4 +230,74 @@ def cross_fitted_probabilities(
             trees.fit(features[np.ix_(fit_rows, usable)], labels[fit_rows])
             predicted = trees.predict_proba(features[np.ix_(held_out, usable)])
             probabilities[np.ix_(held_out, trees.classes_)] = predicted
-    return probabilities
+            fitted.append((trees, np.flatnonzero(usable)))
+    arrays = tree_arrays(fitted, features.shape[1], n_classes) if len(fitted) == FOLDS else None
+    return probabilities, arrays
+
+
+def tree_arrays(fitted: list[tuple[Any, np.ndarray]], n_features: int, n_classes: int) -> TreeArrays:
+    """Fitted ``HistGradientBoostingClassifier`` s (each with the feature columns it read) as flat
+    node arrays, every split node holding the count-weighted mean score of its leaves.
+
+    Every fit must have seen every class (cross-fitting with at least :data:`FOLDS` patients per
+    class guarantees it), so that their raw scores line up output by output."""
+    parts: dict[str, list[np.ndarray]] = {
+        key: []
+        for key in (
+            "feature",
+            "threshold",
+            "missing_left",
+            "left",
+            "right",
+            "value",
+            "roots",
+            "output",
+            "fit",
+        )
+    }
+    baselines, depth, offset = [], 0, 0
+    for fit, (trees, columns) in enumerate(fitted):
+        if len(trees.classes_) != n_classes:
+            raise ValueError(f"fit {fit} saw {len(trees.classes_)} of {n_classes} classes")
+        baselines.append(np.asarray(trees._baseline_prediction, dtype=np.float64).reshape(-1))
+        for per_output in trees._predictors:
+            for output, predictor in enumerate(per_output):
+                nodes = _flat_nodes(predictor.nodes, columns)
+                for key in ("feature", "threshold", "missing_left", "value"):
+                    parts[key].append(nodes[key])
+                parts["left"].append(nodes["left"] + offset)
+                parts["right"].append(nodes["right"] + offset)
+                parts["roots"].append(np.array([offset]))
+                parts["output"].append(np.array([output]))
+                parts["fit"].append(np.array([fit]))
+                depth = max(depth, nodes["depth"])
+                offset += len(nodes["value"])
+    arrays = {key: np.concatenate(values) for key, values in parts.items()}
+    return TreeArrays(
+        **arrays, baseline=np.stack(baselines), features=n_features, classes=n_classes, depth=depth
+    )
+
+
+def _flat_nodes(nodes: np.ndarray, columns: np.ndarray) -> dict[str, Any]:
+    """One scikit-learn tree's node records as arrays: features mapped to ``columns``, leaves
+    pointing to themselves, and every split holding the count-weighted mean of its children's
+    scores (its expected score), plus the deepest leaf's ``depth``."""
+    leaf = nodes["is_leaf"].astype(bool)
+    own = np.arange(len(nodes))
+    left = np.where(leaf, own, nodes["left"].astype(np.int64))
+    right = np.where(leaf, own, nodes["right"].astype(np.int64))
+    value = np.where(leaf, nodes["value"], 0.0)
+    count = nodes["count"].astype(np.float64)
+    for i in range(len(nodes) - 1, -1, -1):  # children come after their parent
+        if not leaf[i]:
+            low, high = left[i], right[i]
+            value[i] = (count[low] * value[low] + count[high] * value[high]) / (count[low] + count[high])
+    return {
+        "feature": np.where(leaf, 0, columns[nodes["feature_idx"]]),
+        "threshold": np.where(leaf, 0.0, nodes["num_threshold"]),
+        "missing_left": nodes["missing_go_to_left"].astype(bool),
+        "left": left,
+        "right": right,
+        "value": value,
+        "depth": int(nodes["depth"][leaf].max()),
+    }

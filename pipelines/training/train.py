@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from data_schemas import CohortSpec
 from deepwe_mm import DeepWeConfig
+from deepwe_mm.tree_evidence import TreeEvidence
 from pipelines.bundles.bundle_io import training_fingerprint, write_bundle
 from pipelines.bundles.model_builder import MultimodalModel, ensemble_model, text_model_identity
 from pipelines.bundles.model_card import render_model_card
@@ -112,6 +113,7 @@ def train(
         data, config, torch_device, checkpoints, resume=resume, progress=progress, teacher=teacher
     )
     model = fits[0].model if len(fits) == 1 else ensemble_model([fit.model for fit in fits])
+    model.trees = _tree_evidence(teacher, config, torch_device)
     data.prepared.preprocessing["text_models"] = text_model_identity(model)
     collate = PatientCollator(model.encoders)
     # The reference cohort first: calibration and test must see the model as it will predict.
@@ -170,6 +172,16 @@ def _teacher(data: _TrainingData, config: TrainConfig, *, progress: bool) -> Tea
     return teacher
 
 
+def _tree_evidence(teacher: Teacher | None, config: TrainConfig, device: torch.device) -> TreeEvidence | None:
+    """The teacher's trees as the model's tree evidence (weight 0 until calibration chooses one),
+    when the fusion setting ``tree_evidence`` is on and the model reads every modality's scalar
+    features per batch, as the trees need."""
+    wanted = config.fusion.get("tree_evidence", DeepWeConfig.tree_evidence)
+    if not wanted or teacher is None or teacher.trees is None or not teacher.per_batch:
+        return None
+    return TreeEvidence.from_arrays(teacher.trees).to(device)
+
+
 def _fit_members(
     data: _TrainingData,
     config: TrainConfig,
@@ -225,6 +237,7 @@ def _write(
             "fusion": model.core.config.to_dict(),
             "ensemble": config.ensemble,
             "train": config.to_dict(),
+            **({"trees": model.trees.shape.to_dict()} if model.trees is not None else {}),
         },
         weights=model.state_dict(),
         preprocessing=data.prepared.preprocessing,

@@ -26,7 +26,7 @@ def test_a_patient_is_never_predicted_by_trees_that_saw_its_label() -> None:
     # Each patient's own number and noise labels: trees that saw a patient can recall its label,
     # trees that did not can only guess.
     features = rng.permutation(400).astype(float)[:, None]
-    probabilities = cross_fitted_probabilities(features, labels, 2, seed=0)
+    probabilities, _ = cross_fitted_probabilities(features, labels, 2, seed=0)
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     recalled = HistGradientBoostingClassifier(random_state=0, **(BOOSTING | {"early_stopping": False}))
@@ -40,7 +40,7 @@ def test_cross_fitted_probabilities_carry_a_real_signal_for_every_class() -> Non
     features = rng.normal(size=(600, 4))
     features[rng.random((600, 4)) < 0.2] = np.nan  # missing values are allowed
     labels = np.digitize(np.nan_to_num(features[:, 0]) + 0.3 * rng.normal(size=600), [-0.5, 0.5])
-    probabilities = cross_fitted_probabilities(features, labels, 3, seed=0)
+    probabilities, _ = cross_fitted_probabilities(features, labels, 3, seed=0)
     assert probabilities.shape == (600, 3)
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-6)
     observed = ~np.isnan(features[:, 0])
@@ -68,9 +68,9 @@ def test_features_too_rare_to_split_on_are_left_out_not_an_error() -> None:
     rare = np.full(60, np.nan)
     rare[:3] = 1.0  # observed in 3 patients: no leaf of 20 can split on it
     features = np.c_[signal, rare, np.full(60, np.nan)]
-    probabilities = cross_fitted_probabilities(features, labels, 2, seed=0)
+    probabilities, _ = cross_fitted_probabilities(features, labels, 2, seed=0)
     assert np.isfinite(probabilities).all() and auroc(labels, probabilities[:, 1]) > 0.7
-    nothing = cross_fitted_probabilities(features[:, 1:], labels, 2, seed=0)
+    nothing, _ = cross_fitted_probabilities(features[:, 1:], labels, 2, seed=0)
     # No usable feature: each fold gets its fit rows' class shares.
     assert np.allclose(nothing.sum(1), 1.0) and np.ptp(nothing[:, 1]) < 0.1
 
