@@ -94,6 +94,17 @@ class TreeEvidence(nn.Module):
     ``weight`` is 0 until calibration sets it: training never sees the trees' output.
     """
 
+    feature: Tensor
+    threshold: Tensor
+    missing_left: Tensor
+    left: Tensor
+    right: Tensor
+    value: Tensor
+    roots: Tensor
+    slot: Tensor
+    baseline: Tensor
+    weight: Tensor
+
     def __init__(self, shape: TreeShape) -> None:
         super().__init__()
         self.shape = shape

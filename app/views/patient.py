@@ -354,7 +354,14 @@ def method_notes(explained: PatientExplanation) -> None:
             for name, item in explained.modalities.items()
         ]
         st.dataframe(pd.DataFrame(rows), hide_index=True)
-        st.caption(f"{explained.score_name}; Integrated Gradients with {explained.steps} steps.")
+        trees = (
+            ""
+            if explained.tree_score is None
+            else f" Of the score {explained.score:.2f}, {explained.tree_score:.2f} is the tree evidence "
+            "(gradient-boosted trees in the model), credited to the tabular values and series "
+            "statistics along the trees' decision paths."
+        )
+        st.caption(f"{explained.score_name}; Integrated Gradients with {explained.steps} steps.{trees}")
 
 
 def render(current: Served) -> None:

@@ -48,23 +48,43 @@ class MultimodalModel(nn.Module):
         self.core = core
         self.trees = trees
 
-    def scalar_features(self, batch: Batch) -> Tensor:
-        """(B, P) every encoder's scalar features side by side, in modality order: what the trees
-        read (the same numbers, in the same order, as the teacher they were fitted for)."""
-        parts = []
+    def scalar_feature_blocks(self, batch: Batch) -> dict[str, Tensor]:
+        """Modality -> (B, P_m) its encoder's scalar features (:meth:`ModalityEncoder.scalar_features`),
+        in modality order."""
+        blocks = {}
         for name, encoder in self.encoders.items():
             features = encoder.scalar_features(batch.inputs[name])
             if features is None:
                 raise ValueError(f"modality {name!r} gives no scalar features per batch")
-            parts.append(features)
-        return torch.cat(parts, dim=1)
+            blocks[name] = features
+        return blocks
+
+    def scalar_features(self, batch: Batch) -> Tensor:
+        """(B, P) every encoder's scalar features side by side, in modality order: what the trees
+        read (the same numbers, in the same order, as the teacher they were fitted for)."""
+        return torch.cat(list(self.scalar_feature_blocks(batch).values()), dim=1)
+
+    def tree_evidence(
+        self, blocks: Mapping[str, Tensor], present: Mapping[str, Tensor] | None = None
+    ) -> Tensor | None:
+        """(B, C) the trees' weighted log-odds for the scalar feature ``blocks`` (modality ->
+        (B, P_m), :meth:`scalar_feature_blocks`), the features of a modality whose ``present`` flag
+        (B,) is False read as NaN (as for a patient without it); None without trees or at weight 0.
+        """
+        if self.trees is None or not bool(self.trees.weight):
+            return None
+        parts = [
+            block if present is None else block.masked_fill(~present[name].view(-1, 1), float("nan"))
+            for name, block in blocks.items()
+        ]
+        return self.trees(torch.cat(parts, dim=1))
 
     def add_tree_evidence(self, output: DeepWeOutput, batch: Batch) -> DeepWeOutput:
         """``output`` with the trees' weighted log-odds added to its logits (unchanged without trees)."""
-        if self.trees is None or not bool(self.trees.weight):
+        evidence = self.tree_evidence(self.scalar_feature_blocks(batch)) if self.trees is not None else None
+        if evidence is None:
             return output
-        evidence = self.trees(self.scalar_features(batch)).to(output.logits.dtype)
-        return replace(output, logits=output.logits + evidence)
+        return replace(output, logits=output.logits + evidence.to(output.logits.dtype))
 
     def tokens(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
         """Token values (B, T_m, D), masks (B, T_m) and present flags (B,) per modality."""

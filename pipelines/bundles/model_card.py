@@ -91,6 +91,7 @@ def render_model_card(
             else "."
         ),
         *([teacher_note(metrics)] if "teacher" in metrics else []),
+        *([note] if (note := tree_evidence_note(metrics)) else []),
         "",
     ]
     return "\n".join(lines)
@@ -107,8 +108,34 @@ def teacher_note(metrics: dict[str, Any]) -> str:
         f"each patient's probabilities from trees fitted on the other {teacher['folds'] - 1} "
         f"of {teacher['folds']} folds"
         + (f" (cross-fitted training AUROC {_fmt(score)})" if score is not None else "")
-        + ". The teacher is not part of the model and reads neither the validation nor the test split."
+        + ". The teacher reads neither the validation nor the test split"
+        + ("; its trees stay in the model (tree evidence)." if "tree_evidence" in metrics else ".")
     )
+
+
+def tree_evidence_note(metrics: dict[str, Any]) -> str | None:
+    """One sentence on the trees in the model (``metrics["tree_evidence"]``), or None without them.
+    Shown in the model card and after training."""
+    trees = metrics.get("tree_evidence")
+    if not trees:
+        return None
+    alone = trees["network_alone"]
+    scores = "; the network alone: validation AUROC " + _fmt(alone["val"].get("auroc"))
+    if "test" in alone:
+        scores += ", test AUROC " + _fmt(alone["test"].get("auroc"))
+    chosen = (
+        f"Tree evidence: the teacher's {trees['trees']} trees ({trees['folds']} folds) are part of the "
+        f"model; their averaged log-odds, weighted {trees['weight']:g}, are added to the network's logits "
+        f"(the weight chosen on the validation split by calibrated log-loss: {trees['val_log_loss']:.4f}, "
+        f"against {trees['val_log_loss_without']:.4f} without them{scores})."
+    )
+    if trees["weight"] == 0:
+        return (
+            f"Tree evidence: the teacher's trees did not lower the validation log-loss "
+            f"({trees['val_log_loss_without']:.4f} without them), so their weight is 0 and the network "
+            "alone predicts."
+        )
+    return chosen
 
 
 def selection_note(metrics: dict[str, Any]) -> str | None:

@@ -99,7 +99,7 @@ def print_training(result, reads=None) -> None:
         + (f" over {members} ensemble members" if members > 1 else f" (best {metrics['best_epoch']})")
         + f" in {result.seconds:.0f} s; bundle: {result.bundle}"
     )
-    from pipelines.bundles.model_card import data_notes, open_gates_note, selection_note
+    from pipelines.bundles.model_card import data_notes, open_gates_note, selection_note, tree_evidence_note
 
     preprocessing = json.loads((Path(result.bundle) / "preprocessing.json").read_text(encoding="utf-8"))
     for note in data_notes(preprocessing):
@@ -110,7 +110,7 @@ def print_training(result, reads=None) -> None:
             f"({reads.hit_rate:.0%} hit rate)"
             + (f" ({reads.corrupt} damaged entries decoded again)" if reads.corrupt else "")
         )
-    for note in (selection_note(metrics), open_gates_note(metrics)):
+    for note in (selection_note(metrics), open_gates_note(metrics), tree_evidence_note(metrics)):
         if note:
             console.print(note.replace("`", ""), markup=False, highlight=False)
     for name, weight in metrics.get("shut_modalities", {}).items():

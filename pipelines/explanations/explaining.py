@@ -125,6 +125,7 @@ def explain_patient(
         coalition_values={"+".join(sorted(c)) or "(none)": v for c, v in values.items()},
         steps=steps,
         faithfulness=curves,
+        tree_score=score.tree_score(),
     )
 
 

@@ -116,6 +116,18 @@ def _explain_modality(
         encoder = bundle.model.encoders[name]
         with torch.no_grad():
             extras["spectrum"] = torch.log(encoder.mel(inputs) + 1e-6)[0].cpu()
+    delta = attribution.delta
+    if kind in ("tabular", "sensor"):
+        # Integrated Gradients sees no gradient through the trees: their evidence is split by their
+        # path contributions, between the patient and the same baseline, onto the tokens that the
+        # attributed tensor feeds (categorical values are occluded, trees included). What the trees
+        # credit elsewhere stays in the completeness error.
+        baseline = copies(batch.inputs[name], 1, **{target.key: target.baseline})
+        trees = score.tree_attribution(name, baseline)
+        if trees is not None:
+            trees = trees[: int(target.input_tokens.max()) + 1]
+            per_token[: len(trees)] += trees
+            delta += float(trees.sum())
     attributed = observed.clone()
     if (kind == "tabular" and tokens[-1:] == ["missing pattern"]) or statistics:
         attributed[-1] = False  # a pattern token has no input element of its own: not ranked
@@ -129,7 +141,7 @@ def _explain_modality(
         token_attribution=per_token,
         feature_weights=weights,
         agreement=agreement,
-        delta=attribution.delta,
+        delta=delta,
         difference=attribution.difference,
         extras=extras,
     )

@@ -78,6 +78,9 @@ class PatientExplanation:
         base_value: the empty coalition's risk (reference cohort base rate).
         coalition_values: ``"labs+notes"`` -> risk with only those modalities.
         faithfulness: deletion/insertion curves over all tokens, or None when not asked for.
+        tree_score: the part of ``score`` that the model's tree evidence adds (None for a model
+            without trees); the token attributions of tabular values and series statistics include
+            the trees' path contributions.
     """
 
     prediction: PredictionRecord
@@ -89,6 +92,7 @@ class PatientExplanation:
     coalition_values: dict[str, float]
     steps: int
     faithfulness: Curves | None = None
+    tree_score: float | None = None
 
     def to_dict(self, *, include_note_tokens: bool = True) -> dict[str, Any]:
         """JSON-able summary (token-level, without the raw attribution tensors).
@@ -103,7 +107,7 @@ class PatientExplanation:
             "risk": self.prediction.risk,
             "label": self.prediction.label,
             "probabilities": self.prediction.probabilities,
-            "score": {"name": self.score_name, "value": self.score},
+            "score": {"name": self.score_name, "value": self.score, "tree_evidence": self.tree_score},
             "integrated_gradients_steps": self.steps,
             "shapley": {
                 "target": "calibrated risk",

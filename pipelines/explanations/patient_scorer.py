@@ -48,8 +48,11 @@ class PatientScorer:
 
     def __init__(self, bundle: Bundle, batch: Batch, target: int) -> None:
         self.bundle, self.batch, self.target = bundle, batch, target
+        trees = bundle.model.trees
+        self.trees = trees if trees is not None and bool(trees.weight) else None
         with torch.no_grad():
             self.values, self.masks, self.present = bundle.model.tokens(batch)
+            self.tree_blocks_of_patient = bundle.model.scalar_feature_blocks(batch) if self.trees else {}
 
     def logits(
         self, changed: Mapping[str, EncoderBatch], k: int = 1, present: Mapping[str, Tensor] | None = None
@@ -63,7 +66,45 @@ class PatientScorer:
             values[name], masks[name] = tokens.values, tokens.mask
         if present is not None:
             flags = {m: flags[m] & present[m] if m in present else flags[m] for m in flags}
-        return self.bundle.model.core(values, masks, flags).logits
+        logits = self.bundle.model.core(values, masks, flags).logits
+        evidence = (
+            self.bundle.model.tree_evidence(self.tree_blocks(changed, k), flags) if self.trees else None
+        )
+        return logits if evidence is None else logits + evidence.to(logits.dtype)
+
+    def tree_blocks(self, changed: Mapping[str, EncoderBatch], k: int = 1) -> dict[str, Tensor]:
+        """Modality -> (K, P_m) the scalar features the trees read: from the changed modalities'
+        batches, the patient's own values elsewhere."""
+        encoders = self.bundle.model.encoders
+        return {
+            name: encoders[name].scalar_features(changed[name]) if name in changed else block.expand(k, -1)
+            for name, block in self.tree_blocks_of_patient.items()
+        }
+
+    def tree_score(self) -> float | None:
+        """The trees' part of the patient's score (their weighted log-odds in score units), or None
+        without trees."""
+        evidence = self.bundle.model.tree_evidence(self.tree_blocks({})) if self.trees else None
+        return None if evidence is None else float(score_of(self.bundle, evidence, self.target)[0])
+
+    def tree_attribution(self, name: str, baseline: EncoderBatch) -> Tensor | None:
+        """(P_name,) float32 how the trees' evidence about modality ``name``'s scalar features moves
+        the score from ``baseline`` (a one-row encoder batch) to the patient, feature by feature:
+        the change of each feature's path contributions (:meth:`TreeEvidence.contributions`), in
+        score units. A changed path can also move what the trees credit to other modalities'
+        features, so these sum to the trees' whole change only when it does not; None without trees."""
+        if self.trees is None:
+            return None
+        moves = []
+        for changed in ({}, {name: baseline}):
+            blocks = self.tree_blocks(changed)
+            start = sum(block.shape[1] for block in list(blocks.values())[: list(blocks).index(name)])
+            _, per_feature = self.trees.contributions(torch.cat(list(blocks.values()), dim=1))
+            moves.append(per_feature[0, start : start + blocks[name].shape[1]])
+        change = (moves[0] - moves[1]) * self.trees.weight / self.bundle.temperature
+        if change.shape[1] == 2:
+            return (change[:, self.target] - change[:, 1 - self.target]).float()
+        return change[:, self.target].float()
 
     def __call__(self, changed: Mapping[str, EncoderBatch]) -> Tensor:
         """(K,) scores, K the rows of the changed encoder batches (1 when nothing changes)."""

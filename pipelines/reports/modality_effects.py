@@ -70,8 +70,9 @@ def modality_effects(
             values, masks, present = model.tokens(batch)
             output = model.core(values, masks, present)
             usable = output.modality_present  # (B, M)
+            blocks = model.scalar_feature_blocks(batch) if model.trees is not None else {}
 
-            def value(subsets, values=values, masks=masks, usable=usable) -> list[np.ndarray]:
+            def value(subsets, values=values, masks=masks, usable=usable, blocks=blocks) -> list[np.ndarray]:
                 # A row's value under S is its value under S restricted to its present modalities:
                 # computed once (subsets come smallest first), copied otherwise, so that a modality
                 # the patient lacks changes nothing, exactly.
@@ -95,6 +96,9 @@ def modality_effects(
                             {m: v[chosen] for m, v in masks.items()},
                             flags,
                         ).logits.float()
+                        evidence = model.tree_evidence({m: b[chosen] for m, b in blocks.items()}, flags)
+                        if evidence is not None:
+                            logits = logits + evidence
                         risk[rows] = torch.softmax(logits / bundle.temperature, 1)[:, target].cpu().numpy()
                     for row in np.flatnonzero(~own):
                         reduced = frozenset(m for m in subset if has[row, index[m]])
