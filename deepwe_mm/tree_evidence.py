@@ -14,7 +14,8 @@ feature each split reads (Saabas 2014; the path attribution that TreeSHAP refine
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ class TreeShape:
         outputs: raw scores per fit: 1 (binary, the positive class's log-odds) or C.
         classes: the model's classes (C).
         depth: the deepest leaf's depth: steps of the descent.
+        blocks: the features each modality gives, in order (modality -> count; P in all).
     """
 
     nodes: int
@@ -42,13 +44,15 @@ class TreeShape:
     outputs: int
     classes: int
     depth: int
+    blocks: dict[str, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
 
     @classmethod
-    def from_dict(cls, values: dict[str, int]) -> TreeShape:
-        return cls(**{key: int(values[key]) for key in cls.__dataclass_fields__})
+    def from_dict(cls, values: dict[str, Any]) -> TreeShape:
+        sizes = {key: int(values[key]) for key in cls.__dataclass_fields__ if key != "blocks"}
+        return cls(**sizes, blocks={str(k): int(v) for k, v in dict(values["blocks"]).items()})
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class TreeArrays:
     features: int
     classes: int
     depth: int
+    blocks: dict[str, int] = field(default_factory=dict)
 
     @property
     def shape(self) -> TreeShape:
@@ -85,6 +90,7 @@ class TreeArrays:
             outputs=self.baseline.shape[1],
             classes=self.classes,
             depth=self.depth,
+            blocks=dict(self.blocks),
         )
 
 

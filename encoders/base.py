@@ -36,6 +36,9 @@ class ModalityEncoder(nn.Module):
     fixed_token_count: ClassVar[bool] = False
     out_dim: int
     config: Any
+    # Set by a model whose trees read this encoder's per-file summaries: how many numbers each
+    # summary holds. ``collate`` callers then add them to the batch (:meth:`summary_tensor`).
+    summary_width: int | None = None
 
     def example_samples(self, n: int, rng: np.random.Generator) -> list[Any]:
         raise NotImplementedError
@@ -52,9 +55,37 @@ class ModalityEncoder(nn.Module):
         None where the encoder has none, or gives them per file instead (:meth:`sample_summary`)."""
         return None
 
+    def feature_source(self) -> str | None:
+        """Where this encoder's numbers for a tree model come from: ``"batch"``
+        (:meth:`scalar_features`), ``"sample"`` (:meth:`sample_summary`) or None (nowhere)."""
+        if type(self).scalar_features is not ModalityEncoder.scalar_features:
+            return "batch"
+        if type(self).sample_summary is not ModalityEncoder.sample_summary:
+            return "sample"
+        return None
+
+    def summary_tensor(self, samples: Sequence[Any | None], width: int) -> torch.Tensor:
+        """(B, width) float64 :meth:`sample_summary` of each sample; a row of NaN for a patient
+        without the modality (None)."""
+        return torch.from_numpy(
+            summary_matrix([None if s is None else self.sample_summary(s) for s in samples], width)
+        )
+
     def sample_summary(self, sample: Any) -> dict[str, float] | None:
         """Named numbers of one patient's reader output (a sample as ``collate`` takes it, never
         None) that a tree model can read, with the same names in the same order for every sample
         of the modality (:mod:`encoders.summaries`); None where the encoder has none, or gives them
         per batch instead (:meth:`scalar_features`)."""
         return None
+
+
+def summary_matrix(summaries: Sequence[dict[str, float] | None], width: int | None = None) -> np.ndarray:
+    """(N, F) float64 of per-patient summaries that all name the same F numbers; a row of NaN for
+    None. ``width`` F defaults to the first summary's length (0 when every row is None)."""
+    if width is None:
+        width = next((len(s) for s in summaries if s is not None), 0)
+    matrix = np.full((len(summaries), width), np.nan)
+    for row, summary in enumerate(summaries):
+        if summary is not None:
+            matrix[row] = list(summary.values())
+    return matrix

@@ -18,7 +18,7 @@ from deepwe_mm import DeepWe, DeepWeConfig, DeepWeEnsemble, DeepWeOutput
 from deepwe_mm.tree_evidence import TreeEvidence, TreeShape
 from encoders import create_encoder
 from encoders.base import ModalityEncoder
-from encoders.tokens import Tokens
+from encoders.tokens import EncoderBatch, Tokens
 from pipelines.cohorts.dataset import Batch
 
 
@@ -30,7 +30,7 @@ class MultimodalModel(nn.Module):
         encoders: modality name -> encoder, in the spec's order.
         core: the fusion core, configured for the same modalities and token widths.
         trees: the trees (:mod:`deepwe_mm.tree_evidence`), or None. They read
-            :meth:`scalar_features`, so every encoder must give its scalar features per batch.
+            :meth:`scalar_features`: each encoder's per-batch numbers or per-file summaries.
     """
 
     def __init__(
@@ -46,18 +46,30 @@ class MultimodalModel(nn.Module):
             )
         self.encoders = nn.ModuleDict(encoders)
         self.core = core
+        self.trees: TreeEvidence | None = None
+        self.attach_trees(trees)
+
+    def attach_trees(self, trees: TreeEvidence | None) -> None:
+        """Set the model's trees (None: none). Encoders whose numbers are per-file summaries learn
+        their summaries' width, so that collating adds the summaries to each batch."""
         self.trees = trees
+        for name, encoder in self.encoders.items():
+            sample = trees is not None and encoder.feature_source() == "sample"
+            encoder.summary_width = trees.shape.blocks[name] if sample and trees is not None else None
+
+    def scalar_features_of(self, name: str, item: EncoderBatch) -> Tensor:
+        """(B, P_m) modality ``name``'s scalar features: its encoder's per-batch numbers, or the
+        per-file summaries that collating added (see :meth:`attach_trees`)."""
+        features = self.encoders[name].scalar_features(item)
+        if features is None:
+            features = item.tensors.get("summary")
+        if features is None:
+            raise ValueError(f"modality {name!r} gives no scalar features in this batch")
+        return features
 
     def scalar_feature_blocks(self, batch: Batch) -> dict[str, Tensor]:
-        """Modality -> (B, P_m) its encoder's scalar features (:meth:`ModalityEncoder.scalar_features`),
-        in modality order."""
-        blocks = {}
-        for name, encoder in self.encoders.items():
-            features = encoder.scalar_features(batch.inputs[name])
-            if features is None:
-                raise ValueError(f"modality {name!r} gives no scalar features per batch")
-            blocks[name] = features
-        return blocks
+        """Modality -> (B, P_m) its scalar features (:meth:`scalar_features_of`), in modality order."""
+        return {name: self.scalar_features_of(name, batch.inputs[name]) for name in self.encoders}
 
     def scalar_features(self, batch: Batch) -> Tensor:
         """(B, P) every encoder's scalar features side by side, in modality order: what the trees
@@ -138,7 +150,7 @@ def build_model(
         raise ValueError(f"ensemble must be >= 1, got {ensemble}")
     model = member() if ensemble == 1 else ensemble_model([member() for _ in range(ensemble)])
     if trees is not None:
-        model.trees = TreeEvidence(TreeShape.from_dict(dict(trees)))
+        model.attach_trees(TreeEvidence(TreeShape.from_dict(dict(trees))))
     return model
 
 
@@ -172,6 +184,9 @@ class EnsembleEncoder(ModalityEncoder):
 
     def sample_summary(self, sample):
         return self.members[0].sample_summary(sample)
+
+    def feature_source(self):
+        return self.members[0].feature_source()
 
     def forward(self, batch):
         tokens = [member(batch) for member in self.members]

@@ -430,10 +430,13 @@ class PatientCollator:
 
     def __call__(self, samples: Sequence[PatientSample]) -> Batch:
         with torch.no_grad():
-            inputs = {
-                name: encoder.collate([s.inputs[name] for s in samples])
-                for name, encoder in self.encoders.items()
-            }
+            inputs = {}
+            for name, encoder in self.encoders.items():
+                reads = [s.inputs[name] for s in samples]
+                inputs[name] = encoder.collate(reads)
+                width = getattr(encoder, "summary_width", None)
+                if width is not None:  # a model's trees read this modality's per-file summaries
+                    inputs[name].tensors["summary"] = encoder.summary_tensor(reads, width)
         return Batch(
             inputs=inputs,
             labels=torch.tensor([s.label for s in samples], dtype=torch.long),

@@ -75,9 +75,9 @@ class PatientScorer:
     def tree_blocks(self, changed: Mapping[str, EncoderBatch], k: int = 1) -> dict[str, Tensor]:
         """Modality -> (K, P_m) the scalar features the trees read: from the changed modalities'
         batches, the patient's own values elsewhere."""
-        encoders = self.bundle.model.encoders
+        model = self.bundle.model
         return {
-            name: encoders[name].scalar_features(changed[name]) if name in changed else block.expand(k, -1)
+            name: model.scalar_features_of(name, changed[name]) if name in changed else block.expand(k, -1)
             for name, block in self.tree_blocks_of_patient.items()
         }
 

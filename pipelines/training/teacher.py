@@ -19,6 +19,7 @@ part of the model bundle.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from deepwe_mm.tree_evidence import TreeArrays
-from encoders.base import ModalityEncoder
+from encoders.base import summary_matrix
 from pipelines.bundles.model_builder import build_encoders
 from pipelines.cohorts.dataset import PatientCollator
 from pipelines.cohorts.prepare import PreparedCohort
@@ -60,9 +61,8 @@ class Teacher:
         features: how many scalar features the trees read.
         auroc: the cross-fitted probabilities' AUROC on the training labels (binary; None otherwise).
         seconds: wall-clock seconds to read the features and fit the trees.
-        trees: the folds' fitted trees as node arrays (None when none could be fitted).
-        per_batch: every modality gives its scalar features per collated batch (none per file), so
-            a model can read them in its forward pass and add the trees' evidence.
+        trees: the folds' fitted trees as node arrays, with each modality's feature count (None
+            when none could be fitted).
     """
 
     probabilities: torch.Tensor
@@ -70,7 +70,6 @@ class Teacher:
     auroc: float | None
     seconds: float
     trees: TreeArrays | None = None
-    per_batch: bool = False
 
     def targets(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, C) probabilities of the batch's training-dataset positions ``indices`` (B,), on
@@ -105,9 +104,10 @@ def fit_teacher(
         batch_size: patients per collated batch while reading the features.
     """
     started = time.perf_counter()
-    features = training_features(prepared, settings, batch_size)
-    if features is None:
+    read = training_features(prepared, settings, batch_size)
+    if read is None:
         return None
+    features, widths = read
     labels = prepared.labels[prepared.splits == "train"]
     counts = np.bincount(labels, minlength=len(prepared.classes))
     if counts.min() < FOLDS:
@@ -118,6 +118,8 @@ def fit_teacher(
         )
         return None
     probabilities, trees = cross_fitted_probabilities(features, labels, len(prepared.classes), seed)
+    if trees is not None:
+        trees = dataclasses.replace(trees, blocks=widths)
     score = float(auroc(labels, probabilities[:, 1])) if len(prepared.classes) == 2 else None
     teacher = Teacher(
         torch.from_numpy(probabilities.astype(np.float32)),
@@ -125,7 +127,6 @@ def fit_teacher(
         score,
         time.perf_counter() - started,
         trees,
-        all(feature_source(encoder) == "batch" for encoder in build_encoders(settings).values()),
     )
     log.info("%s", teacher.describe())
     return teacher
@@ -133,15 +134,16 @@ def fit_teacher(
 
 def training_features(
     prepared: PreparedCohort, settings: dict[str, Any], batch_size: int
-) -> np.ndarray | None:
+) -> tuple[np.ndarray, dict[str, int]] | None:
     """(N_train, F) float64 scalar features of the training patients in dataset order (NaN where
-    not observed or the modality is missing), or None (logged) when a modality has none.
+    not observed or the modality is missing) and how many of them each modality gives, in order; or
+    None (logged) when a modality has none.
 
     Each modality gives its encoder's numbers, per collated batch (:meth:`ModalityEncoder.scalar_features`:
     tabular values, series statistics) or per file (:meth:`ModalityEncoder.sample_summary`: waveforms,
     sounds, images, notes)."""
     encoders = build_encoders(settings)
-    sources = {name: feature_source(encoder) for name, encoder in encoders.items()}
+    sources = {name: encoder.feature_source() for name, encoder in encoders.items()}
     without = [name for name, source in sources.items() if source is None]
     if without:
         log.info(
@@ -170,31 +172,11 @@ def training_features(
                     None if s.inputs[name] is None else encoder.sample_summary(s.inputs[name])
                     for s in samples
                 ]
-    blocks = [
-        np.concatenate(columns[name]) if sources[name] == "batch" else _summary_block(summaries[name])
+    blocks = {
+        name: np.concatenate(columns[name]) if sources[name] == "batch" else summary_matrix(summaries[name])
         for name in encoders
-    ]
-    return np.concatenate(blocks, axis=1)
-
-
-def feature_source(encoder: ModalityEncoder) -> str | None:
-    """Where ``encoder``'s scalar features come from: ``"batch"``, ``"sample"`` or None (nowhere)."""
-    if type(encoder).scalar_features is not ModalityEncoder.scalar_features:
-        return "batch"
-    if type(encoder).sample_summary is not ModalityEncoder.sample_summary:
-        return "sample"
-    return None
-
-
-def _summary_block(summaries: list[dict[str, float] | None]) -> np.ndarray:
-    """(N, F) float64 of per-patient summaries (every summary names the same F numbers); a
-    patient without the modality is all NaN (a modality missing in every patient: no columns)."""
-    width = next((len(s) for s in summaries if s is not None), 0)
-    block = np.full((len(summaries), width), np.nan)
-    for row, summary in enumerate(summaries):
-        if summary is not None:
-            block[row] = list(summary.values())
-    return block
+    }
+    return np.concatenate(list(blocks.values()), axis=1), {name: b.shape[1] for name, b in blocks.items()}
 
 
 def cross_fitted_probabilities(

@@ -113,7 +113,7 @@ def train(
         data, config, torch_device, checkpoints, resume=resume, progress=progress, teacher=teacher
     )
     model = fits[0].model if len(fits) == 1 else ensemble_model([fit.model for fit in fits])
-    model.trees = _tree_evidence(teacher, config, torch_device)
+    model.attach_trees(_tree_evidence(teacher, config, torch_device))
     data.prepared.preprocessing["text_models"] = text_model_identity(model)
     collate = PatientCollator(model.encoders)
     # The reference cohort first: calibration and test must see the model as it will predict.
@@ -174,10 +174,9 @@ def _teacher(data: _TrainingData, config: TrainConfig, *, progress: bool) -> Tea
 
 def _tree_evidence(teacher: Teacher | None, config: TrainConfig, device: torch.device) -> TreeEvidence | None:
     """The teacher's trees as the model's tree evidence (weight 0 until calibration chooses one),
-    when the fusion setting ``tree_evidence`` is on and the model reads every modality's scalar
-    features per batch, as the trees need."""
+    when the fusion setting ``tree_evidence`` is on."""
     wanted = config.fusion.get("tree_evidence", DeepWeConfig.tree_evidence)
-    if not wanted or teacher is None or teacher.trees is None or not teacher.per_batch:
+    if not wanted or teacher is None or teacher.trees is None:
         return None
     return TreeEvidence.from_arrays(teacher.trees).to(device)
 

@@ -15,7 +15,7 @@ from encoders.image import ImageEncoder, ImageEncoderConfig
 from encoders.summaries import image_summary
 from encoders.tabular import TabularEncoder, TabularEncoderConfig
 from pipelines.evaluation.metrics import auroc
-from pipelines.training.teacher import BOOSTING, FOLDS, cross_fitted_probabilities, feature_source
+from pipelines.training.teacher import BOOSTING, FOLDS, cross_fitted_probabilities
 from pipelines.training.train import train
 from tests.pipelines.conftest import TINY
 
@@ -155,11 +155,7 @@ class _ImageWithoutSummaries(ImageEncoder):
 def test_no_teacher_for_a_modality_whose_encoder_gives_no_numbers() -> None:
     """A teacher blind to part of the patient would teach the model to ignore that part."""
     config = ImageEncoderConfig(out_dim=8, image_size=32)
-    assert feature_source(_ImageWithoutSummaries(config)) is None
-    assert feature_source(ImageEncoder(config)) == "sample"
-    assert (
-        feature_source(
-            TabularEncoder(TabularEncoderConfig(numeric=("age",), categorical=(), categories=(), out_dim=8))
-        )
-        == "batch"
-    )
+    assert _ImageWithoutSummaries(config).feature_source() is None
+    assert ImageEncoder(config).feature_source() == "sample"
+    tabular = TabularEncoder(TabularEncoderConfig(numeric=("age",), categorical=(), categories=(), out_dim=8))
+    assert tabular.feature_source() == "batch"

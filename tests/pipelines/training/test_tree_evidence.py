@@ -13,8 +13,10 @@ import pytest
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from deepwe_mm.tree_evidence import TreeEvidence
+from deepwe_mm import DeepWe, DeepWeConfig
+from deepwe_mm.tree_evidence import TreeEvidence, TreeShape
 from pipelines.api import load_bundle
+from pipelines.bundles.model_builder import MultimodalModel, build_encoders
 from pipelines.cohorts.cohort_table import load_cohort
 from pipelines.cohorts.dataset import PatientCollator
 from pipelines.cohorts.prepare import prepare_cohort
@@ -23,7 +25,8 @@ from pipelines.explanations.explaining import explain_patient, read_patient
 from pipelines.explanations.patient_scorer import PatientScorer, copies
 from pipelines.reports.modality_effects import modality_effects
 from pipelines.training.calibrate import TREE_WEIGHTS, best_tree_weight
-from pipelines.training.teacher import BOOSTING, tree_arrays
+from pipelines.training.model_settings import encoder_settings
+from pipelines.training.teacher import BOOSTING, training_features, tree_arrays
 from pipelines.training.train import train
 from tests.pipelines.conftest import TINY
 from tests.pipelines.training.test_teacher import _keep_modalities
@@ -197,3 +200,25 @@ def test_an_ensemble_bundle_with_trees_round_trips(cohort_copy, tmp_path) -> Non
     bundle = load_bundle(tmp_path / "model")
     assert bundle.model.trees is not None
     assert float(bundle.model.trees.weight) == result.metrics["tree_evidence"]["weight"]
+
+
+def test_the_model_reads_the_numbers_its_teacher_was_fitted_on_for_every_modality(cohort_60) -> None:
+    """Per-batch numbers (labs, vitals statistics) and per-file summaries (notes, images, sounds,
+    waveforms) reach the trees in the model exactly as they reached the teacher."""
+    prepared = prepare_cohort(load_cohort(cohort_60))
+    settings = encoder_settings(prepared.cohort.spec, prepared.preprocessing, TINY)
+    features, widths = training_features(prepared, settings, batch_size=16)
+    assert list(widths) == list(prepared.cohort.spec.modalities) and sum(widths.values()) == features.shape[1]
+    encoders = build_encoders(settings)
+    model = MultimodalModel(encoders, DeepWe(DeepWeConfig({n: e.out_dim for n, e in encoders.items()})))
+    shape = TreeShape(
+        nodes=1, trees=1, fits=1, features=features.shape[1], outputs=1, classes=2, depth=0, blocks=widths
+    )
+    model.attach_trees(TreeEvidence(shape))
+    dataset = prepared.dataset("train")
+    batch = PatientCollator(model.encoders)([dataset[i] for i in range(len(dataset))])
+    with torch.no_grad():
+        read = model.scalar_features(batch).double().numpy()
+    np.testing.assert_array_equal(read, features)  # NaN where the teacher had NaN
+    model.attach_trees(None)
+    assert all(encoder.summary_width is None for encoder in model.encoders.values())
