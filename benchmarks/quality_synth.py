@@ -89,6 +89,8 @@ WORK = REPO / "runs" / "bench" / "quality_synth"
 MISSING_RATES = (0.0, 0.3, 0.6)
 SPLITS = ("train", "val", "test")
 DEEPWE = "DeepWe"
+# The same trained DeepWe without its tree evidence, as training scored it (whole test split only).
+NETWORK_ALONE = "DeepWe, the network alone (without tree evidence)"
 LATE = "late fusion (mean of single-modality risks)"
 EARLY = "early fusion (concatenated embeddings + MLP)"
 GB = "gradient boosting on summary features"
@@ -518,7 +520,13 @@ def run_seed(
     present = data.present.loc[test].to_numpy()
     result.importance[BY_WEIGHT] = mean_over_present(effects.modality_weights, present, names)
     result.importance[BY_SHAPLEY] = mean_over_present(np.abs(effects.shapley), present, names)
-    result.details[DEEPWE] = {"epochs_run": trained.epochs_run, "best_epoch": trained.metrics["best_epoch"]}
+    trees = trained.metrics.get("tree_evidence", {})
+    result.details[DEEPWE] = {
+        "epochs_run": trained.epochs_run,
+        "best_epoch": trained.metrics["best_epoch"],
+        "tree_weight": trees.get("weight"),
+        "network_alone": trees.get("network_alone", {}).get("test"),
+    }
 
     single_test = pd.DataFrame(np.nan, index=test, columns=names)
     embeddings: dict[str, pd.DataFrame] = {}
@@ -598,6 +606,10 @@ def cohort_rows(data: SynthCohort, runs: Sequence[SeedResult], settings: Setting
         for key, metric in METRICS.items():
             anchor = oracle if key == "auroc" else None
             rows.append(_row(comparison, method, metric, [m[key] for m in metrics], anchor))
+    alone = [r.details[DEEPWE]["network_alone"] for r in runs]
+    if all(scores is not None for scores in alone):  # the same networks without their tree evidence
+        for key, metric in METRICS.items():
+            rows.append(_row(comparison, NETWORK_ALONE, metric, [scores[key] for scores in alone]))
     present = data.present.loc[data.test_ids]
     groupings = {"pattern": patterns(present), "modalities missing": missing_counts(present)}
     for kind, pattern in groupings.items():
@@ -618,11 +630,12 @@ def cohort_rows(data: SynthCohort, runs: Sequence[SeedResult], settings: Setting
                 rows.append(_row(by_pattern, method, metric, [p[name] for p in per_seed], oracle))
     rows += ranking_rows(data, runs, ranking)
     notes.info(
-        "%s: DeepWe's best epoch per seed %s (of at most %d), early-fusion MLP epochs %s, gradient boosting "
-        "%d trees.",
+        "%s: DeepWe's best epoch per seed %s (of at most %d) and tree-evidence weight %s, early-fusion "
+        "MLP epochs %s, gradient boosting %d trees.",
         comparison,
         [r.details[DEEPWE]["best_epoch"] for r in runs],
         settings.epochs,
+        [r.details[DEEPWE].get("tree_weight") for r in runs],
         [r.details[EARLY]["epochs"] for r in runs],
         runs[0].details[GB]["trees"],
     )

@@ -1,6 +1,6 @@
 """After training: the reference cohort of the patient graph, calibration on the validation split
-(temperature, a positive-logit shift, a decision threshold), and the metrics of metrics.json, each
-ensemble member's included.
+(the tree-evidence weight, temperature, a positive-logit shift, a decision threshold), and the
+metrics of metrics.json, each ensemble member's included.
 
 The calibration and the test metrics use the fixed reference cohort, exactly as prediction will.
 """
@@ -119,6 +119,8 @@ def calibrate_and_test(
         "method": method,
         "classes": prepared.classes,
     }
+    if trees is not None:  # chosen before the temperature, on the same split; it lives in the weights
+        calibration["tree_weight"] = trees["weight"]
     loop = fits[0].loop
     metrics: dict[str, Any] = {
         "best_epoch": loop.best_epoch + 1,

@@ -13,8 +13,8 @@ network to ignore that part.
 Its probabilities are cross-fitted: the training patients are cut into :data:`FOLDS` stratified
 folds and each fold is predicted by trees fitted on the others, so a patient's soft target carries
 no more of its own label than a new patient's would. Only the training split is read: the validation
-split, which early stopping and calibration use, is never shown to the teacher. The teacher is not
-part of the model bundle.
+split, which early stopping and calibration use, is never shown to the teacher. The folds' fitted
+trees can stay in the model as its tree evidence (:mod:`deepwe_mm.tree_evidence`).
 """
 
 from __future__ import annotations

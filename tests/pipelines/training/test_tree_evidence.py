@@ -126,6 +126,8 @@ def test_the_bundle_carries_the_trees_and_prediction_adds_their_weighted_log_odd
     assert set(recorded["network_alone"]) == {"val", "test"}
     config = json.loads((result.bundle / "config.json").read_text())
     assert config["trees"]["trees"] == recorded["trees"] and config["fusion"]["tree_evidence"] is True
+    calibration = json.loads((result.bundle / "calibration.json").read_text())
+    assert calibration["tree_weight"] == recorded["weight"]
 
     model = load_bundle(result.bundle).model
     assert model.trees is not None and float(model.trees.weight) == recorded["weight"]
