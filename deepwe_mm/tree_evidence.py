@@ -149,6 +149,8 @@ class TreeEvidence(nn.Module):
             child = torch.where(go_left, self.left[node], self.right[node])
             if moves is not None:
                 moves.scatter_add_(1, column * slots + self.slot, self.value[child] - self.value[node])
+            if torch.equal(child, node):  # every tree has reached its leaf (leaves point to themselves)
+                break
             node = child
         return node
 
