@@ -16,6 +16,7 @@ Every function returns the same names, in the same order, for every input of a m
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -127,11 +128,20 @@ def image_summary(image: np.ndarray) -> Features:
 
 def text_summary(text: str) -> Features:
     """Word count and :data:`TEXT_HASH_FEATURES` hashed word counts of a note (lower-cased unigrams)."""
+    return text_summaries([text])[0]
+
+
+def text_summaries(texts: Sequence[str]) -> list[Features]:
+    """:func:`text_summary` of many notes in one vectorised pass (the same numbers)."""
+    counts = _word_hasher().transform(list(texts)).toarray()
+    return [
+        {"words": float(len(text.split())), **{f"hash_{i:02d}": float(v) for i, v in enumerate(row)}}
+        for text, row in zip(texts, counts, strict=True)
+    ]
+
+
+@functools.cache
+def _word_hasher():
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    hashed = HashingVectorizer(
-        n_features=TEXT_HASH_FEATURES, alternate_sign=False, norm=None, lowercase=True
-    ).transform([text])
-    counts = hashed.toarray()[0]
-    words = len(text.split())
-    return {"words": float(words), **{f"hash_{i:02d}": float(v) for i, v in enumerate(counts)}}
+    return HashingVectorizer(n_features=TEXT_HASH_FEATURES, alternate_sign=False, norm=None, lowercase=True)

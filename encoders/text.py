@@ -51,8 +51,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from encoders._registry import register_encoder
-from encoders.base import ModalityEncoder
-from encoders.summaries import text_summary
+from encoders.base import ModalityEncoder, summary_matrix
+from encoders.summaries import text_summaries, text_summary
 from encoders.text_cache import EmbeddingCache, NoteEmbedding, sha256_file
 from encoders.tokens import EncoderBatch, Tokens
 
@@ -302,6 +302,13 @@ class TextEncoder(ModalityEncoder):
     def sample_summary(self, sample: str) -> dict[str, float]:
         """Word count and hashed word counts of the note (:func:`encoders.summaries.text_summary`)."""
         return text_summary(sample)
+
+    def summary_tensor(self, samples: Sequence[str | None], width: int) -> torch.Tensor:
+        """The notes' summaries hashed in one pass (the same numbers as :meth:`sample_summary`)."""
+        summaries = iter(text_summaries([s for s in samples if s is not None]))
+        return torch.from_numpy(
+            summary_matrix([None if s is None else next(summaries) for s in samples], width)
+        )
 
     def forward(self, batch: EncoderBatch) -> Tokens:
         """Project the note embeddings (running the trainable model first when fine-tuning).

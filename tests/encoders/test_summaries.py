@@ -89,3 +89,21 @@ def test_a_file_encoder_summarises_every_sample_under_the_same_names(kind, confi
     summaries = [encoder.sample_summary(sample) for sample in samples]
     assert all(list(s) == list(summaries[0]) for s in summaries) and len(summaries[0]) > 0
     assert all(isinstance(v, float) for s in summaries for v in s.values())
+
+
+@pytest.mark.parametrize(
+    ("kind", "config"),
+    [
+        ("image", {"out_dim": 8, "image_size": 32, "backbone": "resnet18"}),
+        ("sensor", {"channels": 2, "out_dim": 8}),
+        ("text-tiny", {}),
+    ],
+)
+def test_a_batch_of_summaries_holds_each_samples_numbers_and_nan_for_a_missing_one(kind, config):
+    encoder = create_encoder(kind, **config)
+    samples = encoder.example_samples(3, np.random.default_rng(1))
+    width = len(encoder.sample_summary(samples[0]))
+    batch = encoder.summary_tensor([samples[0], None, samples[1], samples[2]], width).numpy()
+    assert batch.shape == (4, width) and np.isnan(batch[1]).all()
+    for row, sample in zip((0, 2, 3), samples, strict=True):
+        np.testing.assert_array_equal(batch[row], list(encoder.sample_summary(sample).values()))
