@@ -202,7 +202,7 @@ def read_bundle(folder: str | Path) -> BundleContents:
         raise BundleError(f"{folder / 'config.json'}: expected a JSON object")
     try:
         check_config_sizes(
-            {k: config.get(k) for k in ("encoders", "fusion")}, shapes, str(folder / "config.json")
+            {k: config.get(k) for k in ("encoders", "fusion", "trees")}, shapes, str(folder / "config.json")
         )
     except ValueError as error:
         raise BundleError(str(error)) from None

@@ -123,6 +123,20 @@ def test_a_rehashed_bundle_with_huge_config_sizes_is_refused_before_building(bun
     assert time.perf_counter() - started < 5
 
 
+def test_a_bundle_whose_trees_claim_huge_sizes_is_refused_before_building(bundle_path, tmp_path):
+    def huge_trees(config: dict) -> None:
+        config["trees"] = {
+            "nodes": 10**12,
+            **{key: 1 for key in ("trees", "fits", "features", "outputs", "depth")},
+            "classes": 2,
+            "blocks": {},
+        }
+
+    target = bundle_with_config(bundle_path, tmp_path / "bundle", huge_trees)
+    with pytest.raises(BundleError, match=r"trees.nodes = 1000000000000 is not a size"):
+        load_bundle(target)
+
+
 @pytest.mark.parametrize(
     "header",
     [
