@@ -54,8 +54,8 @@ class MultimodalModel(nn.Module):
         their summaries' width, so that collating adds the summaries to each batch."""
         self.trees = trees
         for name, encoder in self.encoders.items():
-            sample = trees is not None and encoder.feature_source() == "sample"
-            encoder.summary_width = trees.shape.blocks[name] if sample and trees is not None else None
+            per_file = trees is not None and encoder.feature_source() == "sample"
+            encoder.summary_width = trees.shape.blocks.get(name) if per_file and trees is not None else None
 
     def scalar_features_of(self, name: str, item: EncoderBatch) -> Tensor:
         """(B, P_m) modality ``name``'s scalar features: its encoder's per-batch numbers, or the
@@ -93,10 +93,10 @@ class MultimodalModel(nn.Module):
 
     def add_tree_evidence(self, output: DeepWeOutput, batch: Batch) -> DeepWeOutput:
         """``output`` with the trees' weighted log-odds added to its logits (unchanged without trees)."""
-        evidence = self.tree_evidence(self.scalar_feature_blocks(batch)) if self.trees is not None else None
-        if evidence is None:
+        if self.trees is None or not bool(self.trees.weight):
             return output
-        return replace(output, logits=output.logits + evidence.to(output.logits.dtype))
+        evidence = self.trees(self.scalar_features(batch)).to(output.logits.dtype)
+        return replace(output, logits=output.logits + evidence)
 
     def tokens(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
         """Token values (B, T_m, D), masks (B, T_m) and present flags (B,) per modality."""
