@@ -133,6 +133,8 @@ def text_summary(text: str) -> Features:
 
 def text_summaries(texts: Sequence[str]) -> list[Features]:
     """:func:`text_summary` of many notes in one vectorised pass (the same numbers)."""
+    if not texts:  # the hasher cannot transform an empty list
+        return []
     counts = _word_hasher().transform(list(texts)).toarray()
     return [
         {"words": float(len(text.split())), **{f"hash_{i:02d}": float(v) for i, v in enumerate(row)}}

@@ -107,3 +107,4 @@ def test_a_batch_of_summaries_holds_each_samples_numbers_and_nan_for_a_missing_o
     assert batch.shape == (4, width) and np.isnan(batch[1]).all()
     for row, sample in zip((0, 2, 3), samples, strict=True):
         np.testing.assert_array_equal(batch[row], list(encoder.sample_summary(sample).values()))
+    assert np.isnan(encoder.summary_tensor([None], width).numpy()).all()  # a batch without the modality
