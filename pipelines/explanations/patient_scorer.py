@@ -101,10 +101,7 @@ class PatientScorer:
             start = sum(block.shape[1] for block in list(blocks.values())[: list(blocks).index(name)])
             _, per_feature = self.trees.contributions(torch.cat(list(blocks.values()), dim=1))
             moves.append(per_feature[0, start : start + blocks[name].shape[1]])
-        change = (moves[0] - moves[1]) * self.trees.weight / self.bundle.temperature
-        if change.shape[1] == 2:
-            return (change[:, self.target] - change[:, 1 - self.target]).float()
-        return change[:, self.target].float()
+        return score_of(self.bundle, (moves[0] - moves[1]) * self.trees.weight, self.target)
 
     def __call__(self, changed: Mapping[str, EncoderBatch]) -> Tensor:
         """(K,) scores, K the rows of the changed encoder batches (1 when nothing changes)."""
